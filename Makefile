@@ -1,0 +1,23 @@
+# The two set-up commands (README): `make demo` and `make test`.
+.PHONY: demo test unit cluster-up cluster-down
+
+# The main job on the local cluster (brought up if it isn't).
+demo:
+	cargo run --quiet -p serin-e2e --bin serin-demo
+
+# Every test, the end-to-end ones included, against one local cluster brought up for the run and torn down
+# at the end (the teardown test, run last, checks that `down` leaves nothing behind).
+test:
+	e2e/cluster/up
+	@status=0; cargo test --workspace || status=$$?; \
+	if [ $$status -ne 0 ]; then e2e/cluster/down; exit $$status; fi
+	cargo test -p serin-e2e --test teardown -- --ignored
+
+# Unit tests only: no cluster.
+unit:
+	cargo test --workspace --lib --bins
+
+cluster-up:
+	e2e/cluster/up
+cluster-down:
+	e2e/cluster/down

@@ -1,0 +1,209 @@
+//! Harness for end-to-end tests against the local cluster (e2e/cluster/up): a real kube-apiserver with kwok
+//! nodes, Prometheus, and the traffic simulator. A test process brings the cluster up once (reusing one that
+//! is already up) and every test in it shares it, each in a namespace of its own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::ApiResource;
+use kube::{Api, Client, Config};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+/// The repository's root.
+pub fn repo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the harness lives in e2e/harness")
+}
+
+/// What `e2e/cluster/up` printed: KUBECONFIG, PROMETHEUS, TRAFFICSIM, SERIN_CLUSTER_STATE, SERIN_BIN.
+#[derive(Debug, Clone)]
+pub struct ClusterEnv {
+    pub vars: HashMap<String, String>,
+}
+
+impl ClusterEnv {
+    pub fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("e2e/cluster/up printed no {key}"))
+    }
+    pub fn kubeconfig(&self) -> &str {
+        self.get("KUBECONFIG")
+    }
+    pub fn prometheus(&self) -> &str {
+        self.get("PROMETHEUS")
+    }
+}
+
+static ENV: OnceCell<ClusterEnv> = OnceCell::const_new();
+
+/// The local cluster, brought up on first use (or found already up).
+pub async fn cluster() -> &'static ClusterEnv {
+    ENV.get_or_init(|| async {
+        let up = repo_dir().join("e2e/cluster/up");
+        let out = tokio::process::Command::new(&up)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {}: {e}", up.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{stdout}",
+            up.display(),
+            out.status
+        );
+        let vars = stdout
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ClusterEnv { vars }
+    })
+    .await
+}
+
+/// A client for the local cluster as its admin.
+pub async fn client() -> Client {
+    let env = cluster().await;
+    let kubeconfig =
+        Kubeconfig::read_from(env.kubeconfig()).expect("reading the local cluster's kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("building a client")
+}
+
+static NAMESPACES: AtomicU32 = AtomicU32::new(0);
+
+/// Creates a namespace of its own for one test: `<prefix>-<pid>-<n>`.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NAMESPACES.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating a namespace");
+    name
+}
+
+/// Server-side applies a typed object from JSON under the test's field manager.
+pub async fn apply<K>(client: &Client, namespace: &str, object: Value) -> K
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let name = object["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(
+            &name,
+            &PatchParams::apply("serin-e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {namespace}/{name}: {e}", K::kind(&())))
+}
+
+pub fn httproute_resource() -> ApiResource {
+    ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    }
+}
+
+/// Server-side applies an HTTPRoute given as JSON.
+pub async fn apply_httproute(client: &Client, namespace: &str, object: Value) -> DynamicObject {
+    let ar = httproute_resource();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .expect("metadata.name")
+        .to_string();
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar)
+        .patch(
+            &name,
+            &PatchParams::apply("serin-e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying HTTPRoute {namespace}/{name}: {e}"))
+}
+
+/// Polls `check` every `every` until it returns Some, or fails after `timeout` with the last state seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+/// An instant query's result: the value of each sample in the vector (or the scalar).
+pub async fn prometheus_query(expr: &str) -> anyhow::Result<Vec<f64>> {
+    let base = cluster().await.prometheus();
+    let body: Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", expr)])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("querying Prometheus at {base}"))?
+        .json()
+        .await?;
+    if body["status"] != "success" {
+        bail!("Prometheus refused {expr:?}: {}", body["error"]);
+    }
+    let value = |v: &Value| v[1].as_str().and_then(|s| s.parse::<f64>().ok());
+    let data = &body["data"];
+    Ok(match data["resultType"].as_str() {
+        Some("scalar") => value(&data["result"]).into_iter().collect(),
+        _ => data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| value(&s["value"]))
+            .collect(),
+    })
+}
+
+/// The single value of an instant query, or an error saying what came back instead.
+pub async fn prometheus_value(expr: &str) -> Result<f64, String> {
+    match prometheus_query(expr).await {
+        Ok(v) if v.len() == 1 && v[0].is_finite() => Ok(v[0]),
+        Ok(v) => Err(format!("{expr} returned {v:?}")),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,442 @@
+//! The simulation: each step sends every route its share of requests for the elapsed time, picks the rule by
+//! the request's headers, the backend by the rule's weights, and the pod in turn, and records how the pod
+//! answered. Pure: the same seed and the same sequence of worlds and steps give the same series.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use crate::metrics::{Metrics, Routed, Served};
+use crate::model::{BackendTarget, RequestMatch, ServiceKey, SimRoute, WeightedBackend, World};
+use crate::rng::SplitMix64;
+
+pub struct Engine {
+    seed: u64,
+    routes: HashMap<String, RouteState>,
+    pub metrics: Metrics,
+}
+
+struct RouteState {
+    rng: SplitMix64,
+    /// Fraction of a request owed from earlier steps, so the rate holds whatever the step length.
+    owed: f64,
+    rules: Vec<Balancer>,
+    next_pod: HashMap<ServiceKey, usize>,
+}
+
+/// Smooth weighted round-robin (as nginx balances): over any window the split follows the weights as
+/// closely as whole requests allow, with no randomness in the split itself.
+#[derive(Default)]
+struct Balancer {
+    backends: Vec<WeightedBackend>,
+    current: Vec<i64>,
+}
+
+impl Balancer {
+    fn pick(&mut self, backends: &[WeightedBackend]) -> Option<usize> {
+        if self.backends != backends {
+            self.backends = backends.to_vec();
+            self.current = vec![0; backends.len()];
+        }
+        let total: i64 = backends.iter().map(|b| i64::from(b.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        for (c, b) in self.current.iter_mut().zip(backends) {
+            *c += i64::from(b.weight);
+        }
+        // The first of the largest wins ties, so the order of backends breaks them deterministically.
+        let best = (0..self.current.len()).fold(0, |best, i| {
+            if self.current[i] > self.current[best] {
+                i
+            } else {
+                best
+            }
+        });
+        self.current[best] -= total;
+        Some(best)
+    }
+}
+
+impl Engine {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            routes: HashMap::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    pub fn step(&mut self, world: &World, elapsed: Duration) {
+        let mut routes: Vec<&SimRoute> = world.routes.iter().collect();
+        routes.sort_by_key(|r| r.key());
+        let live_routes: HashSet<String> = routes.iter().map(|r| r.key()).collect();
+        self.routes.retain(|k, _| live_routes.contains(k));
+        for route in routes {
+            let seed = self.seed;
+            let state = self
+                .routes
+                .entry(route.key())
+                .or_insert_with(|| RouteState {
+                    rng: SplitMix64::for_stream(seed, &route.key()),
+                    owed: 0.0,
+                    rules: Vec::new(),
+                    next_pod: HashMap::new(),
+                });
+            let due = route.rps.max(0.0) * elapsed.as_secs_f64() + state.owed;
+            let n = due.floor();
+            state.owed = due - n;
+            for _ in 0..n as u64 {
+                simulate_request(route, state, world, &mut self.metrics);
+            }
+        }
+        let live_pods: HashSet<(String, String)> = world
+            .endpoints
+            .values()
+            .flatten()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
+        self.metrics.retain_pods(&live_pods);
+    }
+}
+
+fn simulate_request(
+    route: &SimRoute,
+    state: &mut RouteState,
+    world: &World,
+    metrics: &mut Metrics,
+) {
+    let no_headers = BTreeMap::new();
+    let draw = state.rng.next_f64();
+    let mut cumulative = 0.0;
+    let headers = route
+        .request_mix
+        .iter()
+        .find(|class| {
+            cumulative += class.share;
+            draw < cumulative
+        })
+        .map_or(&no_headers, |class| &class.headers);
+
+    // Of the rules that match, the one whose match names the most headers wins (Gateway API precedence,
+    // reduced to the conditions the simulator models); ties go to the earlier rule.
+    let specificity = |m: &RequestMatch| m.headers.len();
+    let chosen = route
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| {
+            if rule.matches.is_empty() {
+                return Some((i, 0));
+            }
+            rule.matches
+                .iter()
+                .filter(|m| m.holds(headers))
+                .map(specificity)
+                .max()
+                .map(|s| (i, s))
+        })
+        .fold(None, |best: Option<(usize, usize)>, (i, s)| match best {
+            Some((_, bs)) if bs >= s => best,
+            _ => Some((i, s)),
+        });
+    let Some((rule_index, _)) = chosen else {
+        metrics.record_routed(routed(route, "", 404));
+        return;
+    };
+    if state.rules.len() < route.rules.len() {
+        state
+            .rules
+            .resize_with(route.rules.len(), Balancer::default);
+    }
+    let backends = &route.rules[rule_index].backends;
+    let Some(b) = state.rules[rule_index].pick(backends) else {
+        // Every weight is zero: Gateway API answers 500.
+        metrics.record_routed(routed(route, "", 500));
+        return;
+    };
+    let service = match &backends[b].target {
+        BackendTarget::Service(service) => service,
+        BackendTarget::Unsupported(what) => {
+            metrics.record_routed(routed(route, what, 500));
+            return;
+        }
+    };
+    let pods = world
+        .endpoints
+        .get(service)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if pods.is_empty() {
+        // No ready endpoints: the gateway's "no healthy upstream".
+        metrics.record_routed(routed(route, &service.name, 503));
+        return;
+    }
+    let cursor = state.next_pod.entry(service.clone()).or_default();
+    let pod = &pods[*cursor % pods.len()];
+    *cursor = cursor.wrapping_add(1);
+    let status = if state.rng.next_f64() < pod.behaviour.error_rate {
+        500
+    } else {
+        200
+    };
+    let latency_ms = pod.behaviour.latency_ms * (0.8 + 0.4 * state.rng.next_f64());
+    metrics.record_routed(routed(route, &service.name, status));
+    metrics.record_served(Served {
+        namespace: &pod.namespace,
+        pod: &pod.name,
+        workload: &pod.workload,
+        status,
+        latency_ms,
+    });
+}
+
+fn routed<'a>(route: &'a SimRoute, backend: &'a str, status: u16) -> Routed<'a> {
+    Routed {
+        namespace: &route.namespace,
+        route: &route.name,
+        backend,
+        status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Behaviour, HeaderMatch, RequestClass, SimPod, SimRule};
+
+    fn svc(name: &str) -> ServiceKey {
+        ServiceKey {
+            namespace: "ns".into(),
+            name: name.into(),
+        }
+    }
+
+    fn backend(name: &str, weight: u32) -> WeightedBackend {
+        WeightedBackend {
+            target: BackendTarget::Service(svc(name)),
+            weight,
+        }
+    }
+
+    fn pods(workload: &str, n: usize, behaviour: Behaviour) -> Vec<SimPod> {
+        (0..n)
+            .map(|i| SimPod {
+                namespace: "ns".into(),
+                name: format!("{workload}-5d8f-{i}"),
+                workload: workload.into(),
+                behaviour: behaviour.clone(),
+            })
+            .collect()
+    }
+
+    fn route(rules: Vec<SimRule>, rps: f64) -> SimRoute {
+        SimRoute {
+            provider: "test",
+            namespace: "ns".into(),
+            name: "r".into(),
+            rules,
+            rps,
+            request_mix: vec![],
+        }
+    }
+
+    fn world(route: SimRoute) -> World {
+        let mut w = World {
+            routes: vec![route],
+            ..World::default()
+        };
+        w.endpoints
+            .insert(svc("primary"), pods("app-primary", 2, Behaviour::default()));
+        w.endpoints.insert(
+            svc("canary"),
+            pods(
+                "app",
+                3,
+                Behaviour {
+                    error_rate: 0.2,
+                    latency_ms: 50.0,
+                },
+            ),
+        );
+        w
+    }
+
+    fn routed_count(engine: &Engine, backend: &str, code: u16) -> u64 {
+        let needle = format!("backend=\"{backend}\",code=\"{code}\"}} ");
+        engine
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.split_once(&needle).map(|(_, n)| n.parse().unwrap()))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn weights_split_requests_exactly() {
+        let w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("primary", 90), backend("canary", 10)],
+            }],
+            100.0,
+        ));
+        let mut e = Engine::new(1);
+        // 10 steps of 1s at 100 rps = 1000 requests.
+        for _ in 0..10 {
+            e.step(&w, Duration::from_secs(1));
+        }
+        let canary: u64 = [200, 500]
+            .iter()
+            .map(|c| routed_count(&e, "canary", *c))
+            .sum();
+        assert_eq!(routed_count(&e, "primary", 200), 900);
+        assert_eq!(canary, 100);
+    }
+
+    #[test]
+    fn fractional_rates_carry_over_between_steps() {
+        let w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("primary", 1)],
+            }],
+            3.0,
+        ));
+        let mut e = Engine::new(1);
+        for _ in 0..100 {
+            e.step(&w, Duration::from_millis(100));
+        }
+        assert_eq!(routed_count(&e, "primary", 200), 30);
+    }
+
+    #[test]
+    fn error_rate_and_latency_follow_the_pod_behaviour() {
+        let w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("canary", 1)],
+            }],
+            1000.0,
+        ));
+        let mut e = Engine::new(42);
+        e.step(&w, Duration::from_secs(20));
+        let errors = routed_count(&e, "canary", 500) as f64;
+        let ok = routed_count(&e, "canary", 200) as f64;
+        let rate = errors / (errors + ok);
+        assert!((rate - 0.2).abs() < 0.01, "error rate {rate}");
+        let text = e.metrics.render();
+        // Latency 50ms +-20%: nothing at or under 25ms, everything at or under 100ms.
+        let bucket = |le: &str| -> u64 {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("istio_request_duration_milliseconds_bucket")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .sum()
+        };
+        assert_eq!(bucket("25"), 0);
+        assert_eq!(bucket("100"), 20_000);
+    }
+
+    #[test]
+    fn same_seed_same_series_other_seed_other_series() {
+        let w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("primary", 50), backend("canary", 50)],
+            }],
+            500.0,
+        ));
+        let run = |seed| {
+            let mut e = Engine::new(seed);
+            for _ in 0..5 {
+                e.step(&w, Duration::from_millis(700));
+            }
+            e.metrics.render()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn header_matches_send_their_share_to_the_matching_rule() {
+        let mut r = route(
+            vec![
+                SimRule {
+                    matches: vec![],
+                    backends: vec![backend("primary", 1)],
+                },
+                SimRule {
+                    matches: vec![RequestMatch {
+                        headers: vec![HeaderMatch::Exact {
+                            name: "x-canary".into(),
+                            value: "insider".into(),
+                        }],
+                    }],
+                    backends: vec![backend("canary", 1)],
+                },
+            ],
+            1000.0,
+        );
+        r.request_mix = vec![RequestClass {
+            share: 0.25,
+            headers: BTreeMap::from([("x-canary".into(), "insider".into())]),
+        }];
+        let mut e = Engine::new(3);
+        e.step(&world(r), Duration::from_secs(10));
+        let canary = (routed_count(&e, "canary", 200) + routed_count(&e, "canary", 500)) as f64;
+        let share = canary / 10_000.0;
+        assert!((share - 0.25).abs() < 0.02, "share {share}");
+    }
+
+    #[test]
+    fn no_ready_pods_answer_503_and_zero_weights_500() {
+        let mut w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("missing", 1)],
+            }],
+            10.0,
+        ));
+        w.routes.push(SimRoute {
+            name: "zero".into(),
+            ..route(
+                vec![SimRule {
+                    matches: vec![],
+                    backends: vec![backend("primary", 0)],
+                }],
+                10.0,
+            )
+        });
+        let mut e = Engine::new(1);
+        e.step(&w, Duration::from_secs(1));
+        assert_eq!(routed_count(&e, "missing", 503), 10);
+        assert!(
+            e.metrics
+                .render()
+                .contains("route=\"zero\",backend=\"\",code=\"500\"} 10")
+        );
+    }
+
+    #[test]
+    fn pods_take_turns() {
+        let w = world(route(
+            vec![SimRule {
+                matches: vec![],
+                backends: vec![backend("primary", 1)],
+            }],
+            10.0,
+        ));
+        let mut e = Engine::new(1);
+        e.step(&w, Duration::from_secs(1));
+        let text = e.metrics.render();
+        for pod in ["app-primary-5d8f-0", "app-primary-5d8f-1"] {
+            let count = text
+                .lines()
+                .find(|l| l.starts_with("http_request_duration_seconds_count") && l.contains(pod))
+                .unwrap_or_else(|| panic!("no series for {pod}"));
+            assert!(count.ends_with(" 5"), "{count}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The series the simulator serves, in the shapes the built-in queries read: podinfo-style
+//! `http_request_duration_seconds` histograms per pod, Istio's `istio_requests_total` and
+//! `istio_request_duration_milliseconds` per workload, and the simulator's own per-backend counter.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write;
+
+/// Prometheus client libraries' default buckets, which podinfo uses (seconds).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Istio's default duration buckets (milliseconds).
+const MILLISECONDS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    /// Non-cumulative count per bucket; the last entry is the +Inf bucket.
+    counts: Vec<u64>,
+    sum: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c;
+            let le = self
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// One simulated request as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Served<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub workload: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
+/// Where the simulator sent a request, for its own counter; backend is "" when no backend was chosen.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    pub namespace: &'a str,
+    pub route: &'a str,
+    pub backend: &'a str,
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (namespace, pod, status)
+    podinfo: BTreeMap<(String, String, u16), Histogram>,
+    /// (namespace, workload, status)
+    istio: BTreeMap<(String, String, u16), Histogram>,
+    /// (namespace, route, backend, status)
+    routed: BTreeMap<(String, String, String, u16), u64>,
+}
+
+impl Metrics {
+    pub fn record_served(&mut self, s: Served<'_>) {
+        self.podinfo
+            .entry((s.namespace.to_string(), s.pod.to_string(), s.status))
+            .or_insert_with(|| Histogram::new(SECONDS_BUCKETS))
+            .observe(s.latency_ms / 1000.0);
+        self.istio
+            .entry((s.namespace.to_string(), s.workload.to_string(), s.status))
+            .or_insert_with(|| Histogram::new(MILLISECONDS_BUCKETS))
+            .observe(s.latency_ms);
+    }
+
+    pub fn record_routed(&mut self, r: Routed<'_>) {
+        *self
+            .routed
+            .entry((
+                r.namespace.to_string(),
+                r.route.to_string(),
+                r.backend.to_string(),
+                r.status,
+            ))
+            .or_default() += 1;
+    }
+
+    /// Drops the per-pod series of pods that are gone, as their scrape target would vanish.
+    pub fn retain_pods(&mut self, live: &HashSet<(String, String)>) {
+        self.podinfo
+            .retain(|(ns, pod, _), _| live.contains(&(ns.clone(), pod.clone())));
+    }
+
+    /// The Prometheus text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP http_request_duration_seconds Duration of HTTP requests (simulated, podinfo style).\n");
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        for ((ns, pod, status), h) in &self.podinfo {
+            let labels = format!(
+                "kubernetes_namespace=\"{}\",kubernetes_pod_name=\"{}\",method=\"GET\",path=\"/\",status=\"{status}\"",
+                escape(ns),
+                escape(pod)
+            );
+            h.render(&mut out, "http_request_duration_seconds", &labels);
+        }
+        out.push_str("# HELP istio_requests_total Requests received by a workload (simulated, Istio style).\n");
+        out.push_str("# TYPE istio_requests_total counter\n");
+        for ((ns, workload, code), h) in &self.istio {
+            let _ = writeln!(
+                out,
+                "istio_requests_total{{{}}} {}",
+                istio_labels(ns, workload, *code),
+                h.counts.iter().sum::<u64>()
+            );
+        }
+        out.push_str("# HELP istio_request_duration_milliseconds Request duration (simulated, Istio style).\n");
+        out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
+        for ((ns, workload, code), h) in &self.istio {
+            h.render(
+                &mut out,
+                "istio_request_duration_milliseconds",
+                &istio_labels(ns, workload, *code),
+            );
+        }
+        out.push_str(
+            "# HELP trafficsim_requests_total Requests the simulator sent, by route and backend.\n",
+        );
+        out.push_str("# TYPE trafficsim_requests_total counter\n");
+        for ((ns, route, backend, code), n) in &self.routed {
+            let _ = writeln!(
+                out,
+                "trafficsim_requests_total{{namespace=\"{}\",route=\"{}\",backend=\"{}\",code=\"{code}\"}} {n}",
+                escape(ns),
+                escape(route),
+                escape(backend)
+            );
+        }
+        out
+    }
+}
+
+fn istio_labels(ns: &str, workload: &str, code: u16) -> String {
+    format!(
+        "reporter=\"destination\",destination_workload=\"{}\",destination_workload_namespace=\"{}\",response_code=\"{code}\"",
+        escape(workload),
+        escape(ns)
+    )
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(pod: &str, status: u16, latency_ms: f64) -> Served<'_> {
+        Served {
+            namespace: "ns",
+            pod,
+            workload: "app",
+            status,
+            latency_ms,
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let mut m = Metrics::default();
+        for ms in [3.0, 20.0, 20.0, 900.0] {
+            m.record_served(served("app-1-a", 200, ms));
+        }
+        let text = m.render();
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        let pod = "kubernetes_pod_name=\"app-1-a\"";
+        assert!(
+            line(&format!(
+                "{pod},method=\"GET\",path=\"/\",status=\"200\",le=\"0.005\""
+            ))
+            .ends_with(" 1")
+        );
+        assert!(
+            line(&format!(
+                "{pod},method=\"GET\",path=\"/\",status=\"200\",le=\"0.025\""
+            ))
+            .ends_with(" 3")
+        );
+        assert!(
+            line(&format!(
+                "{pod},method=\"GET\",path=\"/\",status=\"200\",le=\"0.5\""
+            ))
+            .ends_with(" 3")
+        );
+        assert!(
+            line(&format!(
+                "{pod},method=\"GET\",path=\"/\",status=\"200\",le=\"1\""
+            ))
+            .ends_with(" 4")
+        );
+        assert!(
+            line(&format!(
+                "{pod},method=\"GET\",path=\"/\",status=\"200\",le=\"+Inf\""
+            ))
+            .ends_with(" 4")
+        );
+        assert!(line("http_request_duration_seconds_count{").ends_with(" 4"));
+        assert!(line("istio_requests_total{").contains("destination_workload=\"app\""));
+        assert!(line("istio_requests_total{").ends_with(" 4"));
+        assert!(line("istio_request_duration_milliseconds_bucket{").contains("le=\"1\""));
+    }
+
+    #[test]
+    fn series_of_gone_pods_are_dropped_but_workload_counters_stay() {
+        let mut m = Metrics::default();
+        m.record_served(served("app-1-a", 200, 5.0));
+        m.record_served(served("app-1-b", 500, 5.0));
+        m.retain_pods(&HashSet::from([("ns".to_string(), "app-1-b".to_string())]));
+        let text = m.render();
+        assert!(!text.contains("app-1-a"));
+        assert!(text.contains("kubernetes_pod_name=\"app-1-b\""));
+        assert!(text.contains("response_code=\"200\"} 1"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

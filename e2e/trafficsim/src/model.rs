@@ -1,0 +1,129 @@
+//! What the simulator knows of the cluster, whatever objects it came from: routes reduced to rules of header
+//! matches and weighted Service backends, and the ready pods behind each Service with their declared behaviour.
+
+use std::collections::{BTreeMap, HashMap};
+
+use regex::Regex;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimRoute {
+    /// The routing provider the route came from (e.g. "gatewayapi").
+    pub provider: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub rules: Vec<SimRule>,
+    /// Requests per second sent to this route.
+    pub rps: f64,
+    /// Kinds of requests by share of the traffic; what is left of 1.0 carries no special headers.
+    pub request_mix: Vec<RequestClass>,
+}
+
+impl SimRoute {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.provider, self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimRule {
+    /// Any one of these matches selects the rule; an empty list matches every request.
+    pub matches: Vec<RequestMatch>,
+    pub backends: Vec<WeightedBackend>,
+}
+
+/// All header conditions must hold (an empty list holds for every request).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    /// Header names are compared lowercased, values exactly.
+    Exact {
+        name: String,
+        value: String,
+    },
+    Regex {
+        name: String,
+        regex: Regex,
+    },
+}
+
+impl HeaderMatch {
+    fn holds(&self, headers: &BTreeMap<String, String>) -> bool {
+        match self {
+            HeaderMatch::Exact { name, value } => headers.get(name) == Some(value),
+            HeaderMatch::Regex { name, regex } => {
+                headers.get(name).is_some_and(|v| regex.is_match(v))
+            }
+        }
+    }
+}
+
+impl RequestMatch {
+    pub fn holds(&self, headers: &BTreeMap<String, String>) -> bool {
+        self.headers.iter().all(|h| h.holds(headers))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendTarget {
+    Service(ServiceKey),
+    /// A backend kind the simulator does not serve (answers 500, as a gateway with an invalid backend does).
+    Unsupported(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedBackend {
+    pub target: BackendTarget,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestClass {
+    pub share: f64,
+    /// Lowercased header name -> value (cookies go in a "cookie" header).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// How a pod answers, from its annotations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Behaviour {
+    /// Fraction of requests answered with a 500, in [0, 1].
+    pub error_rate: f64,
+    /// Mean latency in milliseconds; each request takes between 0.8x and 1.2x of it.
+    pub latency_ms: f64,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            error_rate: 0.0,
+            latency_ms: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimPod {
+    pub namespace: String,
+    pub name: String,
+    /// The owning workload's name (the Deployment's, for its pods), as a mesh reports it.
+    pub workload: String,
+    pub behaviour: Behaviour,
+}
+
+/// One observation of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    pub routes: Vec<SimRoute>,
+    /// The ready pods selected by each Service, sorted by name.
+    pub endpoints: HashMap<ServiceKey, Vec<SimPod>>,
+}

@@ -1,0 +1,238 @@
+//! Gateway API HTTPRoute (gateway.networking.k8s.io/v1): the fields a data plane needs to split traffic.
+
+use kube::CustomResource;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::{RouteObject, RouteSettings};
+use crate::model::{
+    BackendTarget, HeaderMatch, RequestMatch, ServiceKey, SimRoute, SimRule, WeightedBackend,
+};
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
+#[kube(
+    group = "gateway.networking.k8s.io",
+    version = "v1",
+    kind = "HTTPRoute",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPRouteSpec {
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default)]
+    pub matches: Vec<Match>,
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Match {
+    #[serde(default)]
+    pub headers: Vec<HeaderCondition>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderCondition {
+    #[serde(rename = "type", default)]
+    pub match_type: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+impl RouteObject for HTTPRoute {
+    const PROVIDER: &'static str = "gatewayapi";
+
+    fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
+        let namespace = self.metadata.namespace.clone().unwrap_or_default();
+        let rules = self
+            .spec
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let matches = rule
+                    .matches
+                    .iter()
+                    .map(|m| {
+                        let headers = m.headers.iter().map(header_match).collect::<Result<_, _>>();
+                        headers
+                            .map(|headers| RequestMatch { headers })
+                            .map_err(|e| format!("spec.rules[{i}].matches: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                let backends = rule
+                    .backend_refs
+                    .iter()
+                    .map(|b| backend(b, &namespace))
+                    .collect();
+                Ok(SimRule { matches, backends })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(SimRoute {
+            provider: Self::PROVIDER,
+            name: self.metadata.name.clone().unwrap_or_default(),
+            namespace,
+            rules,
+            rps: settings.rps,
+            request_mix: settings.request_mix,
+        })
+    }
+}
+
+fn header_match(h: &HeaderCondition) -> Result<HeaderMatch, String> {
+    let name = h.name.to_ascii_lowercase();
+    match h.match_type.as_deref().unwrap_or("Exact") {
+        "Exact" => Ok(HeaderMatch::Exact {
+            name,
+            value: h.value.clone(),
+        }),
+        // Gateways match the whole value (Envoy's RE2 full match).
+        "RegularExpression" => Regex::new(&format!("^(?:{})$", h.value))
+            .map(|regex| HeaderMatch::Regex { name, regex })
+            .map_err(|e| format!("header {} regex {:?}: {e}", h.name, h.value)),
+        other => Err(format!(
+            "header {} match type {other:?} is not Exact or RegularExpression",
+            h.name
+        )),
+    }
+}
+
+fn backend(b: &BackendRef, route_namespace: &str) -> WeightedBackend {
+    let group = b.group.as_deref().unwrap_or("");
+    let kind = b.kind.as_deref().unwrap_or("Service");
+    let target = if group.is_empty() && kind == "Service" {
+        BackendTarget::Service(ServiceKey {
+            namespace: b
+                .namespace
+                .clone()
+                .unwrap_or_else(|| route_namespace.to_string()),
+            name: b.name.clone(),
+        })
+    } else {
+        BackendTarget::Unsupported(format!("{kind}.{group}/{}", b.name))
+    };
+    // Gateway API's default weight is 1.
+    WeightedBackend {
+        target,
+        weight: b.weight.unwrap_or(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn route(json: serde_json::Value) -> HTTPRoute {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "apps"}, "spec": json
+        }))
+        .unwrap()
+    }
+
+    fn settings() -> RouteSettings {
+        RouteSettings {
+            rps: 10.0,
+            request_mix: vec![],
+        }
+    }
+
+    #[test]
+    fn weights_and_namespaces_default_as_gateway_api_says() {
+        let r = route(serde_json::json!({"rules": [{"backendRefs": [
+            {"name": "podinfo-primary", "port": 9898, "weight": 90},
+            {"name": "podinfo-canary", "namespace": "other", "port": 9898}
+        ]}]}))
+        .to_sim_route(settings())
+        .unwrap();
+        assert_eq!(r.provider, "gatewayapi");
+        let b = &r.rules[0].backends;
+        assert_eq!(
+            b[0],
+            WeightedBackend {
+                target: BackendTarget::Service(ServiceKey {
+                    namespace: "apps".into(),
+                    name: "podinfo-primary".into()
+                }),
+                weight: 90
+            }
+        );
+        assert_eq!(
+            b[1],
+            WeightedBackend {
+                target: BackendTarget::Service(ServiceKey {
+                    namespace: "other".into(),
+                    name: "podinfo-canary".into()
+                }),
+                weight: 1
+            }
+        );
+    }
+
+    #[test]
+    fn header_matches_exact_and_regex() {
+        let r = route(serde_json::json!({"rules": [{"matches": [{"headers": [
+            {"name": "X-Canary", "value": "insider"},
+            {"type": "RegularExpression", "name": "cookie", "value": ".*canary=always.*"}
+        ]}], "backendRefs": [{"name": "podinfo-canary"}]}]}))
+        .to_sim_route(settings())
+        .unwrap();
+        let m = &r.rules[0].matches[0];
+        let headers = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert!(m.holds(&headers(&[
+            ("x-canary", "insider"),
+            ("cookie", "a=b; canary=always")
+        ])));
+        assert!(!m.holds(&headers(&[
+            ("x-canary", "insider"),
+            ("cookie", "canary=never")
+        ])));
+        assert!(!m.holds(&headers(&[("cookie", "canary=always")])));
+    }
+
+    #[test]
+    fn other_backend_kinds_are_unsupported_and_bad_regexes_are_errors() {
+        let r = route(serde_json::json!({"rules": [{"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "b"}]}]}))
+            .to_sim_route(settings())
+            .unwrap();
+        assert!(
+            matches!(&r.rules[0].backends[0].target, BackendTarget::Unsupported(s) if s == "Bucket.example.com/b")
+        );
+        let e = route(serde_json::json!({"rules": [{"matches": [{"headers": [{"type": "RegularExpression", "name": "x", "value": "("}]}]}]}))
+            .to_sim_route(settings())
+            .unwrap_err();
+        assert!(
+            e.starts_with("spec.rules[0].matches: header x regex"),
+            "{e}"
+        );
+    }
+}
