@@ -16,7 +16,8 @@ STATE=${SERIN_CLUSTER_STATE:-${TMPDIR:-/tmp}/serin-cluster}
 # Stop order: consumers first, etcd last.
 COMPONENTS=(prometheus trafficsim kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
 
-proc_start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+# Field 22 of /proc/PID/stat is the start time; a zombie (state Z, field 3) has exited and only awaits reaping.
+proc_start_time() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; }
 
 # A pid file holds "pid starttime": a pid the kernel has since given to another process is never signalled.
 alive() { # component -> 0 when the process `up` started is still running
