@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make demo` and `make test`.
-.PHONY: demo test unit cluster-up cluster-down
+.PHONY: demo test unit crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't).
 demo:
@@ -12,6 +12,10 @@ test:
 	@status=0; cargo test --workspace || status=$$?; \
 	if [ $$status -ne 0 ]; then e2e/cluster/down; exit $$status; fi
 	cargo test -p serin-e2e --test teardown -- --ignored
+
+# Regenerates crds/ from the Rust types (a test fails when it is stale).
+crds:
+	cargo run --quiet -p serin -- crds > crds/crds.yaml
 
 # Unit tests only: no cluster.
 unit:

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
@@ -206,4 +207,45 @@ pub async fn prometheus_value(expr: &str) -> Result<f64, String> {
         Ok(v) => Err(format!("{expr} returned {v:?}")),
         Err(e) => Err(format!("{e:#}")),
     }
+}
+
+/// The minimum analysis interval of the CRDs installed for end-to-end tests: low, so canaries step fast.
+pub const E2E_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+/// Installs Serin's CRDs (once per test process) and waits until the API server serves them.
+pub async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in serin::api::crds::crds(E2E_MIN_INTERVAL) {
+            let name = crd.metadata.name.clone().expect("CRDs have names");
+            api.patch(
+                &name,
+                &PatchParams::apply("serin-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+            wait_for(
+                &format!("CRD {name} to be established"),
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                || async {
+                    let crd = api.get(&name).await.map_err(|e| e.to_string())?;
+                    let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+                    if conditions
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                    {
+                        Ok(())
+                    } else {
+                        Err(format!("{conditions:?}"))
+                    }
+                },
+            )
+            .await;
+        }
+    })
+    .await;
 }

@@ -1,0 +1,215 @@
+//! A Canary's analysis: how traffic moves to a new revision, what is checked at each step, and who hears
+//! about it. Flagger v1beta1's fields and defaults.
+
+use std::collections::BTreeMap;
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::canary::CrossNamespaceRef;
+use super::schema::any_object_list;
+
+/// Go-style durations as Flagger reads them ("30s", "1m", "1h30m", "500ms"). `[.]`, not `\.`: the pattern goes
+/// into CEL string literals, where `\.` is not a valid escape.
+pub const DURATION_PATTERN: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.maxWeight) || !has(self.stepWeight) || self.maxWeight >= self.stepWeight").message("maxWeight must not be below stepWeight"))]
+pub struct Analysis {
+    /// Time between checks (default 60s); at least the controller's minimum interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Blue/green (without `match`) or A/B (with `match`): checks to pass with all traffic on the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("iterations must not be negative"))]
+    pub iterations: Option<i32>,
+    /// Mirror traffic to the canary for one step before shifting any.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("mirrorWeight must be between 0 and 100"))]
+    pub mirror_weight: Option<i32>,
+    /// The canary's weight at which it is promoted (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("maxWeight must be between 1 and 100"))]
+    pub max_weight: Option<i32>,
+    /// Weight added to the canary at each passed check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("stepWeight must be between 1 and 100"))]
+    pub step_weight: Option<i32>,
+    /// The canary's weights, step by step; the last is the weight at which it is promoted.
+    // Lists are bounded so the API server's CEL cost estimate of the rules inside them fits its budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(
+        validation = Rule::new("self.all(w, w >= 1 && w <= 100)").message("every stepWeights entry must be between 1 and 100"),
+        validation = Rule::new("self.isSorted() && self.all(w, self.indexOf(w) == self.lastIndexOf(w))").message("stepWeights must be strictly increasing")
+    )]
+    pub step_weights: Vec<i32>,
+    /// Weight moved back to the primary per interval during promotion (default: all at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("stepWeightPromotion must be between 1 and 100"))]
+    pub step_weight_promotion: Option<i32>,
+    /// Failed checks after which the canary is rolled back (0 or absent means 1).
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("threshold must not be negative"))]
+    pub threshold: i32,
+    /// Percent of the primary's replicas that must be available for it to count as ready (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("primaryReadyThreshold is a percentage, 0 to 100"))]
+    pub primary_ready_threshold: Option<i32>,
+    /// Percent of the canary's replicas that must be available for it to count as ready (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("canaryReadyThreshold is a percentage, 0 to 100"))]
+    pub canary_ready_threshold: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub alerts: Vec<Alert>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub metrics: Vec<Metric>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub webhooks: Vec<Webhook>,
+    /// A/B: requests that go to the canary (Istio HTTPMatchRequest: headers, cookies via the cookie header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "any_object_list")]
+    pub r#match: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Metric {
+    /// A built-in check (request-success-rate, request-duration) or a name for a templated one.
+    #[x_kube(validation = Rule::new("self != ''").message("a metric needs a name"))]
+    pub name: String,
+    /// The query's range (default 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Deprecated: the upper bound for built-in checks of success rate, lower for duration. Use thresholdRange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    /// Deprecated inline query. Use templateRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<CrossNamespaceRef>,
+    /// Values for `{{ variables.<key> }}` in the template.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_variables: BTreeMap<String, String>,
+}
+
+/// The range a check's value must lie in; either bound may be absent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("thresholdRange min must not be greater than max"))]
+pub struct ThresholdRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub name: String,
+    /// info (default: every event), warn (warnings and errors), error (errors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    pub provider_ref: CrossNamespaceRef,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum Severity {
+    /// Flagger's CRD admits the empty string, meaning info.
+    #[serde(rename = "")]
+    Unset,
+    #[serde(rename = "info")]
+    Info,
+    #[serde(rename = "warn")]
+    Warn,
+    #[serde(rename = "error")]
+    Error,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// When it runs; absent or "" means rollout, as in Flagger.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub hook_type: Option<HookType>,
+    pub name: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mute_alert: bool,
+    /// Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i32>,
+    #[serde(
+        default,
+        rename = "disableTLS",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub disable_tls: bool,
+}
+
+impl Webhook {
+    /// When the webhook runs, with Flagger's default.
+    pub fn kind(&self) -> HookType {
+        match self.hook_type {
+            None | Some(HookType::Unset) => HookType::Rollout,
+            Some(kind) => kind,
+        }
+    }
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookType {
+    /// Flagger's CRD admits the empty string, meaning rollout.
+    #[serde(rename = "")]
+    Unset,
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http_only: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secure: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partitioned: bool,
+}

@@ -1,0 +1,79 @@
+//! MetricTemplate: a named query for canary checks, rendered with the canary's variables (Flagger v1beta1).
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::status::Condition;
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "serin.dev",
+    version = "v1beta1",
+    kind = "MetricTemplate",
+    category = "all",
+    namespaced,
+    status = "TemplateStatus",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider.type")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricTemplateSpec {
+    pub provider: MetricProvider,
+    /// The query, with Go-template variables: name, namespace, target, service, ingress, route, interval,
+    /// variables.<key>.
+    #[x_kube(validation = Rule::new("self != ''").message("a MetricTemplate needs a query"))]
+    pub query: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricProvider {
+    #[serde(rename = "type")]
+    pub provider_type: MetricProviderType,
+    /// The provider's URL (for Prometheus, its base URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// HTTP headers sent with each query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
+    /// A Secret in the template's namespace with credentials (Prometheus: token, or username and password;
+    /// certFile-style CA bundle under caCert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricProviderType {
+    #[default]
+    Prometheus,
+    Influxdb,
+    Datadog,
+    Externalmetrics,
+    Stackdriver,
+    Cloudwatch,
+    Newrelic,
+    Graphite,
+    Dynatrace,
+    Keptn,
+    Splunk,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+/// Status of a MetricTemplate or AlertProvider: conditions only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TemplateStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

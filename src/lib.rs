@@ -1,0 +1,3 @@
+//! Serin: a progressive-delivery controller for Kubernetes.
+
+pub mod api;
