@@ -47,7 +47,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, InvalidDuration> {
 /// Writes a duration the way Go and CEL read it back ("10s", "1m30s", "250ms").
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
