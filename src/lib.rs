@@ -1,3 +1,5 @@
 //! Serin: a progressive-delivery controller for Kubernetes.
 
 pub mod api;
+pub mod decision;
+pub mod routing;

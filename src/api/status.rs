@@ -33,6 +33,17 @@ pub struct CanaryStatus {
     /// When the phase last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
+    /// Serin: when the analysis last took a step (ran its checks or moved traffic), so a restart never
+    /// takes a step early or twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step_time: Option<Time>,
+    /// Serin: since when the canary has been held without progress (not ready, or no data to judge); after
+    /// progressDeadlineSeconds of holding, it fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_since: Option<Time>,
+    /// Serin: the value of the serin.dev/retry annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry: Option<String>,
     /// The Canary generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -105,6 +116,8 @@ pub enum ConditionType {
     Reconciling,
     /// Serin can't make progress without a change from the user (kstatus).
     Stalled,
+    /// Serin: fields the Canary sets that Serin accepts but does not act on yet.
+    Unsupported,
 }
 
 impl ConditionType {
@@ -114,6 +127,7 @@ impl ConditionType {
             ConditionType::Ready => "Ready",
             ConditionType::Reconciling => "Reconciling",
             ConditionType::Stalled => "Stalled",
+            ConditionType::Unsupported => "Unsupported",
         }
     }
 }

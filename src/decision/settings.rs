@@ -1,0 +1,216 @@
+//! A Canary's spec resolved into what the decision core runs: Flagger's defaults applied, the strategy
+//! chosen, and what CEL can't check reported with the field's path.
+
+use std::time::Duration;
+
+use crate::api::canary::{
+    DEFAULT_INTERVAL, DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_READY_THRESHOLD, TOTAL_WEIGHT,
+};
+use crate::api::duration::parse_duration;
+use crate::api::{Analysis, CanarySpec, Provider};
+
+/// What the controller was started with, that a Canary may override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerDefaults {
+    pub provider: Provider,
+    pub min_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub provider: Provider,
+    pub strategy: Strategy,
+    pub interval: Duration,
+    /// Failed checks that roll the canary back (at least 1).
+    pub threshold: i32,
+    pub progress_deadline: Duration,
+    pub skip_analysis: bool,
+    pub suspend: bool,
+    /// Weight moved back to the primary per interval after promotion; None: all at once.
+    pub step_weight_promotion: Option<i32>,
+    /// Percent of replicas available for the canary, and the primary, to count as ready.
+    pub canary_ready_threshold: i32,
+    pub primary_ready_threshold: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Traffic shifted step by step up to max_weight.
+    Canary { steps: Steps, max_weight: i32 },
+    /// `iterations` checks with the traffic on the primary, then all of it on the canary for one more.
+    BlueGreen { iterations: i32 },
+    /// `iterations` checks with the requests that match routed to the canary.
+    AbTesting { iterations: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Steps {
+    /// Add this much weight per step.
+    By(i32),
+    /// Go through these weights in order.
+    Through(Vec<i32>),
+}
+
+impl Strategy {
+    /// The weight after one more passed step from `weight`, at most `max_weight`.
+    pub fn next_weight(&self, weight: i32) -> i32 {
+        match self {
+            Strategy::Canary {
+                steps: Steps::By(step),
+                max_weight,
+            } => (weight + step).min(*max_weight),
+            Strategy::Canary {
+                steps: Steps::Through(weights),
+                max_weight,
+            } => weights
+                .iter()
+                .copied()
+                .find(|w| *w > weight)
+                .unwrap_or(*max_weight)
+                .min(*max_weight),
+            Strategy::BlueGreen { .. } | Strategy::AbTesting { .. } => weight,
+        }
+    }
+}
+
+/// A spec problem CEL can't catch, with the path of the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct SpecProblem {
+    pub path: String,
+    pub message: String,
+}
+
+fn problem(path: &str, message: impl Into<String>) -> SpecProblem {
+    SpecProblem {
+        path: path.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Settings {
+    pub fn resolve(
+        spec: &CanarySpec,
+        defaults: &ControllerDefaults,
+    ) -> Result<Settings, Vec<SpecProblem>> {
+        let mut problems = Vec::new();
+        let provider = spec.provider.unwrap_or(defaults.provider);
+        let (path, analysis) = match (&spec.analysis, &spec.canary_analysis) {
+            (Some(a), _) => ("spec.analysis", a.clone()),
+            (None, Some(a)) => ("spec.canaryAnalysis", a.clone()),
+            (None, None) => ("spec.analysis", Analysis::default()),
+        };
+        // Flagger: a Canary without an analysis promotes new revisions at once.
+        let skip_analysis =
+            spec.skip_analysis || (spec.analysis.is_none() && spec.canary_analysis.is_none());
+
+        let interval_text = analysis.interval.as_deref().unwrap_or(DEFAULT_INTERVAL);
+        let interval = match parse_duration(interval_text) {
+            Ok(d) if d < defaults.min_interval => {
+                problems.push(problem(
+                    &format!("{path}.interval"),
+                    format!(
+                        "{interval_text} is below the controller's minimum interval of {:?}",
+                        defaults.min_interval
+                    ),
+                ));
+                defaults.min_interval
+            }
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(problem(&format!("{path}.interval"), e.to_string()));
+                defaults.min_interval
+            }
+        };
+
+        let iterations = analysis.iterations.unwrap_or(0);
+        let has_match = analysis.r#match.as_ref().is_some_and(|m| !m.is_empty());
+        let strategy = if iterations > 0 && has_match {
+            Strategy::AbTesting { iterations }
+        } else if iterations > 0 {
+            Strategy::BlueGreen { iterations }
+        } else if !analysis.step_weights.is_empty() {
+            let last = *analysis.step_weights.last().unwrap_or(&TOTAL_WEIGHT);
+            Strategy::Canary {
+                steps: Steps::Through(analysis.step_weights.clone()),
+                max_weight: last.min(TOTAL_WEIGHT),
+            }
+        } else if let Some(step) = analysis.step_weight {
+            Strategy::Canary {
+                steps: Steps::By(step),
+                max_weight: analysis.max_weight.unwrap_or(TOTAL_WEIGHT),
+            }
+        } else {
+            if !skip_analysis {
+                problems.push(problem(
+                    path,
+                    "set stepWeight or stepWeights (canary), or iterations (blue/green, A/B)",
+                ));
+            }
+            Strategy::Canary {
+                steps: Steps::By(TOTAL_WEIGHT),
+                max_weight: TOTAL_WEIGHT,
+            }
+        };
+        if provider == Provider::Kubernetes
+            && matches!(strategy, Strategy::Canary { .. })
+            && !skip_analysis
+        {
+            problems.push(problem(
+                &format!("{path}.iterations"),
+                "provider kubernetes does not shift traffic: it runs blue/green, so set iterations",
+            ));
+        }
+        if has_match && iterations == 0 {
+            problems.push(problem(
+                &format!("{path}.match"),
+                "A/B testing needs iterations as well as match",
+            ));
+        }
+        if let Some(bad) = analysis
+            .metrics
+            .iter()
+            .position(|m| m.query.is_none() && m.template_ref.is_none() && !is_builtin(&m.name))
+        {
+            problems.push(problem(
+                &format!("{path}.metrics[{bad}]"),
+                format!("{:?} is not a built-in check (request-success-rate, request-duration): give it a templateRef", analysis.metrics[bad].name),
+            ));
+        }
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Settings {
+            provider,
+            strategy,
+            interval,
+            threshold: analysis.threshold.max(1),
+            progress_deadline: Duration::from_secs(
+                spec.progress_deadline_seconds
+                    .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
+                    .max(1) as u64,
+            ),
+            skip_analysis,
+            suspend: spec.suspend,
+            step_weight_promotion: analysis.step_weight_promotion,
+            canary_ready_threshold: analysis
+                .canary_ready_threshold
+                .unwrap_or(DEFAULT_READY_THRESHOLD),
+            primary_ready_threshold: analysis
+                .primary_ready_threshold
+                .unwrap_or(DEFAULT_READY_THRESHOLD),
+        })
+    }
+
+    /// Whether the provider moves traffic between primary and canary (provider kubernetes does not).
+    pub fn routes_traffic(&self) -> bool {
+        self.provider != Provider::Kubernetes
+    }
+}
+
+pub const BUILTIN_CHECKS: [&str; 2] = ["request-success-rate", "request-duration"];
+
+fn is_builtin(name: &str) -> bool {
+    BUILTIN_CHECKS.contains(&name)
+}

@@ -1,0 +1,86 @@
+//! What of a Canary Serin can act on yet. A spec that needs something Serin lacks (a router for its
+//! provider, its target kind) stalls with the reason; optional fields Serin does not act on yet are named
+//! in a condition. Nothing is silently ignored.
+
+use crate::api::CanarySpec;
+use crate::api::canary::TargetKind;
+use crate::api::{Analysis, Provider};
+use crate::routing::router_for;
+
+/// Why a Canary can't run at all yet.
+pub fn blocking(spec: &CanarySpec, provider: Provider) -> Option<String> {
+    if router_for(provider).is_none() {
+        return Some(format!(
+            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, kubernetes)"
+        ));
+    }
+    match spec.target_ref.kind {
+        None | Some(TargetKind::Deployment) => None,
+        Some(kind) => Some(format!(
+            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment)"
+        )),
+    }
+}
+
+/// Paths of the fields given in the spec that Serin accepts but does not act on yet.
+pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |present: bool, path: &str| {
+        if present {
+            out.push(path.to_string());
+        }
+    };
+    note(spec.metrics_server.is_some(), "spec.metricsServer");
+    note(spec.autoscaler_ref.is_some(), "spec.autoscalerRef");
+    note(spec.ingress_ref.is_some(), "spec.ingressRef");
+    note(spec.route_ref.is_some(), "spec.routeRef");
+    note(spec.upstream_ref.is_some(), "spec.upstreamRef");
+    let s = &spec.service;
+    note(s.port_discovery, "spec.service.portDiscovery");
+    note(s.headless, "spec.service.headless");
+    note(s.app_protocol.is_some(), "spec.service.appProtocol");
+    note(
+        s.traffic_distribution.is_some(),
+        "spec.service.trafficDistribution",
+    );
+    note(s.timeout.is_some(), "spec.service.timeout");
+    note(s.backend_timeout.is_some(), "spec.service.backendTimeout");
+    note(!s.gateways.is_empty(), "spec.service.gateways");
+    note(s.delegation, "spec.service.delegation");
+    note(s.traffic_policy.is_some(), "spec.service.trafficPolicy");
+    note(s.r#match.is_some(), "spec.service.match");
+    note(s.rewrite.is_some(), "spec.service.rewrite");
+    note(s.retries.is_some(), "spec.service.retries");
+    note(s.headers.is_some(), "spec.service.headers");
+    note(s.mirror.is_some(), "spec.service.mirror");
+    note(s.cors_policy.is_some(), "spec.service.corsPolicy");
+    note(s.mesh_name.is_some(), "spec.service.meshName");
+    note(!s.backends.is_empty(), "spec.service.backends");
+    note(
+        s.unmanaged_metadata.is_some(),
+        "spec.service.unmanagedMetadata",
+    );
+    for (path, analysis) in [
+        ("spec.analysis", &spec.analysis),
+        ("spec.canaryAnalysis", &spec.canary_analysis),
+    ] {
+        if let Some(a) = analysis {
+            unsupported_in_analysis(path, a, &mut out);
+        }
+    }
+    out
+}
+
+fn unsupported_in_analysis(path: &str, a: &Analysis, out: &mut Vec<String>) {
+    let mut note = |present: bool, field: &str| {
+        if present {
+            out.push(format!("{path}.{field}"));
+        }
+    };
+    note(a.mirror, "mirror");
+    note(a.mirror_weight.is_some(), "mirrorWeight");
+    note(!a.metrics.is_empty(), "metrics");
+    note(!a.webhooks.is_empty(), "webhooks");
+    note(!a.alerts.is_empty(), "alerts");
+    note(a.session_affinity.is_some(), "sessionAffinity");
+}

@@ -1,0 +1,331 @@
+//! The canary strategy: stepping, checks, holds, deadlines, new revisions, restarts, retries.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::api::Phase;
+use crate::decision::*;
+
+#[test]
+fn initialization_waits_for_the_primary_then_scales_the_target_to_zero() {
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initializing);
+    assert!(d.desired.bootstrap);
+    assert_eq!(d.desired.canary_scale, Scale::Keep);
+    assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initialized);
+    assert_eq!(d.desired.canary_scale, Scale::Zero);
+    assert_eq!(w.o.status.last_promoted_spec.as_deref(), Some("r1"));
+    assert_eq!(w.condition("Ready").0, "True");
+    // Nothing more happens without a new revision.
+    w.later(600);
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initialized);
+    assert!(d.events.is_empty());
+}
+
+#[test]
+fn canary_steps_to_max_weight_then_promotes() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10, "maxWeight": 30}));
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.weights, vec![0, 10, 20, 30, 0]);
+    assert_eq!(w.o.primary.revision.as_deref(), Some("r2"));
+    assert_eq!(w.o.status.last_promoted_spec.as_deref(), Some("r2"));
+    assert_eq!(w.o.status.canary_weight, 0);
+    // The first step needs no checks (no traffic at weight 0); each later one does.
+    assert_eq!(w.asked_for_checks, 3);
+    let r = w.reasons();
+    for reason in [
+        Reason::NewRevision,
+        Reason::CanaryReady,
+        Reason::WeightAdvanced,
+        Reason::Promoting,
+        Reason::RoutingToPrimary,
+        Reason::Promoted,
+    ] {
+        assert!(r.contains(&reason), "{reason:?} in {r:?}");
+    }
+    assert_eq!(w.condition("Promoted").0, "True");
+    assert_eq!(w.condition("Ready").0, "True");
+    assert_eq!(w.condition("Reconciling").0, "False");
+}
+
+#[test]
+fn the_canary_is_scaled_up_during_analysis_and_down_after() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 50}));
+    w.later(10);
+    assert_eq!(w.tick(Some(Checks::Passed)).desired.canary_scale, Scale::Up);
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.tick(None).desired.canary_scale, Scale::Zero);
+}
+
+#[test]
+fn no_step_before_the_interval_is_up() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.tick(None);
+    assert_eq!(w.o.status.canary_weight, 10);
+    w.later(3);
+    let d = w.tick(None);
+    assert_eq!(w.o.status.canary_weight, 10);
+    assert_eq!(d.requeue_after, Duration::from_secs(7));
+    assert_eq!(w.asked_for_checks, 0);
+}
+
+#[test]
+fn step_weights_are_followed_in_order() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeights": [5, 20, 50]}));
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.weights, vec![0, 5, 20, 50, 0]);
+}
+
+#[test]
+fn step_weight_is_capped_at_max_weight() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 20, "maxWeight": 50}));
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.weights, vec![0, 20, 40, 50, 0]);
+}
+
+#[test]
+fn failed_checks_at_threshold_roll_back_and_leave_the_primary_alone() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10, "threshold": 2}));
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(failed(
+        "request-success-rate 71.2% is below the minimum 99%",
+    )));
+    assert_eq!(
+        (
+            w.phase(),
+            w.o.status.failed_checks,
+            w.o.status.canary_weight
+        ),
+        (Phase::Progressing, 1, 10)
+    );
+    w.later(10);
+    let d = w.tick(Some(failed(
+        "request-success-rate 70.1% is below the minimum 99%",
+    )));
+    assert_eq!(w.phase(), Phase::Failed);
+    assert_eq!(w.o.status.failed_checks, 2);
+    assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
+    assert_eq!(d.desired.canary_scale, Scale::Zero);
+    assert_eq!(w.primary_revision_writes, 0);
+    assert_eq!(w.o.primary.revision.as_deref(), Some("r1"));
+    let rolled_back = w
+        .events
+        .iter()
+        .find(|e| e.reason == Reason::RolledBack)
+        .unwrap();
+    assert!(
+        rolled_back.warning && rolled_back.message.contains("70.1%"),
+        "{rolled_back:?}"
+    );
+    let (stalled, message) = w.condition("Stalled");
+    assert_eq!(stalled, "True");
+    assert!(message.contains("70.1%"), "{message}");
+    assert_eq!(w.condition("Promoted").0, "False");
+    // Failed stays failed: the same revision does not start again by itself.
+    w.later(600);
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Failed);
+}
+
+#[test]
+fn a_canary_that_never_gets_ready_fails_at_the_progress_deadline() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.o.spec.progress_deadline_seconds = Some(60);
+    w.o.target.ready = Readiness::NotReady("0 of 3 updated replicas available".into());
+    for _ in 0..5 {
+        w.later(10);
+        w.tick(None);
+        assert_eq!(w.phase(), Phase::Progressing);
+    }
+    assert_eq!(w.o.status.canary_weight, 0);
+    // Held since the first tick that saw it not ready, 40s ago: 61s is past the 60s deadline.
+    w.later(21);
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Failed);
+    assert!(
+        w.condition("Ready")
+            .1
+            .contains("0 of 3 updated replicas available")
+    );
+    assert_eq!(d.desired.canary_scale, Scale::Zero);
+    assert_eq!(w.o.primary.revision.as_deref(), Some("r1"));
+}
+
+#[test]
+fn no_data_holds_the_weight_then_fails_at_the_deadline() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.o.spec.progress_deadline_seconds = Some(30);
+    w.tick(None);
+    let no_data = Checks::NoData {
+        message: "no data for request-success-rate: is traffic reaching podinfo-canary?".into(),
+    };
+    for _ in 0..3 {
+        w.later(10);
+        w.tick(Some(no_data.clone()));
+        assert_eq!(
+            (
+                w.phase(),
+                w.o.status.canary_weight,
+                w.o.status.failed_checks
+            ),
+            (Phase::Progressing, 10, 0)
+        );
+    }
+    w.later(10);
+    w.tick(Some(no_data));
+    assert_eq!(w.phase(), Phase::Failed);
+    assert!(
+        w.condition("Ready")
+            .1
+            .contains("no data for request-success-rate")
+    );
+    assert_eq!(
+        w.o.status.failed_checks, 0,
+        "no data is never a failed check"
+    );
+}
+
+#[test]
+fn data_returning_ends_the_hold() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.o.spec.progress_deadline_seconds = Some(30);
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(Checks::NoData {
+        message: "Prometheus unreachable".into(),
+    }));
+    assert!(w.o.status.holding_since.is_some());
+    w.later(10);
+    w.tick(Some(Checks::Passed));
+    assert_eq!(
+        (w.o.status.canary_weight, w.o.status.holding_since.clone()),
+        (20, None)
+    );
+    // The old hold does not count against the deadline any more.
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+}
+
+#[test]
+fn a_new_revision_mid_analysis_starts_over_at_weight_zero() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10, "threshold": 5}));
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(failed("latency")));
+    w.later(10);
+    w.tick(Some(Checks::Passed));
+    assert_eq!(
+        (w.o.status.canary_weight, w.o.status.failed_checks),
+        (20, 1)
+    );
+    w.o.target.revision = "r3".into();
+    w.later(1);
+    let d = w.tick(None);
+    assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
+    assert_eq!((w.o.status.canary_weight, w.o.status.failed_checks), (0, 0));
+    assert_eq!(w.o.status.last_applied_spec.as_deref(), Some("r3"));
+    assert_eq!(w.events.last().unwrap().reason, Reason::NewRevision);
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.o.primary.revision.as_deref(), Some("r3"));
+}
+
+#[test]
+fn suspend_stops_the_analysis_where_it_is() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.tick(None);
+    w.o.spec.suspend = true;
+    for _ in 0..5 {
+        w.later(10);
+        let d = w.tick(None);
+        assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(10))));
+    }
+    assert_eq!(w.asked_for_checks, 0);
+    w.o.spec.suspend = false;
+    w.later(10);
+    w.tick(Some(Checks::Passed));
+    assert_eq!(w.o.status.canary_weight, 20);
+}
+
+#[test]
+fn a_suspended_canary_starts_no_new_analysis() {
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    w.tick(None);
+    w.tick(None);
+    w.o.spec.suspend = true;
+    w.o.target.revision = "r2".into();
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Initialized);
+    w.o.spec.suspend = false;
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Progressing);
+}
+
+#[test]
+fn a_restart_resumes_at_the_weight_in_the_route_without_redoing_steps() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(Checks::Passed));
+    assert_eq!(w.o.status.canary_weight, 20);
+    // The route was written at 30, then the controller died before writing the status.
+    w.o.weights = Some(Weights::canary(30));
+    w.later(4);
+    w.tick(None);
+    assert_eq!(
+        w.o.status.canary_weight, 30,
+        "the route's weight is believed"
+    );
+    assert_eq!(w.asked_for_checks, 1, "no step before the interval is up");
+    w.later(6);
+    w.tick(Some(Checks::Passed));
+    assert_eq!(w.o.status.canary_weight, 40);
+}
+
+#[test]
+fn a_failed_revision_is_retried_by_annotation_once_per_value() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(failed("bad")));
+    assert_eq!(w.phase(), Phase::Failed);
+    w.o.retry = Some("1".into());
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert_eq!(w.o.status.last_applied_spec.as_deref(), Some("r2"));
+    assert_eq!(w.events.last().unwrap().reason, Reason::Retrying);
+    w.tick(None);
+    w.later(10);
+    w.tick(Some(failed("still bad")));
+    assert_eq!(w.phase(), Phase::Failed);
+    w.later(10);
+    w.tick(None);
+    assert_eq!(
+        w.phase(),
+        Phase::Failed,
+        "the same annotation value does not retry twice"
+    );
+}
+
+#[test]
+fn the_promoted_revision_must_be_the_analysed_one() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 100}));
+    w.tick(None);
+    w.later(10);
+    let d = w.tick(Some(Checks::Passed));
+    assert_eq!(d.desired.promote_primary.as_deref(), Some("r2"));
+    // The copy did not happen (say the write failed), and meanwhile the target moved on: start over
+    // instead of promoting an unanalysed revision.
+    w.o.primary.revision = Some("r1".into());
+    w.o.target.revision = "r3".into();
+    w.later(1);
+    let d = w.tick(None);
+    assert_eq!(d.desired.promote_primary, None);
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert_eq!(w.o.status.last_applied_spec.as_deref(), Some("r3"));
+}

@@ -1,0 +1,77 @@
+//! Specs the core cannot run, or runs only in part, and how it says so.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::api::Provider;
+use crate::decision::*;
+
+#[test]
+fn an_interval_below_the_controller_minimum_is_an_invalid_spec() {
+    let mut w = World::new(spec(json!({"interval": "1s", "stepWeight": 10})));
+    w.o.defaults.min_interval = Duration::from_secs(10);
+    let d = w.tick(None);
+    assert_eq!(
+        d.desired,
+        Desired {
+            bootstrap: false,
+            promote_primary: None,
+            canary_scale: Scale::Keep,
+            traffic: None
+        }
+    );
+    let (stalled, message) = w.condition("Stalled");
+    assert_eq!(stalled, "True");
+    assert!(
+        message.contains("spec.analysis.interval") && message.contains("minimum"),
+        "{message}"
+    );
+    assert_eq!(d.events[0].reason, Reason::InvalidSpec);
+    assert!(w.o.status.phase.is_none());
+}
+
+#[test]
+fn specs_the_core_cannot_run_say_why() {
+    let cases = [
+        (json!({"interval": "10s"}), "set stepWeight or stepWeights"),
+        (
+            json!({"interval": "10s", "stepWeight": 10, "match": [{"headers": {}}]}),
+            "A/B testing needs iterations",
+        ),
+        (
+            json!({"interval": "10s", "stepWeight": 10, "metrics": [{"name": "my-check"}]}),
+            "spec.analysis.metrics[0]",
+        ),
+    ];
+    for (analysis, expected) in cases {
+        let mut w = World::new(spec(analysis));
+        w.tick(None);
+        let message = w.condition("Stalled").1;
+        assert!(
+            message.contains(expected),
+            "{message} should say {expected}"
+        );
+    }
+    let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
+    s.provider = Some(Provider::Istio);
+    let mut w = World::new(s);
+    let d = w.tick(None);
+    assert_eq!(d.events[0].reason, Reason::NotSupported);
+    assert!(
+        w.condition("Stalled")
+            .1
+            .contains("istio is not supported yet")
+    );
+}
+
+#[test]
+fn fields_not_acted_on_yet_are_named() {
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10,
+        "webhooks": [{"name": "load", "url": "http://127.0.0.1:1/"}]})));
+    w.tick(None);
+    let (status, message) = w.condition("Unsupported");
+    assert_eq!(status, "True");
+    assert!(message.contains("spec.analysis.webhooks"), "{message}");
+}

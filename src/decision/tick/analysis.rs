@@ -1,0 +1,162 @@
+//! The analysis phases: wait for the canary to be ready, then at each interval run the checks and step
+//! traffic (canary), count iterations (blue/green, A/B), hold on no data, or roll back at the threshold.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{Step, Tick, elapsed};
+use crate::decision::settings::Strategy;
+use crate::decision::{Checks, Readiness, Reason, Scale, Traffic, Weights};
+
+impl Tick<'_> {
+    pub(super) fn analyse(&mut self) -> Step {
+        if self.status.last_applied_spec.as_deref() != Some(self.revision()) {
+            let msg = format!(
+                "New revision {} of {} during analysis: starting over",
+                self.revision(),
+                self.name()
+            );
+            self.event(Reason::NewRevision, false, msg);
+            self.start_analysis();
+            return Step::Done;
+        }
+        self.desired.canary_scale = Scale::Up;
+        // The route says where traffic is: after a crash between writing it and the status, it is right.
+        let current = match (&self.s.strategy, self.o.weights) {
+            (Strategy::Canary { .. }, Some(w)) => w.canary,
+            _ => self.status.canary_weight,
+        };
+        let traffic = match self.s.strategy {
+            Strategy::AbTesting { .. } if self.status.last_step_time.is_some() => Traffic::Matched,
+            _ => Traffic::Split(Weights::canary(current)),
+        };
+        self.set_traffic(traffic);
+        if self.s.suspend {
+            self.message = format!("Suspended at canary weight {current}");
+            return Step::Done;
+        }
+        if let Readiness::NotReady(why) = &self.o.target.ready {
+            let why = format!("Canary {} not ready: {why}", self.name());
+            if self.hold(why.clone()) {
+                self.rollback(format!(
+                    "{why}, for longer than the progress deadline of {:?}",
+                    self.s.progress_deadline
+                ));
+            }
+            return Step::Done;
+        }
+        if let Some(last) = &self.status.last_step_time {
+            let since = elapsed(self.o.now, last);
+            if since < self.s.interval {
+                self.requeue = self.s.interval - since;
+                return Step::Done;
+            }
+        }
+        let first_step = self.status.last_step_time.is_none();
+        if first_step {
+            let msg = format!("Canary {} is ready: starting analysis", self.name());
+            self.event(Reason::CanaryReady, false, msg);
+        }
+        match &self.s.strategy {
+            // At weight 0 no traffic reaches the canary, so there is nothing to judge: the first step
+            // needs no checks.
+            Strategy::Canary { .. } if first_step && current == 0 => {
+                self.stepped();
+                self.advance(current);
+                Step::Done
+            }
+            Strategy::AbTesting { .. } if first_step => {
+                self.stepped();
+                self.set_traffic(Traffic::Matched);
+                let msg = format!("Routing requests that match to canary {}", self.name());
+                self.event(Reason::IterationAdvanced, false, msg);
+                Step::Done
+            }
+            _ => self.judge(current),
+        }
+    }
+
+    pub(super) fn stepped(&mut self) {
+        self.status.last_step_time = Some(Time(self.o.now));
+        self.requeue = self.s.interval;
+    }
+
+    pub(super) fn judge(&mut self, current: i32) -> Step {
+        let Some(checks) = &self.o.checks else {
+            return Step::NeedChecks;
+        };
+        self.stepped();
+        match checks {
+            Checks::Passed => {
+                self.status.holding_since = None;
+                match self.s.strategy {
+                    Strategy::Canary { .. } => self.advance(current),
+                    Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
+                    Strategy::AbTesting { iterations } => self.iterate(iterations, false),
+                }
+            }
+            Checks::Failed { message } => {
+                self.status.holding_since = None;
+                self.status.failed_checks += 1;
+                let (failed, threshold) = (self.status.failed_checks, self.s.threshold);
+                let msg = format!(
+                    "Halt advancement of {}: {message} (failed checks {failed} of {threshold})",
+                    self.name()
+                );
+                self.event(Reason::CheckFailed, true, msg);
+                if failed >= threshold {
+                    self.rollback(message.clone());
+                }
+            }
+            Checks::NoData { message } => {
+                if self.hold(message.clone()) {
+                    self.rollback(format!(
+                        "{message}, for longer than the progress deadline of {:?}",
+                        self.s.progress_deadline
+                    ));
+                }
+                self.requeue = self.s.interval;
+            }
+        }
+        Step::Done
+    }
+
+    pub(super) fn advance(&mut self, current: i32) {
+        let Strategy::Canary { max_weight, .. } = self.s.strategy else {
+            return;
+        };
+        if current >= max_weight {
+            return self.start_promotion();
+        }
+        let next = self.s.strategy.next_weight(current);
+        self.set_traffic(Traffic::Split(Weights::canary(next)));
+        self.event(
+            Reason::WeightAdvanced,
+            false,
+            format!("Advance {} canary weight {next}", self.name()),
+        );
+    }
+
+    /// Blue/green and A/B: count passed iterations; blue/green then sends all traffic to the canary for one
+    /// more iteration before promoting.
+    pub(super) fn iterate(&mut self, iterations: i32, blue_green: bool) {
+        let done = self.status.iterations;
+        if done < iterations {
+            self.status.iterations += 1;
+            let msg = format!(
+                "Advance {} canary iteration {}/{iterations}",
+                self.name(),
+                done + 1
+            );
+            self.event(Reason::IterationAdvanced, false, msg);
+        } else if blue_green && done == iterations {
+            self.status.iterations += 1;
+            self.set_traffic(Traffic::Split(Weights::canary(
+                crate::api::canary::TOTAL_WEIGHT,
+            )));
+            let msg = format!("Routing all traffic to canary {}", self.name());
+            self.event(Reason::IterationAdvanced, false, msg);
+        } else {
+            self.start_promotion();
+        }
+    }
+}

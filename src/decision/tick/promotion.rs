@@ -1,0 +1,122 @@
+//! Promotion and rollback: copy the analysed revision into the primary, wait for it, move traffic back to
+//! the primary (at once or step by step), scale the canary down; or send everything back to the primary.
+
+use super::{POLL, RESYNC, Tick, elapsed};
+use crate::api::Phase;
+use crate::decision::settings::Strategy;
+use crate::decision::{Readiness, Reason, Scale, Traffic, Weights};
+
+impl Tick<'_> {
+    pub(super) fn start_promotion(&mut self) {
+        let revision = self.revision().to_string();
+        self.set_phase(Phase::Promoting);
+        self.desired.promote_primary = Some(revision);
+        self.requeue = self.s.interval.min(POLL);
+        let msg = format!(
+            "Copying {} template spec to {}-primary",
+            self.name(),
+            self.name()
+        );
+        self.event(Reason::Promoting, false, msg);
+    }
+
+    pub(super) fn rollback(&mut self, reason: String) {
+        self.set_phase(Phase::Failed);
+        self.set_traffic(Traffic::Split(Weights::canary(0)));
+        self.desired.canary_scale = Scale::Zero;
+        self.status.holding_since = None;
+        self.requeue = RESYNC.max(self.s.interval);
+        let msg = format!(
+            "Rolling back {} revision {}: {reason}",
+            self.name(),
+            self.revision()
+        );
+        self.event(Reason::RolledBack, true, msg);
+    }
+
+    pub(super) fn promote(&mut self) {
+        let revision = self.status.last_applied_spec.clone().unwrap_or_default();
+        self.desired.canary_scale = Scale::Up;
+        let current = self
+            .o
+            .weights
+            .map_or(self.status.canary_weight, |w| w.canary);
+        let matched =
+            matches!(self.s.strategy, Strategy::AbTesting { .. }) && !self.s.skip_analysis;
+        self.set_traffic(if matched {
+            Traffic::Matched
+        } else {
+            Traffic::Split(Weights::canary(current))
+        });
+        if self.o.primary.revision.as_deref() != Some(revision.as_str()) {
+            if self.revision() == revision {
+                self.desired.promote_primary = Some(revision);
+                self.requeue = self.s.interval.min(POLL);
+            } else {
+                let msg = format!(
+                    "New revision {} of {} during promotion: starting over",
+                    self.revision(),
+                    self.name()
+                );
+                self.event(Reason::NewRevision, false, msg);
+                self.start_analysis();
+            }
+            return;
+        }
+        if let Readiness::NotReady(why) = &self.o.primary.ready {
+            let why = format!("Primary {}-primary not ready: {why}", self.name());
+            if self.hold(why.clone()) {
+                self.rollback(format!(
+                    "{why}, for longer than the progress deadline of {:?}",
+                    self.s.progress_deadline
+                ));
+            }
+            return;
+        }
+        self.status.holding_since = None;
+        let by_steps = match (self.s.step_weight_promotion, &self.s.strategy) {
+            (Some(step), Strategy::Canary { .. }) if self.s.routes_traffic() && current > 0 => {
+                Some(step)
+            }
+            _ => None,
+        };
+        if let Some(step) = by_steps {
+            if let Some(last) = &self.status.last_step_time {
+                let since = elapsed(self.o.now, last);
+                if since < self.s.interval {
+                    self.requeue = self.s.interval - since;
+                    return;
+                }
+            }
+            let next = (current - step).max(0);
+            self.stepped();
+            self.set_traffic(Traffic::Split(Weights::canary(next)));
+            let msg = format!("Advance {}-primary weight {}", self.name(), 100 - next);
+            self.event(Reason::RoutingToPrimary, false, msg);
+            if next > 0 {
+                return;
+            }
+        } else {
+            self.set_traffic(Traffic::Split(Weights::canary(0)));
+            let msg = format!("Routing all traffic to primary {}-primary", self.name());
+            self.event(Reason::RoutingToPrimary, false, msg);
+        }
+        self.set_phase(Phase::Finalising);
+        self.requeue = self.s.interval.min(POLL);
+    }
+
+    pub(super) fn finalise(&mut self) {
+        self.set_traffic(Traffic::Split(Weights::canary(0)));
+        self.desired.canary_scale = Scale::Zero;
+        self.status.last_promoted_spec = self.status.last_applied_spec.clone();
+        self.status.holding_since = None;
+        self.set_phase(Phase::Succeeded);
+        self.requeue = RESYNC.max(self.s.interval);
+        let msg = format!(
+            "Promotion of {} revision {} completed",
+            self.name(),
+            self.status.last_promoted_spec.clone().unwrap_or_default()
+        );
+        self.event(Reason::Promoted, false, msg);
+    }
+}
