@@ -3,3 +3,4 @@
 pub mod api;
 pub mod decision;
 pub mod routing;
+pub mod workload;
