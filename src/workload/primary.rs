@@ -11,6 +11,9 @@ use kube::ResourceExt;
 use super::configs::rewire_to_primary;
 use super::{PRIMARY_SUFFIX, REVISION_ANNOTATION, WorkloadError};
 
+/// Label keys to values, as selectors and pod templates hold them.
+pub type Labels = BTreeMap<String, String>;
+
 pub fn primary_name(target: &str) -> String {
     format!("{target}{PRIMARY_SUFFIX}")
 }
@@ -18,7 +21,7 @@ pub fn primary_name(target: &str) -> String {
 /// The target's selector labels, and the primary's (values suffixed `-primary`).
 pub fn selectors(
     target: &Deployment,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), WorkloadError> {
+) -> Result<(Labels, Labels), WorkloadError> {
     let (namespace, name) = (target.namespace().unwrap_or_default(), target.name_any());
     let selector = target
         .spec
