@@ -19,9 +19,7 @@ pub fn primary_name(target: &str) -> String {
 }
 
 /// The target's selector labels, and the primary's (values suffixed `-primary`).
-pub fn selectors(
-    target: &Deployment,
-) -> Result<(Labels, Labels), WorkloadError> {
+pub fn selectors(target: &Deployment) -> Result<(Labels, Labels), WorkloadError> {
     let (namespace, name) = (target.namespace().unwrap_or_default(), target.name_any());
     let selector = target
         .spec

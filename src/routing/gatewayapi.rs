@@ -1,0 +1,359 @@
+//! Gateway API: an HTTPRoute `<service>` whose rule splits traffic between `<service>-primary` and
+//! `<service>-canary` by weight; for A/B, a rule before it sends the requests that match to the canary.
+//! Our own minimal types of the fields Serin writes (the gateway-api crate is on another kube major).
+
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject, ObjectMeta};
+use kube::core::GroupVersionKind;
+use kube::{Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Router, RoutingError, ServiceNames};
+use crate::api::Canary;
+use crate::api::canary::TOTAL_WEIGHT;
+use crate::decision::{Traffic, Weights};
+
+pub struct GatewayApiRouter;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
+    #[serde(default)]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct HeaderMatch {
+    #[serde(rename = "type")]
+    pub match_type: String,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct BackendRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+}
+
+fn gvk() -> GroupVersionKind {
+    GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
+}
+
+impl Router for GatewayApiRouter {
+    fn name(&self) -> &'static str {
+        "gatewayapi"
+    }
+
+    fn resource(&self) -> Option<ApiResource> {
+        Some(ApiResource::from_gvk_with_plural(&gvk(), "httproutes"))
+    }
+
+    fn desired(
+        &self,
+        canary: &Canary,
+        traffic: Traffic,
+    ) -> Result<Vec<DynamicObject>, RoutingError> {
+        let names = ServiceNames::of(canary);
+        let port = Some(canary.spec.service.port);
+        let backends = |w: Weights| {
+            vec![
+                BackendRef {
+                    name: names.primary.clone(),
+                    port,
+                    weight: Some(w.primary),
+                },
+                BackendRef {
+                    name: names.canary.clone(),
+                    port,
+                    weight: Some(w.canary),
+                },
+            ]
+        };
+        let rules = match traffic {
+            Traffic::Split(w) => vec![Rule {
+                matches: vec![],
+                backend_refs: backends(w),
+            }],
+            Traffic::Matched => vec![
+                Rule {
+                    matches: ab_matches(canary)?,
+                    backend_refs: backends(Weights::canary(TOTAL_WEIGHT)),
+                },
+                Rule {
+                    matches: vec![],
+                    backend_refs: backends(Weights::canary(0)),
+                },
+            ],
+        };
+        let spec = HttpRouteSpec {
+            parent_refs: canary
+                .spec
+                .service
+                .gateway_refs
+                .iter()
+                .map(|p| ParentRef {
+                    group: p.group.clone(),
+                    kind: p.kind.clone(),
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    section_name: p.section_name.clone(),
+                    port: p.port,
+                })
+                .collect(),
+            hostnames: canary.spec.service.hosts.clone(),
+            rules,
+        };
+        let mut route = DynamicObject::new(
+            &names.apex,
+            &ApiResource::from_gvk_with_plural(&gvk(), "httproutes"),
+        );
+        route.metadata = ObjectMeta {
+            name: Some(names.apex.clone()),
+            namespace: canary.namespace(),
+            owner_references: canary.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        };
+        route.data = serde_json::json!({ "spec": spec });
+        Ok(vec![route])
+    }
+
+    fn weights(&self, canary: &Canary, route: &DynamicObject) -> Option<Weights> {
+        let names = ServiceNames::of(canary);
+        let spec: HttpRouteSpec = serde_json::from_value(route.data.get("spec")?.clone()).ok()?;
+        // The rule without matches carries the split; A/B's match rule comes before it.
+        let rule = spec.rules.iter().find(|r| r.matches.is_empty())?;
+        let weight_of = |name: &str| {
+            rule.backend_refs
+                .iter()
+                .find(|b| b.name == name)
+                .map(|b| b.weight.unwrap_or(1))
+        };
+        let (primary, canary_weight) = (
+            weight_of(&names.primary)?,
+            weight_of(&names.canary).unwrap_or(0),
+        );
+        let total = primary + canary_weight;
+        if total <= 0 {
+            return None;
+        }
+        // Weights are relative in Gateway API; Serin's are percentages.
+        let canary_percent = (canary_weight * TOTAL_WEIGHT + total / 2) / total;
+        Some(Weights::canary(canary_percent))
+    }
+}
+
+/// The analysis' Istio-style match (headers: exact, regex, prefix, suffix) as HTTPRoute matches.
+fn ab_matches(canary: &Canary) -> Result<Vec<Match>, RoutingError> {
+    let name = canary.name_any();
+    let analysis = canary
+        .spec
+        .analysis
+        .as_ref()
+        .or(canary.spec.canary_analysis.as_ref());
+    let given = analysis.and_then(|a| a.r#match.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, m) in given.iter().enumerate() {
+        let fields = m.as_object().cloned().unwrap_or_default();
+        let mut headers = Vec::new();
+        for (key, value) in &fields {
+            if key != "headers" {
+                return Err(RoutingError::Unsupported {
+                    canary: name,
+                    router: "gatewayapi",
+                    field: format!("spec.analysis.match[{i}].{key}"),
+                });
+            }
+            let conditions: BTreeMap<String, Value> =
+                serde_json::from_value(value.clone()).unwrap_or_default();
+            for (header, condition) in conditions {
+                let path = format!("spec.analysis.match[{i}].headers.{header}");
+                headers.push(header_match(&name, &path, &header, &condition)?);
+            }
+        }
+        out.push(Match { headers });
+    }
+    if out.is_empty() {
+        return Err(RoutingError::Invalid {
+            canary: name,
+            field: "spec.analysis.match".into(),
+            message: "A/B testing needs at least one match".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn header_match(
+    canary: &str,
+    path: &str,
+    header: &str,
+    condition: &Value,
+) -> Result<HeaderMatch, RoutingError> {
+    let invalid = |message: &str| RoutingError::Invalid {
+        canary: canary.to_string(),
+        field: path.to_string(),
+        message: message.to_string(),
+    };
+    let cond = condition
+        .as_object()
+        .ok_or_else(|| invalid("must be one of exact, regex, prefix, suffix"))?;
+    let (kind, value) = cond
+        .iter()
+        .next()
+        .ok_or_else(|| invalid("must be one of exact, regex, prefix, suffix"))?;
+    let value = value.as_str().ok_or_else(|| invalid("must be a string"))?;
+    let (match_type, value) = match kind.as_str() {
+        "exact" => ("Exact", value.to_string()),
+        "regex" => ("RegularExpression", value.to_string()),
+        "prefix" => ("RegularExpression", format!("^{}.*", regex_escape(value))),
+        "suffix" => ("RegularExpression", format!(".*{}$", regex_escape(value))),
+        other => {
+            return Err(invalid(&format!(
+                "{other:?} is not one of exact, regex, prefix, suffix"
+            )));
+        }
+    };
+    Ok(HeaderMatch {
+        match_type: match_type.to_string(),
+        name: header.to_string(),
+        value,
+    })
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars().fold(String::new(), |mut out, c| {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canary(analysis: Value) -> Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "apps", "uid": "u1"},
+            "spec": {"targetRef": {"name": "podinfo"}, "service": {"port": 9898, "hosts": ["app.example.com"],
+                "gatewayRefs": [{"name": "gateway", "namespace": "infra"}]}, "analysis": analysis}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_split_is_one_rule_with_both_backends() {
+        let c = canary(json!({"stepWeight": 10}));
+        let route = &GatewayApiRouter
+            .desired(&c, Traffic::Split(Weights::canary(30)))
+            .unwrap()[0];
+        assert_eq!(route.metadata.name.as_deref(), Some("podinfo"));
+        assert_eq!(
+            route.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Canary"
+        );
+        assert_eq!(
+            route.data["spec"],
+            json!({"parentRefs": [{"name": "gateway", "namespace": "infra"}], "hostnames": ["app.example.com"],
+                "rules": [{"backendRefs": [{"name": "podinfo-primary", "port": 9898, "weight": 70},
+                                           {"name": "podinfo-canary", "port": 9898, "weight": 30}]}]})
+        );
+        assert_eq!(
+            GatewayApiRouter.weights(&c, route),
+            Some(Weights::canary(30))
+        );
+    }
+
+    #[test]
+    fn ab_sends_matching_requests_to_the_canary() {
+        let c = canary(json!({"iterations": 3, "match": [
+            {"headers": {"x-canary": {"exact": "insider"}}},
+            {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}, "x-tier": {"prefix": "beta."}}}
+        ]}));
+        let route = &GatewayApiRouter.desired(&c, Traffic::Matched).unwrap()[0];
+        let rules = &route.data["spec"]["rules"];
+        assert_eq!(
+            rules[0]["matches"][0]["headers"],
+            json!([{"type": "Exact", "name": "x-canary", "value": "insider"}])
+        );
+        assert_eq!(
+            rules[0]["matches"][1]["headers"],
+            json!([{"type": "RegularExpression", "name": "cookie", "value": "^(.*?;)?(canary=always)(;.*)?$"},
+                   {"type": "RegularExpression", "name": "x-tier", "value": "^beta\\..*"}])
+        );
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
+        assert_eq!(rules[1]["backendRefs"][0]["weight"], 100);
+        assert_eq!(
+            GatewayApiRouter.weights(&c, route),
+            Some(Weights::canary(0))
+        );
+    }
+
+    #[test]
+    fn match_fields_the_router_cannot_express_are_errors() {
+        let c = canary(json!({"iterations": 3, "match": [{"uri": {"prefix": "/api"}}]}));
+        let e = GatewayApiRouter.desired(&c, Traffic::Matched).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Canary podinfo: spec.analysis.match[0].uri is not supported yet by the gatewayapi router"
+        );
+    }
+
+    #[test]
+    fn relative_weights_read_back_as_percentages() {
+        let c = canary(json!({"stepWeight": 10}));
+        let mut route = GatewayApiRouter
+            .desired(&c, Traffic::Split(Weights::canary(0)))
+            .unwrap()
+            .remove(0);
+        route.data["spec"]["rules"][0]["backendRefs"] = json!([{"name": "podinfo-primary", "weight": 3}, {"name": "podinfo-canary", "weight": 1}]);
+        assert_eq!(
+            GatewayApiRouter.weights(&c, &route),
+            Some(Weights::canary(25))
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Provider kubernetes: no routing object. The apex Service always selects the primary; blue/green tests
+//! reach the canary through `<service>-canary`, and promotion updates the primary in place.
+
+use kube::api::{ApiResource, DynamicObject};
+
+use super::{Router, RoutingError};
+use crate::api::Canary;
+use crate::decision::{Traffic, Weights};
+
+pub struct KubernetesRouter;
+
+impl Router for KubernetesRouter {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn resource(&self) -> Option<ApiResource> {
+        None
+    }
+
+    fn desired(&self, _: &Canary, _: Traffic) -> Result<Vec<DynamicObject>, RoutingError> {
+        Ok(Vec::new())
+    }
+
+    fn weights(&self, _: &Canary, _: &DynamicObject) -> Option<Weights> {
+        None
+    }
+}
