@@ -1,6 +1,9 @@
 //! Serin: a progressive-delivery controller for Kubernetes.
 
 pub mod api;
+pub mod controller;
 pub mod decision;
+pub mod metrics;
 pub mod routing;
+pub mod telemetry;
 pub mod workload;

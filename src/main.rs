@@ -3,9 +3,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use clap::{Parser, Subcommand};
+use serin::api::Provider;
 use serin::api::crds::crds_yaml;
 use serin::api::duration::parse_duration;
+use serin::controller::RunConfig;
+use serin::decision::ControllerDefaults;
+use serin::telemetry::{LogFormat, init_logging};
 
 /// Serin runs new revisions of a workload as canaries beside the stable primary, shifts traffic to them step
 /// by step, and promotes or rolls them back on what the metrics say.
@@ -18,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the controller (kubeconfig from KUBECONFIG, ~/.kube/config, or the in-cluster service account).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds {
         /// The smallest analysis interval the API server accepts; match the controller's --min-interval.
@@ -26,12 +34,76 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The routing provider of Canaries that don't name one.
+    #[arg(long, default_value = "gatewayapi", value_parser = provider_arg)]
+    provider: Provider,
+    /// The smallest analysis interval a Canary may use; a smaller one is reported as an invalid spec.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    min_interval: Duration,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Run only while holding the Lease serin-leader, so several replicas can run.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Watch and act in this namespace only (default: every namespace).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn provider_arg(s: &str) -> Result<Provider, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?} is not a provider Serin knows"))
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            let identity = args
+                .identity
+                .unwrap_or_else(|| format!("serin-{}", std::process::id()));
+            let config = RunConfig {
+                defaults: ControllerDefaults {
+                    provider: args.provider,
+                    min_interval: args.min_interval,
+                },
+                listen: args.listen,
+                leader_elect: args.leader_elect,
+                leader_election_namespace: args.leader_election_namespace,
+                identity,
+                namespace: args.namespace,
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("serin run: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serin::controller::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("serin run: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Crds { min_interval } => match crds_yaml(min_interval) {
             Ok(yaml) => {
                 print!("{yaml}");

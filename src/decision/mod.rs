@@ -18,6 +18,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CanarySpec, CanaryStatus};
+pub use conditions::set as set_condition;
 pub use settings::{ControllerDefaults, Settings, SpecProblem, Steps, Strategy};
 pub use tick::decide;
 

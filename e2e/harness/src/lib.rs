@@ -249,3 +249,80 @@ pub async fn install_crds(client: &Client) {
     })
     .await;
 }
+
+/// A `serin run` process against the local cluster, scoped to one namespace (its Lease lives there too).
+/// Killed when dropped.
+pub struct SerinProcess {
+    child: std::process::Child,
+    pub metrics_url: String,
+    pub log: PathBuf,
+}
+
+impl SerinProcess {
+    /// Starts the controller binary at `bin` for `namespace`, as replica `identity`.
+    pub async fn start(bin: &str, namespace: &str, identity: &str) -> Self {
+        let env = cluster().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = std::env::temp_dir().join(format!("serin-{namespace}-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("controller log file");
+        let child = std::process::Command::new(bin)
+            .args([
+                "run",
+                "--min-interval",
+                "1s",
+                "--namespace",
+                namespace,
+                "--leader-election-namespace",
+                namespace,
+            ])
+            .args([
+                "--identity",
+                identity,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("KUBECONFIG", env.kubeconfig())
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        SerinProcess {
+            child,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
+    }
+
+    /// Ends the process at once, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The sum of a metric's samples on /metrics (None while it does not serve).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(&self.metrics_url)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        Some(values.iter().sum())
+    }
+}
+
+impl Drop for SerinProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

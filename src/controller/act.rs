@@ -1,0 +1,199 @@
+//! Acting on a decision: bring the objects to the desired state (writing only what differs from the watch
+//! cache), and never take over an object Serin does not own.
+
+use kube::api::ApiResource;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{apply, conflict_message, to_json};
+use super::observe::Observation;
+use super::{Context, Error};
+use crate::api::Canary;
+use crate::decision::{Desired, Scale};
+use crate::routing::services::services;
+use crate::workload::primary::primary_deployment;
+
+fn owned_by(meta: &kube::api::ObjectMeta, canary: &Canary) -> bool {
+    let uid = canary.uid();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == uid.as_ref())
+}
+
+fn conflict(kind: &str, name: &str, canary: &Canary) -> Error {
+    Error::NotOwned(format!(
+        "{kind} {name} exists and is not owned by Canary {}: rename or remove it",
+        canary.name_any()
+    ))
+}
+
+/// Brings the cluster to `desired`. Returns the number of writes made.
+pub async fn act(
+    ctx: &Context,
+    canary: &Canary,
+    obs: &Observation,
+    desired: &Desired,
+) -> Result<u32, Error> {
+    let mut writes = 0u32;
+    let owner = canary
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::NotOwned("the Canary has no uid yet".into()))?;
+    let deployments = ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
+    let target_name = obs.target.name_any();
+    let revision = &obs.observed.target.revision;
+
+    if desired.bootstrap {
+        match &obs.primary {
+            Some(p) if !owned_by(&p.metadata, canary) => {
+                return Err(conflict("Deployment", &p.name_any(), canary));
+            }
+            Some(_) => {}
+            None => {
+                writes += copy_configs(ctx, obs).await?;
+                let replicas = obs
+                    .target
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .filter(|r| *r > 0)
+                    .unwrap_or(1);
+                let primary = primary_deployment(&obs.target, owner.clone(), revision, replicas)?;
+                writes += u32::from(
+                    apply(&ctx.client, &deployments, None, &to_json(&primary), false).await?,
+                );
+            }
+        }
+        let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+        for svc in services(canary, &obs.target_selector, &obs.primary_selector) {
+            let cached = ctx
+                .services
+                .get(&ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default()));
+            if let Some(c) = &cached
+                && !owned_by(&c.metadata, canary)
+            {
+                return Err(conflict("Service", &svc.name_any(), canary));
+            }
+            writes += u32::from(write(
+                apply(
+                    &ctx.client,
+                    &service_resource,
+                    cached.map(|c| to_json(&*c)),
+                    &to_json(&svc),
+                    false,
+                )
+                .await,
+            )?);
+        }
+    }
+
+    if let Some(promoted) = &desired.promote_primary
+        && promoted == revision
+    {
+        // Replicas stay what they are: Serin owns the field, and an apply without it would drop it.
+        let replicas = obs
+            .primary
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let primary = to_json(&primary_deployment(
+            &obs.target,
+            owner.clone(),
+            revision,
+            replicas,
+        )?);
+        writes += copy_configs(ctx, obs).await?;
+        let cached = obs.primary.as_ref().map(|p| to_json(&**p));
+        writes += u32::from(write(
+            apply(&ctx.client, &deployments, cached, &primary, false).await,
+        )?);
+    }
+
+    let replicas = match desired.canary_scale {
+        Scale::Keep => None,
+        Scale::Zero => Some(0),
+        // The canary runs as many replicas as the primary.
+        Scale::Up => Some(
+            obs.primary
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.replicas)
+                .filter(|r| *r > 0)
+                .unwrap_or(1),
+        ),
+    };
+    if let Some(replicas) = replicas {
+        let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": target_name, "namespace": obs.target.namespace()}, "spec": {"replicas": replicas}});
+        // Forced: Serin must drive the target's replicas for canaries to run (as Flagger does).
+        writes += u32::from(
+            apply(
+                &ctx.client,
+                &deployments,
+                Some(to_json(&*obs.target)),
+                &scale,
+                true,
+            )
+            .await?,
+        );
+    }
+
+    if let (Some(traffic), Some(router)) = (desired.traffic, obs.router)
+        && let Some(ar) = router.resource()
+    {
+        for route in router.desired(canary, traffic)? {
+            let cached = obs.routes.iter().find(|r| r.name_any() == route.name_any());
+            if let Some(c) = cached
+                && !owned_by(&c.metadata, canary)
+            {
+                return Err(conflict(&ar.kind, &route.name_any(), canary));
+            }
+            writes += u32::from(write(
+                apply(
+                    &ctx.client,
+                    &ar,
+                    cached.map(|c| to_json(&**c)),
+                    &to_json(&route),
+                    false,
+                )
+                .await,
+            )?);
+        }
+    }
+    Ok(writes)
+}
+
+async fn copy_configs(ctx: &Context, obs: &Observation) -> Result<u32, Error> {
+    let mut writes = 0;
+    for copy in &obs.config_copies {
+        let kind = copy["kind"].as_str().unwrap_or_default();
+        let ar = if kind == "Secret" {
+            ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&())
+        } else {
+            ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&())
+        };
+        let name = copy["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = copy["metadata"]["namespace"].as_str().unwrap_or_default();
+        let cached: Option<Value> = if kind == "Secret" {
+            ctx.secrets
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|s| to_json(&*s))
+        } else {
+            ctx.config_maps
+                .get(&ObjectRef::new(name).within(ns))
+                .map(|c| to_json(&*c))
+        };
+        writes += u32::from(write(apply(&ctx.client, &ar, cached, copy, false).await)?);
+    }
+    Ok(writes)
+}
+
+/// A write refused because another field manager owns the field is reported, not retried in a loop.
+fn write(result: Result<bool, kube::Error>) -> Result<bool, Error> {
+    result.map_err(|e| match conflict_message(&e) {
+        Some(message) => Error::FieldConflict(message),
+        None => Error::Kube(e),
+    })
+}

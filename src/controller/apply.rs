@@ -1,0 +1,100 @@
+//! Writing objects: server-side apply under Serin's field manager, owning only the fields Serin sets, and
+//! only when the watch cache shows the object differs from what Serin wants.
+
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Serin's field manager.
+pub const FIELD_MANAGER: &str = "serin";
+
+/// Whether every field of `want` is in `have` with the same value (server defaults may add more). Lists
+/// must match in length, element by element.
+pub fn contains(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(h), Value::Object(w)) => w
+            .iter()
+            .all(|(k, wv)| h.get(k).is_some_and(|hv| contains(hv, wv))),
+        (Value::Array(h), Value::Array(w)) => {
+            h.len() == w.len() && h.iter().zip(w).all(|(hv, wv)| contains(hv, wv))
+        }
+        (Value::Number(h), Value::Number(w)) => h.as_f64() == w.as_f64(),
+        _ => have == want,
+    }
+}
+
+/// Why a write was refused: another field manager owns a field Serin wants to set.
+pub fn conflict_message(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(status) if status.code == 409 => Some(status.message.clone()),
+        _ => None,
+    }
+}
+
+/// Server-side applies `want` (JSON holding only the fields Serin sets) unless `cached`, the watch cache's
+/// copy, already holds them all; returns whether it wrote. `force` takes fields other managers own: only
+/// for the target's replicas, which Serin must drive for a canary to run at all.
+pub async fn apply(
+    client: &Client,
+    ar: &ApiResource,
+    cached: Option<Value>,
+    want: &Value,
+    force: bool,
+) -> Result<bool, kube::Error> {
+    if let Some(have) = &cached
+        && contains(have, &strip_type(want))
+    {
+        return Ok(false);
+    }
+    let name = want["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = want["metadata"]["namespace"].as_str().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
+    let mut pp = PatchParams::apply(FIELD_MANAGER);
+    pp.force = force;
+    api.patch(name, &pp, &Patch::Apply(want)).await?;
+    Ok(true)
+}
+
+/// The JSON of a typed object, for [`apply`].
+pub fn to_json<K: Serialize>(object: &K) -> Value {
+    // Serializing k8s-openapi types and our own into JSON does not fail.
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// apiVersion and kind are not in reflector caches' copies; compare without them.
+fn strip_type(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("apiVersion");
+        o.remove("kind");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn contains_ignores_server_defaults_but_not_differences() {
+        let have = json!({"spec": {"rules": [{"backendRefs": [{"name": "a", "weight": 90, "group": "", "kind": "Service"}]}],
+            "extra": true}, "metadata": {"name": "r", "resourceVersion": "7"}});
+        assert!(contains(
+            &have,
+            &json!({"spec": {"rules": [{"backendRefs": [{"name": "a", "weight": 90}]}]}})
+        ));
+        assert!(!contains(
+            &have,
+            &json!({"spec": {"rules": [{"backendRefs": [{"name": "a", "weight": 80}]}]}})
+        ));
+        assert!(!contains(
+            &have,
+            &json!({"spec": {"rules": [{"backendRefs": [{"name": "a"}]}, {"backendRefs": []}]}})
+        ));
+        assert!(!contains(&have, &json!({"spec": {"hostnames": ["x"]}})));
+        assert!(contains(&json!({"n": 3.0}), &json!({"n": 3})));
+    }
+}

@@ -1,0 +1,180 @@
+//! Observing one Canary: everything the decision core needs, read from the watch caches (no API reads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::Context;
+use crate::api::Canary;
+use crate::decision::settings::Settings;
+use crate::decision::{Observed, Primary, Readiness, Target};
+use crate::routing::{Router, ServiceNames, router_for};
+use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
+use crate::workload::primary::{Labels, primary_name, selectors};
+use crate::workload::readiness::readiness;
+use crate::workload::revision::{checksum, revision};
+use crate::workload::{PRIMARY_SUFFIX, REVISION_ANNOTATION, WorkloadError};
+
+/// The annotation whose new value retries a failed revision.
+pub const RETRY_ANNOTATION: &str = "serin.dev/retry";
+
+pub struct Observation {
+    pub observed: Observed,
+    pub target: Arc<Deployment>,
+    pub primary: Option<Arc<Deployment>>,
+    pub target_selector: Labels,
+    pub primary_selector: Labels,
+    /// The ConfigMaps and Secrets the target uses, as the objects to apply for the primary's copies.
+    pub config_copies: Vec<Value>,
+    pub tracked_configs: BTreeMap<String, String>,
+    pub router: Option<&'static dyn Router>,
+    pub routes: Vec<Arc<DynamicObject>>,
+}
+
+/// Why a Canary can't be observed yet.
+#[derive(Debug, thiserror::Error)]
+pub enum Blocked {
+    #[error("target Deployment {0} not found")]
+    TargetNotFound(String),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+}
+
+pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
+    let ns = canary.namespace().unwrap_or_default();
+    let target_name = &canary.spec.target_ref.name;
+    let target = ctx
+        .deployments
+        .get(&ObjectRef::new(target_name).within(&ns))
+        .ok_or_else(|| Blocked::TargetNotFound(format!("{ns}/{target_name}")))?;
+    let (target_selector, primary_selector) = selectors(&target)?;
+    let template = target
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let owner = canary.controller_owner_ref(&());
+
+    let mut tracked_configs = BTreeMap::new();
+    let mut config_copies = Vec::new();
+    for r in template.spec.as_ref().map(referenced).unwrap_or_default() {
+        if let Some((sum, copy)) = config_of(ctx, &ns, &r, &owner) {
+            tracked_configs.insert(r.key(), sum);
+            config_copies.push(copy);
+        }
+    }
+    let revision = revision(&template, &tracked_configs);
+
+    let defaults = &ctx.defaults;
+    let thresholds = Settings::resolve(&canary.spec, defaults).ok();
+    let canary_threshold = thresholds
+        .as_ref()
+        .map_or(100, |s| s.canary_ready_threshold);
+    let primary_threshold = thresholds
+        .as_ref()
+        .map_or(100, |s| s.primary_ready_threshold);
+
+    let primary = ctx
+        .deployments
+        .get(&ObjectRef::new(&primary_name(target_name)).within(&ns));
+    let primary_state = match &primary {
+        None => Primary {
+            revision: None,
+            ready: Readiness::NotReady("not created yet".into()),
+        },
+        Some(p) => Primary {
+            revision: p.annotations().get(REVISION_ANNOTATION).cloned(),
+            ready: readiness(p, primary_threshold),
+        },
+    };
+
+    let router = router_for(canary.spec.provider.unwrap_or(defaults.provider)).map(|k| k.router());
+    let names = ServiceNames::of(canary);
+    let routes: Vec<Arc<DynamicObject>> = match (router, router.and_then(|r| r.resource())) {
+        (Some(_), Some(ar)) => ctx
+            .route_store(&ar)
+            .and_then(|s| s.get(&ObjectRef::new_with(&names.apex, ar.clone()).within(&ns)))
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let weights = router.and_then(|r| routes.first().and_then(|route| r.weights(canary, route)));
+
+    let observed = Observed {
+        now: Timestamp::now(),
+        generation: canary.metadata.generation.unwrap_or(0),
+        spec: canary.spec.clone(),
+        status: canary.status.clone().unwrap_or_default(),
+        defaults: defaults.clone(),
+        target: Target {
+            revision,
+            ready: readiness(&target, canary_threshold),
+        },
+        primary: primary_state,
+        weights,
+        checks: None,
+        retry: canary.annotations().get(RETRY_ANNOTATION).cloned(),
+    };
+    Ok(Observation {
+        observed,
+        target,
+        primary,
+        target_selector,
+        primary_selector,
+        config_copies,
+        tracked_configs,
+        router,
+        routes,
+    })
+}
+
+/// A config's checksum, and its `-primary` copy as Serin applies it.
+fn config_of(
+    ctx: &Context,
+    ns: &str,
+    r: &ConfigRef,
+    owner: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Option<(String, Value)> {
+    let meta = |name: &str| json!({"name": format!("{name}{PRIMARY_SUFFIX}"), "namespace": ns, "ownerReferences": owner.iter().collect::<Vec<_>>()});
+    match r.kind {
+        ConfigKind::ConfigMap => {
+            let cm = ctx.config_maps.get(&ObjectRef::new(&r.name).within(ns))?;
+            let mut data: BTreeMap<String, Value> = BTreeMap::new();
+            for (k, v) in cm.data.iter().flatten() {
+                data.insert(k.clone(), json!(v));
+            }
+            for (k, v) in cm.binary_data.iter().flatten() {
+                data.insert(
+                    format!("binary:{k}"),
+                    serde_json::to_value(v).unwrap_or(Value::Null),
+                );
+            }
+            let copy = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&r.name), "data": cm.data, "binaryData": cm.binary_data});
+            Some((checksum(&data), strip_nulls(copy)))
+        }
+        ConfigKind::Secret => {
+            let secret = ctx.secrets.get(&ObjectRef::new(&r.name).within(ns))?;
+            let data: BTreeMap<String, Value> = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(Value::Null)))
+                .collect();
+            let copy = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(&r.name), "type": secret.type_, "data": secret.data});
+            Some((checksum(&data), strip_nulls(copy)))
+        }
+    }
+}
+
+fn strip_nulls(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}

@@ -1,0 +1,170 @@
+//! What Serin tells about itself: logs (text or JSON, a span per canary) and Prometheus metrics.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::Phase;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr; RUST_LOG filters (default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub name: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub name: String,
+    pub namespace: String,
+    pub phase: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// 0 progressing, 1 succeeded or initialized, 2 failed (Flagger's flagger_canary_status).
+    pub status: Family<CanaryLabels, Gauge>,
+    /// The canary's share of traffic, percent.
+    pub weight: Family<CanaryLabels, Gauge>,
+    pub transitions: Family<TransitionLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub reconcile_errors: Counter,
+    /// Writes Serin made to the API server: a settled Canary makes none.
+    pub api_writes: Counter,
+    lock: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("serin");
+        let status = Family::<CanaryLabels, Gauge>::default();
+        let weight = Family::<CanaryLabels, Gauge>::default();
+        let transitions = Family::<TransitionLabels, Counter>::default();
+        let reconcile_seconds = Histogram::new([
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
+        let reconcile_errors = Counter::default();
+        let api_writes = Counter::default();
+        registry.register(
+            "canary_status",
+            "Canary status: 0 progressing, 1 succeeded or initialized, 2 failed",
+            status.clone(),
+        );
+        registry.register(
+            "canary_weight",
+            "The canary's share of traffic, percent",
+            weight.clone(),
+        );
+        registry.register(
+            "canary_phase_transitions",
+            "Phase changes, by the phase entered",
+            transitions.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one Canary",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "api_writes",
+            "Writes to the API server (object applies, status applies, events)",
+            api_writes.clone(),
+        );
+        Metrics {
+            registry,
+            status,
+            weight,
+            transitions,
+            reconcile_seconds,
+            reconcile_errors,
+            api_writes,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_canary(
+        &self,
+        name: &str,
+        namespace: &str,
+        phase: Option<Phase>,
+        weight: i32,
+        entered: Option<Phase>,
+    ) {
+        let labels = CanaryLabels {
+            name: name.into(),
+            namespace: namespace.into(),
+        };
+        let status = match phase {
+            Some(Phase::Failed) => 2,
+            Some(Phase::Succeeded | Phase::Initialized) => 1,
+            _ => 0,
+        };
+        self.status.get_or_create(&labels).set(status);
+        self.weight.get_or_create(&labels).set(i64::from(weight));
+        if let Some(p) = entered {
+            let t = TransitionLabels {
+                name: name.into(),
+                namespace: namespace.into(),
+                phase: p.as_str().into(),
+            };
+            self.transitions.get_or_create(&t).inc();
+        }
+    }
+
+    pub fn forget_canary(&self, name: &str, namespace: &str) {
+        let labels = CanaryLabels {
+            name: name.into(),
+            namespace: namespace.into(),
+        };
+        self.status.remove(&labels);
+        self.weight.remove(&labels);
+    }
+
+    pub fn reconciled(&self, took: Duration, failed: bool) {
+        self.reconcile_seconds.observe(took.as_secs_f64());
+        if failed {
+            self.reconcile_errors.inc();
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

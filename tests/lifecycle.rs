@@ -1,0 +1,326 @@
+//! The canary lifecycle end to end: the `serin` binary against the local cluster (real kube-apiserver,
+//! controllers and kwok nodes). Each test runs its own controller, scoped to its own namespace.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use serde_json::{Value, json};
+use serin::api::{Canary, CanaryStatus, Phase};
+use serin_e2e::{
+    SerinProcess, apply, client, httproute_resource, install_crds, namespace, wait_for,
+};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn deployment(image: &str, pod_spec_extra: Value) -> Value {
+    let mut spec = json!({"containers": [{"name": "podinfo", "image": image, "ports": [{"name": "http", "containerPort": 9898}]}]});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), pod_spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "podinfo"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": spec}}})
+}
+
+fn canary(spec_extra: Value) -> Value {
+    let mut spec = json!({"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]}});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"}, "spec": spec})
+}
+
+async fn status(client: &Client, ns: &str) -> CanaryStatus {
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .get("podinfo")
+        .await
+        .ok()
+        .and_then(|c| c.status)
+        .unwrap_or_default()
+}
+
+async fn wait_phase(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> CanaryStatus {
+    wait_for(
+        &format!("Canary {ns}/podinfo to be {phase}"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let s = status(client, ns).await;
+            if s.phase == Some(phase) {
+                Ok(s)
+            } else {
+                Err(format!("{:?} weight {}", s.phase, s.canary_weight))
+            }
+        },
+    )
+    .await
+}
+
+/// The canary's weight in the HTTPRoute, as the data plane would read it.
+async fn route_weight(client: &Client, ns: &str) -> Option<i64> {
+    let route = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &httproute_resource())
+        .get("podinfo")
+        .await
+        .ok()?;
+    let refs = route.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()?
+        .clone();
+    refs.iter()
+        .find(|b| b["name"] == "podinfo-canary")
+        .and_then(|b| b["weight"].as_i64())
+}
+
+async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("deployment");
+    let spec = d.spec.unwrap();
+    (
+        spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default(),
+        spec.replicas.unwrap_or(0),
+    )
+}
+
+/// Records each distinct canary weight in the route until the Canary reaches `phase`.
+async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<i64> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        if let Some(w) = route_weight(client, ns).await
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        if status(client, ns).await.phase == Some(phase) {
+            if let Some(w) = route_weight(client, ns).await
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "not {phase} after {timeout:?}; weights so far {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn setup(prefix: &str, analysis: Value, extra: Value) -> (Client, String) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:1.0.0", json!({}))).await;
+    let mut spec = json!({"analysis": analysis});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    apply::<Canary>(&client, &ns, canary(spec)).await;
+    (client, ns)
+}
+
+#[tokio::test]
+async fn a_new_image_is_promoted_step_by_step() {
+    let (client, ns) = setup(
+        "life-promote",
+        json!({"interval": "1s", "stepWeight": 10, "maxWeight": 50}),
+        json!({}),
+    )
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await,
+        ("podinfo:1.0.0".into(), 3)
+    );
+    assert_eq!(
+        image_of(&client, &ns, "podinfo").await.1,
+        0,
+        "the target is scaled to zero"
+    );
+
+    apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
+    let updated = Instant::now();
+    wait_for(
+        "Progressing",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            if status(&client, &ns).await.phase == Some(Phase::Progressing) {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "measured: target update to phase Progressing in {:?}",
+        updated.elapsed()
+    );
+
+    let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    assert_eq!(weights, vec![0, 10, 20, 30, 40, 50, 0]);
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await,
+        ("podinfo:2.0.0".into(), 3)
+    );
+    assert_eq!(image_of(&client, &ns, "podinfo").await.1, 0);
+    let s = status(&client, &ns).await;
+    assert_eq!(s.last_promoted_spec, s.last_applied_spec);
+    let ready = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True");
+}
+
+#[tokio::test]
+async fn a_canary_that_never_gets_ready_fails_at_the_deadline_with_the_primary_untouched() {
+    let (client, ns) = setup(
+        "life-deadline",
+        json!({"interval": "1s", "stepWeight": 10}),
+        json!({"progressDeadlineSeconds": 8}),
+    )
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    // No node has this label: the new revision's pods stay Pending.
+    apply::<Deployment>(
+        &client,
+        &ns,
+        deployment(
+            "podinfo:2.0.0",
+            json!({"nodeSelector": {"serin.dev/nowhere": "true"}}),
+        ),
+    )
+    .await;
+    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(40)).await;
+    let ready = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    let message = ready.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("not ready") && message.contains("progress deadline"),
+        "{message}"
+    );
+    assert_eq!(route_weight(&client, &ns).await, Some(0));
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await,
+        ("podinfo:1.0.0".into(), 3)
+    );
+    wait_for(
+        "the canary scaled to zero",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let replicas = image_of(&client, &ns, "podinfo").await.1;
+            if replicas == 0 {
+                Ok(())
+            } else {
+                Err(format!("{replicas} replicas"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_controller_resumes_at_the_same_weight() {
+    let (client, ns) = setup(
+        "life-restart",
+        json!({"interval": "2s", "stepWeight": 10, "maxWeight": 60}),
+        json!({}),
+    )
+    .await;
+    let mut serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
+    wait_for(
+        "weight 30",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            match route_weight(&client, &ns).await {
+                Some(w) if w >= 30 => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+    serin.kill();
+    let at_crash = route_weight(&client, &ns).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        route_weight(&client, &ns).await,
+        Some(at_crash),
+        "nothing moves while the controller is down"
+    );
+
+    let _serin = SerinProcess::start(SERIN, &ns, "b").await;
+    let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    let expected: Vec<i64> = (at_crash..=60).step_by(10).chain([0]).collect();
+    assert_eq!(
+        weights, expected,
+        "resumed at {at_crash} without redoing steps"
+    );
+}
+
+#[tokio::test]
+async fn with_two_replicas_only_the_leader_acts() {
+    let (client, ns) = setup(
+        "life-leader",
+        json!({"interval": "1s", "stepWeight": 25}),
+        json!({}),
+    )
+    .await;
+    let a = SerinProcess::start(SERIN, &ns, "replica-a").await;
+    let b = SerinProcess::start(SERIN, &ns, "replica-b").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("serin-leader")
+        .await
+        .expect("the Lease");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a holder");
+    let (leader, standby) = if holder == "replica-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert!(
+        ["replica-a", "replica-b"].contains(&holder.as_str()),
+        "{holder}"
+    );
+    let leader_writes = leader.metric("serin_api_writes_total").await.unwrap_or(0.0);
+    assert!(leader_writes > 0.0, "the leader wrote");
+    assert_eq!(
+        standby.metric("serin_api_writes_total").await,
+        Some(0.0),
+        "the standby wrote nothing"
+    );
+    assert_eq!(
+        standby
+            .metric("serin_reconcile_duration_seconds_count")
+            .await,
+        Some(0.0),
+        "the standby reconciled nothing"
+    );
+}
