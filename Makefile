@@ -3,7 +3,8 @@
 
 # The main job on the local cluster (brought up if it isn't).
 demo:
-	cargo run --quiet -p serin-e2e --bin serin-demo
+	cargo build --quiet -p serin --bin serin
+	cargo run --quiet -p serin-e2e --bin serin-demo -- $${CARGO_TARGET_DIR:-target}/debug/serin
 
 # Every test, the end-to-end ones included, against one local cluster brought up for the run and torn down
 # at the end (the teardown test, run last, checks that `down` leaves nothing behind).

@@ -324,3 +324,85 @@ async fn with_two_replicas_only_the_leader_acts() {
         "the standby reconciled nothing"
     );
 }
+
+#[tokio::test]
+async fn revert_on_deletion_gives_the_target_back_its_replicas_and_the_apex_service() {
+    use k8s_openapi::api::core::v1::Service;
+    let (client, ns) = setup(
+        "life-revert",
+        json!({"interval": "1s", "stepWeight": 50}),
+        json!({"revertOnDeletion": true}),
+    )
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    assert_eq!(image_of(&client, &ns, "podinfo").await.1, 0);
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    let finalizers = canaries
+        .get("podinfo")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default();
+    assert_eq!(finalizers, ["serin.dev/revert-on-deletion"]);
+
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .expect("deleting the Canary");
+    wait_for(
+        "the Canary to be gone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            match canaries.get_opt("podinfo").await {
+                Ok(None) => Ok(()),
+                other => Err(format!(
+                    "{:?}",
+                    other.map(|c| c.map(|c| c.metadata.finalizers))
+                )),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        image_of(&client, &ns, "podinfo").await.1,
+        3,
+        "the target runs the primary's replicas again"
+    );
+    // The garbage collector removes what the Canary owned; the apex Service is no longer among it. The
+    // collector watches a new CRD's kind only from its next discovery resync (every 30s), so on a cluster
+    // whose CRDs are seconds old this takes up to a minute.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    wait_for(
+        "the -primary and -canary Services to be collected",
+        Duration::from_secs(75),
+        Duration::from_millis(200),
+        || async {
+            let left = services
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .len();
+            if left == 1 {
+                Ok(())
+            } else {
+                Err(format!("{left} Services"))
+            }
+        },
+    )
+    .await;
+    let apex = services
+        .get("podinfo")
+        .await
+        .expect("the apex Service stays");
+    assert_eq!(apex.spec.unwrap().selector.unwrap()["app"], "podinfo");
+    assert!(
+        apex.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+}

@@ -5,6 +5,7 @@ mod act;
 pub mod apply;
 pub mod leader;
 pub mod observe;
+mod revert;
 mod server;
 
 use std::collections::HashMap;
@@ -279,8 +280,16 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Err
 
 async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if canary.meta().deletion_timestamp.is_some() {
+        if revert::has_finalizer(canary) {
+            return revert::revert(ctx, canary).await;
+        }
         ctx.metrics
             .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
+        return Ok(Action::await_change());
+    }
+    if canary.spec.revert_on_deletion != revert::has_finalizer(canary) {
+        revert::set_finalizer(ctx, canary, canary.spec.revert_on_deletion).await?;
+        // The finalizer's change brings the Canary back through the watch.
         return Ok(Action::await_change());
     }
     let obs = match observe(ctx, canary) {
