@@ -57,6 +57,13 @@ struct RunArgs {
     /// Watch and act in this namespace only (default: every namespace).
     #[arg(long)]
     namespace: Option<String>,
+    /// The Prometheus of the built-in checks, for Canaries without spec.metricsServer (and of
+    /// MetricTemplates without an address).
+    #[arg(long, default_value = "http://prometheus:9090")]
+    metrics_server: String,
+    /// How long one metrics query may take; a slower one holds the canary, as no data does.
+    #[arg(long, default_value = "5s", value_parser = duration_arg)]
+    metrics_timeout: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
                 leader_election_namespace: args.leader_election_namespace,
                 identity,
                 namespace: args.namespace,
+                metrics_server: args.metrics_server,
+                metrics_timeout: args.metrics_timeout,
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

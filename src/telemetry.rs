@@ -1,6 +1,7 @@
 //! What Serin tells about itself: logs (text or JSON, a span per canary) and Prometheus metrics.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::api::Phase;
+use crate::api::{CheckStatus, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -46,8 +47,17 @@ pub struct TransitionLabels {
     pub phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MetricLabels {
+    pub name: String,
+    pub namespace: String,
+    pub metric: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The last value of each check, in its unit (percent, milliseconds, or the template's).
+    pub metric_value: Family<MetricLabels, Gauge<f64, AtomicU64>>,
     /// 0 progressing, 1 succeeded or initialized, 2 failed (Flagger's flagger_canary_status).
     pub status: Family<CanaryLabels, Gauge>,
     /// The canary's share of traffic, percent.
@@ -71,6 +81,12 @@ impl Default for Metrics {
         ]);
         let reconcile_errors = Counter::default();
         let api_writes = Counter::default();
+        let metric_value = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "canary_metric_value",
+            "The last value of each canary check (percent, milliseconds, or the template's unit)",
+            metric_value.clone(),
+        );
         registry.register(
             "canary_status",
             "Canary status: 0 progressing, 1 succeeded or initialized, 2 failed",
@@ -103,6 +119,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            metric_value,
             status,
             weight,
             transitions,
@@ -144,13 +161,28 @@ impl Metrics {
         }
     }
 
-    pub fn forget_canary(&self, name: &str, namespace: &str) {
+    /// Records the values a round of checks measured; a check without a value keeps its last one.
+    pub fn observe_checks(&self, name: &str, namespace: &str, results: &[CheckStatus]) {
+        for r in results {
+            if let Some(v) = r.value {
+                self.metric_value
+                    .get_or_create(&metric_labels(name, namespace, &r.name))
+                    .set(v);
+            }
+        }
+    }
+
+    pub fn forget_canary(&self, name: &str, namespace: &str, checks: &[CheckStatus]) {
         let labels = CanaryLabels {
             name: name.into(),
             namespace: namespace.into(),
         };
         self.status.remove(&labels);
         self.weight.remove(&labels);
+        for c in checks {
+            self.metric_value
+                .remove(&metric_labels(name, namespace, &c.name));
+        }
     }
 
     pub fn reconciled(&self, took: Duration, failed: bool) {
@@ -166,5 +198,13 @@ impl Metrics {
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn metric_labels(name: &str, namespace: &str, metric: &str) -> MetricLabels {
+    MetricLabels {
+        name: name.into(),
+        namespace: namespace.into(),
+        metric: metric.into(),
     }
 }

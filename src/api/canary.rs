@@ -18,6 +18,8 @@ use super::status::CanaryStatus;
 pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
 /// Flagger's default analysis interval.
 pub const DEFAULT_INTERVAL: &str = "60s";
+/// Flagger's default range of a metric's query.
+pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
 /// Flagger's default readiness thresholds: every updated replica available.
 pub const DEFAULT_READY_THRESHOLD: i32 = 100;
 /// The weight that is all of the traffic.

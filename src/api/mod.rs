@@ -14,7 +14,7 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use analysis::Analysis;
 pub use canary::{Canary, CanarySpec, Provider};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
-pub use status::{CanaryStatus, Condition, ConditionType, Phase};
+pub use status::{CanaryStatus, CheckStatus, CheckVerdict, Condition, ConditionType, Phase};
 
 /// Serin's API group.
 pub const GROUP: &str = "serin.dev";

@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::analysis::ThresholdRange;
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
@@ -44,11 +46,52 @@ pub struct CanaryStatus {
     /// Serin: the value of the serin.dev/retry annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry: Option<String>,
+    /// Serin: the last result of each metric check (its value, range and verdict), so the status shows why
+    /// the canary advanced, held or was rolled back.
+    // Bounded like analysis.metrics, so the CEL rule of thresholdRange inside fits the cost budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<CheckStatus>,
     /// The Canary generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The last result of one metric check.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// The metric's name in the analysis.
+    pub name: String,
+    /// The value measured (absent when there was none, or it was not finite: see the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The range the value had to lie in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    pub verdict: CheckVerdict,
+    /// What was measured or what went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A check's verdict. NoData and Error never pass and never count as a failed check: the canary holds.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum CheckVerdict {
+    /// The value lies in the range.
+    #[default]
+    Passed,
+    /// The value lies outside the range: a failed check.
+    Failed,
+    /// The query ran and returned nothing to judge (no samples, or NaN).
+    NoData,
+    /// The query could not be run: the metrics server could not be reached or refused it, or the
+    /// template could not be rendered.
+    Error,
 }
 
 /// Flagger's phases.

@@ -26,9 +26,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::api::MetricTemplate;
 use crate::api::{Canary, CanaryStatus, ConditionType};
 use crate::decision::{ControllerDefaults, Decision, Outcome, decide};
-use crate::metrics::{CheckRunner, NoChecks};
+use crate::metrics::{Analyzer, CheckRunner};
 use crate::routing::RouterKind;
 use crate::telemetry::Metrics;
 use apply::FIELD_MANAGER;
@@ -58,6 +59,10 @@ pub struct RunConfig {
     pub identity: String,
     /// Watch and act in this namespace only; None: every namespace.
     pub namespace: Option<String>,
+    /// The Prometheus of the built-in checks (a Canary's metricsServer overrides it).
+    pub metrics_server: String,
+    /// How long one metrics query may take.
+    pub metrics_timeout: Duration,
 }
 
 /// An Api over the watched namespace, or all of them.
@@ -161,6 +166,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let (services, service_events) = cache!(Service);
     let (config_maps, config_map_events) = cache!(ConfigMap);
     let (secrets, secret_events) = cache!(Secret);
+    // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
+    let (templates, template_events) = cache!(MetricTemplate);
+    tokio::spawn(template_events.for_each(|_| futures::future::ready(())));
 
     let mut routes = HashMap::new();
     let mut controller = {
@@ -213,7 +221,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         routes,
         recorder,
         metrics: metrics.clone(),
-        checks: Box::new(NoChecks),
+        checks: Box::new(Analyzer::new(
+            templates,
+            secrets,
+            config.metrics_server.clone(),
+            config.defaults.provider,
+            config.metrics_timeout,
+        )),
     });
 
     // Stop on SIGTERM/ctrl-c, or when leadership is lost (another replica may already be acting).
@@ -283,8 +297,15 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         if revert::has_finalizer(canary) {
             return revert::revert(ctx, canary).await;
         }
-        ctx.metrics
-            .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
+        ctx.metrics.forget_canary(
+            &canary.name_any(),
+            &canary.namespace().unwrap_or_default(),
+            canary
+                .status
+                .as_ref()
+                .map(|s| s.checks.as_slice())
+                .unwrap_or_default(),
+        );
         return Ok(Action::await_change());
     }
     if canary.spec.revert_on_deletion != revert::has_finalizer(canary) {
@@ -300,7 +321,14 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         Outcome::Act(d) => *d,
         Outcome::RunChecks => {
             let mut observed = obs.observed.clone();
-            observed.checks = Some(ctx.checks.run(canary).await);
+            let at = observed.now.as_millisecond() as f64 / 1000.0;
+            let round = ctx.checks.run(canary, at).await;
+            ctx.metrics.observe_checks(
+                &canary.name_any(),
+                &canary.namespace().unwrap_or_default(),
+                &round.results,
+            );
+            observed.checks = Some(round);
             match decide(&observed) {
                 Outcome::Act(d) => *d,
                 // The core asks once per tick; a second ask would be a bug in it.

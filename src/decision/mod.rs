@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{CanarySpec, CanaryStatus};
+use crate::api::{CanarySpec, CanaryStatus, CheckStatus};
 pub use conditions::set as set_condition;
 pub use settings::{ControllerDefaults, Settings, SpecProblem, Steps, Strategy};
 pub use tick::decide;
@@ -35,8 +35,8 @@ pub struct Observed {
     pub primary: Primary,
     /// The weights in the route, read back; None when the route does not exist (yet).
     pub weights: Option<Weights>,
-    /// The checks' verdict, when the controller has run them this tick.
-    pub checks: Option<Checks>,
+    /// The checks' results, when the controller has run them this tick.
+    pub checks: Option<CheckRound>,
     /// The serin.dev/retry annotation: a new value retries a failed revision.
     pub retry: Option<String>,
 }
@@ -73,6 +73,22 @@ impl Weights {
         Self {
             primary: crate::api::canary::TOTAL_WEIGHT - canary,
             canary,
+        }
+    }
+}
+
+/// One round of checks: the verdict, and each check's result for the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRound {
+    pub verdict: Checks,
+    pub results: Vec<CheckStatus>,
+}
+
+impl From<Checks> for CheckRound {
+    fn from(verdict: Checks) -> Self {
+        CheckRound {
+            verdict,
+            results: Vec::new(),
         }
     }
 }

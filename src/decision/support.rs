@@ -30,7 +30,6 @@ pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
             out.push(path.to_string());
         }
     };
-    note(spec.metrics_server.is_some(), "spec.metricsServer");
     note(spec.autoscaler_ref.is_some(), "spec.autoscalerRef");
     note(spec.ingress_ref.is_some(), "spec.ingressRef");
     note(spec.route_ref.is_some(), "spec.routeRef");
@@ -79,7 +78,6 @@ fn unsupported_in_analysis(path: &str, a: &Analysis, out: &mut Vec<String>) {
     };
     note(a.mirror, "mirror");
     note(a.mirror_weight.is_some(), "mirrorWeight");
-    note(!a.metrics.is_empty(), "metrics");
     note(!a.webhooks.is_empty(), "webhooks");
     note(!a.alerts.is_empty(), "alerts");
     note(a.session_affinity.is_some(), "sessionAffinity");

@@ -1,22 +1,297 @@
-//! Canary analysis checks. The controller asks a [`CheckRunner`] for a verdict when the decision core wants
-//! evidence; the Prometheus-backed runner arrives with the metrics providers.
+//! Canary analysis checks. When the decision core wants evidence, the controller asks a [`CheckRunner`] for
+//! one round: every metric of the analysis is queried (concurrently, one query each) at the tick's time and
+//! judged against its range; [`judge::verdict`] turns the results into the round's verdict.
+//!
+//! Where a query goes: a built-in check (request-success-rate, request-duration) and a deprecated inline
+//! query go to the Canary's `metricsServer`, else the controller's `--metrics-server`, as in Flagger; a
+//! MetricTemplate's query goes to its provider's address, else the Canary's `metricsServer`, else the
+//! controller's `--metrics-server` (Flagger has no fallback there and fails the check).
+
+pub mod builtin;
+pub mod judge;
+pub mod prometheus;
+pub mod provider;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::api::Canary;
-use crate::decision::Checks;
+use crate::api::analysis::Metric;
+use crate::api::canary::DEFAULT_METRIC_INTERVAL;
+use crate::api::{Canary, CheckStatus, MetricTemplate, Provider};
+use crate::decision::CheckRound;
+use crate::routing::ServiceNames;
+use builtin::{Builtin, Family};
+use judge::{Subject, effective_range, errored, judge, verdict};
+use provider::{MetricsProvider, ProviderSettings, Providers, QueryError};
+use template::{Variables, render};
 
 pub trait CheckRunner: Send + Sync {
-    /// One round of the Canary's checks.
-    fn run<'a>(&'a self, canary: &'a Canary) -> BoxFuture<'a, Checks>;
+    /// One round of the Canary's checks, at `at` (seconds since the epoch).
+    fn run<'a>(&'a self, canary: &'a Canary, at: f64) -> BoxFuture<'a, CheckRound>;
 }
 
-/// The runner for a controller without metrics providers: every round passes. A Canary that lists metrics
-/// is told in its Unsupported condition that they are not acted on yet.
-pub struct NoChecks;
+/// The checks as the controller runs them: MetricTemplates and their Secrets read from the watch caches.
+pub struct Analyzer {
+    pub templates: Store<MetricTemplate>,
+    pub secrets: Store<Secret>,
+    /// The controller's --metrics-server.
+    pub default_server: String,
+    /// The controller's --provider, for Canaries that don't name one.
+    pub default_provider: Provider,
+    pub providers: Providers,
+}
 
-impl CheckRunner for NoChecks {
-    fn run<'a>(&'a self, _: &'a Canary) -> BoxFuture<'a, Checks> {
-        Box::pin(async { Checks::Passed })
+impl Analyzer {
+    pub fn new(
+        templates: Store<MetricTemplate>,
+        secrets: Store<Secret>,
+        default_server: String,
+        default_provider: Provider,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            templates,
+            secrets,
+            default_server,
+            default_provider,
+            providers: Providers::new(timeout),
+        }
+    }
+
+    /// The Canary's metricsServer, else the controller's.
+    fn canary_server(&self, canary: &Canary) -> String {
+        canary
+            .spec
+            .metrics_server
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| self.default_server.clone())
+    }
+
+    async fn check(&self, canary: &Canary, metric: &Metric, at: f64) -> CheckStatus {
+        let range = effective_range(metric);
+        let vars = variables(canary, metric);
+        let canary_service = ServiceNames::of(canary).canary;
+        let name = metric.name.as_str();
+        // As in Flagger, a built-in name wins over a templateRef or query given with it.
+        if let Some(check) = Builtin::from_name(name) {
+            let provider = canary.spec.provider.unwrap_or(self.default_provider);
+            let family = match Family::of(provider) {
+                Ok(f) => f,
+                Err(e) => return errored(name, range, e.to_string()),
+            };
+            let query = match render(family.query(check), &vars) {
+                Ok(q) => q,
+                Err(e) => {
+                    return errored(name, range, format!("rendering the built-in query: {e}"));
+                }
+            };
+            let settings = ProviderSettings {
+                address: self.canary_server(canary),
+                ..ProviderSettings::default()
+            };
+            let unit = match check {
+                Builtin::RequestSuccessRate => "%",
+                Builtin::RequestDuration => "ms",
+            };
+            let subject = Subject {
+                name,
+                unit,
+                canary_service: &canary_service,
+                query: None,
+            };
+            return match self.providers.prometheus.query(&settings, &query, at).await {
+                Ok(provider::Answer::Value(v)) => judge(
+                    &subject,
+                    provider::Answer::Value(family.to_unit(check, v)),
+                    &range,
+                ),
+                Ok(answer) => judge(&subject, answer, &range),
+                Err(e) => errored(name, range, failure(&e, &query)),
+            };
+        }
+        let (query_text, provider, settings, origin) = if let Some(r) = &metric.template_ref {
+            let ns = r
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| canary.namespace().unwrap_or_default());
+            let Some(t) = self.templates.get(&ObjectRef::new(&r.name).within(&ns)) else {
+                return errored(
+                    name,
+                    range,
+                    format!("MetricTemplate {ns}/{} not found", r.name),
+                );
+            };
+            let origin = format!("MetricTemplate {ns}/{}", r.name);
+            let provider = match self.providers.get(t.spec.provider.provider_type) {
+                Ok(p) => p,
+                Err(e) => return errored(name, range, format!("{origin}: spec.provider.{e}")),
+            };
+            let spec = &t.spec.provider;
+            let mut settings = ProviderSettings {
+                address: spec
+                    .address
+                    .clone()
+                    .filter(|a| !a.trim().is_empty())
+                    .unwrap_or_else(|| self.canary_server(canary)),
+                headers: spec.headers.clone().unwrap_or_default(),
+                insecure_skip_verify: spec.insecure_skip_verify,
+                region: spec.region.clone(),
+                ..ProviderSettings::default()
+            };
+            if let Some(s) = &spec.secret_ref {
+                let Some(secret) = self.secrets.get(&ObjectRef::new(&s.name).within(&ns)) else {
+                    return errored(
+                        name,
+                        range,
+                        format!(
+                            "{origin}: spec.provider.secretRef: Secret {ns}/{} not found",
+                            s.name
+                        ),
+                    );
+                };
+                settings.secret = secret_data(&secret);
+                settings.secret_name = Some(format!("Secret {ns}/{}", s.name));
+            }
+            (t.spec.query.clone(), provider, settings, origin)
+        } else if let Some(q) = &metric.query {
+            let settings = ProviderSettings {
+                address: self.canary_server(canary),
+                ..ProviderSettings::default()
+            };
+            let provider: &dyn MetricsProvider = &self.providers.prometheus;
+            (
+                q.clone(),
+                provider,
+                settings,
+                "the metric's query".to_string(),
+            )
+        } else {
+            return errored(
+                name,
+                range,
+                "not a built-in check, and it has neither templateRef nor query".into(),
+            );
+        };
+        let query = match render(&query_text, &vars) {
+            Ok(q) => q,
+            Err(e) => return errored(name, range, format!("{origin}: spec.query: {e}")),
+        };
+        let subject = Subject {
+            name,
+            unit: "",
+            canary_service: &canary_service,
+            query: Some(&query),
+        };
+        match provider.query(&settings, &query, at).await {
+            Ok(answer) => judge(&subject, answer, &range),
+            Err(e) => errored(name, range, failure(&e, &query)),
+        }
+    }
+}
+
+/// A query's failure in words; the query is shown when the server answered (it may be at fault).
+fn failure(e: &QueryError, query: &str) -> String {
+    if e.is_unreachable() || matches!(e, QueryError::Settings(_)) {
+        e.to_string()
+    } else {
+        format!("{e}; query: {query}")
+    }
+}
+
+impl CheckRunner for Analyzer {
+    fn run<'a>(&'a self, canary: &'a Canary, at: f64) -> BoxFuture<'a, CheckRound> {
+        Box::pin(async move {
+            let metrics = canary
+                .spec
+                .analysis
+                .as_ref()
+                .or(canary.spec.canary_analysis.as_ref())
+                .map(|a| a.metrics.as_slice())
+                .unwrap_or_default();
+            let results =
+                futures::future::join_all(metrics.iter().map(|m| self.check(canary, m, at))).await;
+            verdict(results)
+        })
+    }
+}
+
+/// The values a metric's query is rendered with, as Flagger fills them.
+pub fn variables(canary: &Canary, metric: &Metric) -> Variables {
+    let spec = &canary.spec;
+    let target = spec.target_ref.name.clone();
+    let or_target = |name: Option<&String>| {
+        name.filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| target.clone())
+    };
+    Variables {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        service: or_target(spec.service.name.as_ref()),
+        ingress: or_target(spec.ingress_ref.as_ref().map(|r| &r.name)),
+        route: or_target(spec.route_ref.as_ref().map(|r| &r.name)),
+        interval: metric
+            .interval
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| DEFAULT_METRIC_INTERVAL.to_string()),
+        variables: metric.template_variables.clone(),
+        target,
+    }
+}
+
+fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    // stringData is write-only on the server, but a cache fed by a test or a dry run may carry it.
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.entry(k.clone())
+            .or_insert_with(|| v.as_bytes().to_vec());
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn variables_are_filled_as_flagger_fills_them() {
+        let canary: Canary = serde_json::from_value(json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                "service": {"port": 80}, "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "ing"}}
+        }))
+        .unwrap();
+        let metric: Metric =
+            serde_json::from_value(json!({"name": "x", "templateVariables": {"k": "v"}})).unwrap();
+        let v = variables(&canary, &metric);
+        assert_eq!(
+            (v.name.as_str(), v.namespace.as_str(), v.target.as_str()),
+            ("web", "shop", "podinfo")
+        );
+        assert_eq!(
+            (v.service.as_str(), v.ingress.as_str(), v.route.as_str()),
+            ("podinfo", "ing", "podinfo")
+        );
+        assert_eq!(v.interval, "1m");
+        assert_eq!(v.variables["k"], "v");
+        let metric: Metric =
+            serde_json::from_value(json!({"name": "x", "interval": "30s"})).unwrap();
+        assert_eq!(variables(&canary, &metric).interval, "30s");
     }
 }

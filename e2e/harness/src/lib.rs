@@ -18,6 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+pub mod apps;
+pub mod podinfo;
+
 /// The repository's root.
 pub fn repo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -283,6 +286,8 @@ impl SerinProcess {
                 identity,
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--metrics-server",
+                env.prometheus(),
             ])
             .env("KUBECONFIG", env.kubeconfig())
             .env("RUST_LOG", "info")

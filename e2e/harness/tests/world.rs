@@ -8,56 +8,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
+use serin_e2e::apps::{deployment, service, wait_rolled_out};
 use serin_e2e::{apply, apply_httproute, client, namespace, prometheus_value, wait_for};
-
-fn deployment(name: &str, replicas: i32, image: &str, annotations: Value) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": annotations},
-                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 9898}]}]}
-            }
-        }
-    })
-}
-
-fn service(name: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 9898, "targetPort": "http"}]}
-    })
-}
-
-/// Waits until the Deployment has rolled out: observed, every replica updated and available.
-async fn wait_rolled_out(client: &Client, ns: &str, name: &str, replicas: i32) -> Deployment {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    wait_for(
-        &format!("deployment {ns}/{name} to roll out"),
-        Duration::from_secs(60),
-        Duration::from_millis(250),
-        || async {
-            let d = api.get(name).await.map_err(|e| e.to_string())?;
-            let status = d.status.clone().unwrap_or_default();
-            let generation = d.metadata.generation.unwrap_or_default();
-            let done = status.observed_generation == Some(generation)
-                && status.updated_replicas == Some(replicas)
-                && status.available_replicas == Some(replicas)
-                && status.replicas == Some(replicas);
-            if done {
-                Ok(d)
-            } else {
-                Err(format!("{status:?}"))
-            }
-        },
-    )
-    .await
-}
 
 async fn pods_of(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
     Api::<Pod>::namespaced(client.clone(), ns)

@@ -193,6 +193,37 @@ fn no_data_holds_the_weight_then_fails_at_the_deadline() {
 }
 
 #[test]
+fn each_checks_result_is_kept_in_the_status_until_the_next_revision() {
+    use crate::api::{CheckStatus, CheckVerdict};
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10, "threshold": 2}));
+    w.tick(None);
+    let result = CheckStatus {
+        name: "request-success-rate".into(),
+        value: Some(80.0),
+        threshold_range: None,
+        verdict: CheckVerdict::Failed,
+        message: Some("request-success-rate 80% < 99% (min)".into()),
+    };
+    w.later(10);
+    w.tick_round(Some(CheckRound {
+        verdict: failed("request-success-rate 80% < 99% (min)"),
+        results: vec![result.clone()],
+    }));
+    assert_eq!(w.o.status.checks, vec![result.clone()]);
+    let checked = w.events.last().unwrap();
+    assert_eq!(checked.reason, Reason::CheckFailed);
+    assert!(checked.message.contains("80% < 99%"), "{}", checked.message);
+    // Between rounds (before the interval is up) the last results stay.
+    w.later(3);
+    w.tick(None);
+    assert_eq!(w.o.status.checks, vec![result]);
+    // A new revision starts over without the old revision's results.
+    w.o.target.revision = "r3".into();
+    w.tick(None);
+    assert!(w.o.status.checks.is_empty());
+}
+
+#[test]
 fn data_returning_ends_the_hold() {
     let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10}));
     w.o.spec.progress_deadline_seconds = Some(30);

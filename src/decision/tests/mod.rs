@@ -89,10 +89,15 @@ impl World {
 
     /// One tick; `checks` answers if the core asks for them (and must be given then).
     pub(super) fn tick(&mut self, checks: Option<Checks>) -> Decision {
+        self.tick_round(checks.map(CheckRound::from))
+    }
+
+    /// One tick whose checks, if asked for, answer with `round` (results included).
+    pub(super) fn tick_round(&mut self, round: Option<CheckRound>) -> Decision {
         let decision = match decide(&self.o) {
             Outcome::RunChecks => {
                 self.asked_for_checks += 1;
-                self.o.checks = Some(checks.clone().expect("the core asked for checks"));
+                self.o.checks = Some(round.expect("the core asked for checks"));
                 match decide(&self.o) {
                     Outcome::Act(d) => *d,
                     Outcome::RunChecks => panic!("asked for checks twice"),

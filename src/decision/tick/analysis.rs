@@ -81,11 +81,12 @@ impl Tick<'_> {
     }
 
     pub(super) fn judge(&mut self, current: i32) -> Step {
-        let Some(checks) = &self.o.checks else {
+        let Some(round) = &self.o.checks else {
             return Step::NeedChecks;
         };
         self.stepped();
-        match checks {
+        self.status.checks = round.results.clone();
+        match &round.verdict {
             Checks::Passed => {
                 self.status.holding_since = None;
                 match self.s.strategy {

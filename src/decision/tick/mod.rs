@@ -289,6 +289,8 @@ impl<'a> Tick<'a> {
         self.status.iterations = 0;
         self.status.last_step_time = None;
         self.status.holding_since = None;
+        // The last results belong to the previous revision.
+        self.status.checks.clear();
         self.set_traffic(Traffic::Split(Weights::canary(0)));
         self.requeue = self.s.interval.min(POLL);
         if self.s.skip_analysis {

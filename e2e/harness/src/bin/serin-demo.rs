@@ -1,7 +1,7 @@
 //! `make demo`: Serin at work on the local cluster. Brings the cluster up (or reuses it), installs Serin's
-//! CRDs, runs the controller, deploys podinfo behind a Canary with simulated traffic, then rolls out a new
-//! version and prints, as it happens, the canary's phase, the route's weights, and the traffic split that
-//! Prometheus sees.
+//! CRDs, runs the controller, deploys podinfo behind a Canary with simulated traffic, then rolls out a good
+//! version (promoted) and a faulty one (rolled back), printing as it happens the canary's phase, the
+//! route's weights, the traffic split that Prometheus sees, and the checks' values.
 //!
 //! Usage: serin-demo <path to the serin binary>
 
@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
-use serin::api::{Canary, Phase};
+use serin::api::{Canary, CanaryStatus, Phase};
 use serin_e2e::{
     SerinProcess, apply, client, cluster, httproute_resource, install_crds, prometheus_value,
     wait_for,
@@ -20,11 +20,12 @@ use serin_e2e::{
 
 const NS: &str = "serin-demo";
 
-fn podinfo(version: &str) -> Value {
+/// podinfo at `version`; its simulated pods fail `error_rate` of requests.
+fn podinfo(version: &str, error_rate: f64) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "podinfo"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
-            "template": {"metadata": {"labels": {"app": "podinfo"}, "annotations": {"trafficsim.serin.dev/latency-ms": "20"}},
+            "template": {"metadata": {"labels": {"app": "podinfo"}, "annotations": {"trafficsim.serin.dev/latency-ms": "20", "trafficsim.serin.dev/error-rate": error_rate.to_string()}},
                 "spec": {"containers": [{"name": "podinfo", "image": format!("ghcr.io/stefanprodan/podinfo:{version}"),
                     "ports": [{"name": "http", "containerPort": 9898}]}]}}}
     })
@@ -35,7 +36,10 @@ fn canary() -> Value {
         "apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
         "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": 9898, "gatewayRefs": [{"name": "public-gateway"}], "hosts": ["podinfo.local"]},
-            "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2}}
+            "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2, "metrics": [
+                {"name": "request-success-rate", "interval": "15s", "thresholdRange": {"min": 99}},
+                {"name": "request-duration", "interval": "15s", "thresholdRange": {"max": 500}}
+            ]}}
     })
 }
 
@@ -107,15 +111,59 @@ async fn line(client: &Client, clock: &Instant) -> (Option<Phase>, String) {
     };
     let s = clock.elapsed().as_secs();
     let phase = status.phase.map_or("-".to_string(), |p| p.to_string());
+    let checks = status
+        .checks
+        .iter()
+        .map(|c| {
+            let value = match (c.value, c.name.as_str()) {
+                (Some(v), "request-duration") => format!("{v:.0}ms"),
+                (Some(v), "request-success-rate") => format!("{v:.1}%"),
+                (Some(v), _) => format!("{v:.2}"),
+                (None, _) => "-".into(),
+            };
+            format!("{} {value} {:?}", c.name, c.verdict)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     (
         status.phase,
         format!(
-            "[{:02}:{:02}] {phase:<12} canary weight {:>3}  route primary/canary {weights:<7}  Prometheus: canary serves {share}",
+            "[{:02}:{:02}] {phase:<12} weight {:>3}  route {weights:<7}  canary serves {share}  checks: {}",
             s / 60,
             s % 60,
-            status.canary_weight
+            status.canary_weight,
+            if checks.is_empty() { "-" } else { &checks }
         ),
     )
+}
+
+/// Prints a line a second until the rollout ends (Succeeded or Failed), and returns the last status.
+async fn follow(client: &Client, clock: &Instant) -> CanaryStatus {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (phase, text) = line(client, clock).await;
+        println!("{text}");
+        if matches!(phase, Some(Phase::Succeeded | Phase::Failed)) || Instant::now() > deadline {
+            return Api::<Canary>::namespaced(client.clone(), NS)
+                .get("podinfo")
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn primary_image(client: &Client) -> String {
+    Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("podinfo-primary")
+        .await
+        .ok()
+        .and_then(|d| d.spec)
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+        .unwrap_or_default()
 }
 
 #[tokio::main]
@@ -138,9 +186,9 @@ async fn main() {
     let clock = Instant::now();
 
     println!(
-        "\npodinfo 6.0.0 (3 replicas) with a Canary: interval 3s, stepWeight 10, maxWeight 50"
+        "\npodinfo 6.0.0 (3 replicas) with a Canary: interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s"
     );
-    apply::<Deployment>(&client, NS, podinfo("6.0.0")).await;
+    apply::<Deployment>(&client, NS, podinfo("6.0.0", 0.0)).await;
     apply::<Canary>(&client, NS, canary()).await;
     loop {
         let (phase, text) = line(&client, &clock).await;
@@ -159,30 +207,25 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     println!("{}", line(&client, &clock).await.1);
 
-    println!("\nRolling out podinfo 6.0.1:");
-    apply::<Deployment>(&client, NS, podinfo("6.0.1")).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (phase, text) = line(&client, &clock).await;
-        println!("{text}");
-        if phase == Some(Phase::Succeeded)
-            || phase == Some(Phase::Failed)
-            || Instant::now() > deadline
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let primary = Api::<Deployment>::namespaced(client.clone(), NS)
-        .get("podinfo-primary")
-        .await
-        .ok();
-    let image = primary
-        .and_then(|d| d.spec)
-        .and_then(|s| s.template.spec)
-        .and_then(|s| s.containers[0].image.clone())
+    println!("\nRolling out podinfo 6.0.1 (healthy: no errors, 20ms):");
+    apply::<Deployment>(&client, NS, podinfo("6.0.1", 0.0)).await;
+    follow(&client, &clock).await;
+    println!("podinfo-primary now runs {}.", primary_image(&client).await);
+
+    println!("\nRolling out podinfo 6.0.2 (faulty: 20% of its requests fail):");
+    apply::<Deployment>(&client, NS, podinfo("6.0.2", 0.2)).await;
+    let status = follow(&client, &clock).await;
+    let why = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.message.clone())
         .unwrap_or_default();
-    println!("\npodinfo-primary now runs {image}.");
+    println!("Rolled back: {why}");
+    println!(
+        "podinfo-primary still runs {}.",
+        primary_image(&client).await
+    );
     println!(
         "Look around: {}/kubectl --kubeconfig {} -n {NS} get canaries,deploy,svc,httproutes,events",
         env.get("SERIN_BIN"),

@@ -1,0 +1,140 @@
+//! A podinfo Deployment behind a Canary, as the end-to-end tests of the canary lifecycle set it up, and
+//! what they read back: the Canary's status, the route's weights, the Deployments' images and replicas.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use serde_json::{Value, json};
+use serin::api::{Canary, CanaryStatus, Phase};
+
+use crate::{apply, client, httproute_resource, install_crds, namespace, wait_for};
+
+/// The podinfo Deployment (3 replicas) at `image`, with `pod_spec_extra` merged into its pod spec.
+pub fn deployment(image: &str, pod_spec_extra: Value) -> Value {
+    let mut spec = json!({"containers": [{"name": "podinfo", "image": image, "ports": [{"name": "http", "containerPort": 9898}]}]});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), pod_spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "podinfo"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": spec}}})
+}
+
+/// `deployment` with these annotations on its pod template (the traffic simulator's error rate and
+/// latency, say).
+pub fn annotated(mut deployment: Value, annotations: Value) -> Value {
+    deployment["spec"]["template"]["metadata"]["annotations"] = annotations;
+    deployment
+}
+
+/// The Canary podinfo (provider gatewayapi), with `spec_extra` merged into its spec.
+pub fn canary(spec_extra: Value) -> Value {
+    let mut spec = json!({"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+        "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]}});
+    if let (Some(s), Some(extra)) = (spec.as_object_mut(), spec_extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"}, "spec": spec})
+}
+
+pub async fn status(client: &Client, ns: &str) -> CanaryStatus {
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .get("podinfo")
+        .await
+        .ok()
+        .and_then(|c| c.status)
+        .unwrap_or_default()
+}
+
+pub async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> CanaryStatus {
+    wait_for(
+        &format!("Canary {ns}/podinfo to be {phase}"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let s = status(client, ns).await;
+            if s.phase == Some(phase) {
+                Ok(s)
+            } else {
+                Err(format!("{:?} weight {}", s.phase, s.canary_weight))
+            }
+        },
+    )
+    .await
+}
+
+/// The canary's weight in the HTTPRoute, as the data plane would read it.
+pub async fn route_weight(client: &Client, ns: &str) -> Option<i64> {
+    let route = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &httproute_resource())
+        .get("podinfo")
+        .await
+        .ok()?;
+    let refs = route.data["spec"]["rules"][0]["backendRefs"]
+        .as_array()?
+        .clone();
+    refs.iter()
+        .find(|b| b["name"] == "podinfo-canary")
+        .and_then(|b| b["weight"].as_i64())
+}
+
+pub async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
+    let d = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("deployment");
+    let spec = d.spec.unwrap();
+    (
+        spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default(),
+        spec.replicas.unwrap_or(0),
+    )
+}
+
+/// Records each distinct canary weight in the route until the Canary reaches `phase`.
+pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<i64> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        if let Some(w) = route_weight(client, ns).await
+            && seen.last() != Some(&w)
+        {
+            seen.push(w);
+        }
+        if status(client, ns).await.phase == Some(phase) {
+            if let Some(w) = route_weight(client, ns).await
+                && seen.last() != Some(&w)
+            {
+                seen.push(w);
+            }
+            return seen;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "not {phase} after {timeout:?}; weights so far {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A namespace of its own with podinfo 1.0.0 and its Canary (`analysis`, and `extra` merged into the spec).
+pub async fn setup(prefix: &str, analysis: Value, extra: Value) -> (Client, String) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:1.0.0", json!({}))).await;
+    let mut spec = json!({"analysis": analysis});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    apply::<Canary>(&client, &ns, canary(spec)).await;
+    (client, ns)
+}

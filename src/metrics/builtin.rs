@@ -1,0 +1,195 @@
+//! The built-in checks, request-success-rate (percent) and request-duration (milliseconds, p99), with the
+//! query each provider's telemetry answers them with, as Flagger defines them (whitespace collapsed).
+
+use crate::api::Provider;
+
+/// The two built-in checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    RequestSuccessRate,
+    RequestDuration,
+}
+
+impl Builtin {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "request-success-rate" => Some(Builtin::RequestSuccessRate),
+            "request-duration" => Some(Builtin::RequestDuration),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::RequestSuccessRate => "request-success-rate",
+            Builtin::RequestDuration => "request-duration",
+        }
+    }
+}
+
+/// Whose telemetry the built-in queries read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// podinfo-style app metrics (`http_request_duration_seconds`), for gatewayapi and kubernetes.
+    Http,
+    Istio,
+    Linkerd,
+    Nginx,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the built-in checks have no queries for provider {0} yet (they have for gatewayapi, kubernetes, istio, linkerd, nginx): use a MetricTemplate"
+)]
+pub struct NoQueries(pub Provider);
+
+impl Family {
+    /// The family a routing provider's canaries are measured with, as Flagger chooses it.
+    pub fn of(provider: Provider) -> Result<Family, NoQueries> {
+        use Provider::*;
+        match provider {
+            Kubernetes | GatewayApi | GatewayApiV1 | GatewayApiV1beta1 => Ok(Family::Http),
+            Istio => Ok(Family::Istio),
+            Linkerd => Ok(Family::Linkerd),
+            Nginx => Ok(Family::Nginx),
+            other => Err(NoQueries(other)),
+        }
+    }
+
+    /// The query template (rendered with [`super::template::render`]).
+    pub fn query(self, check: Builtin) -> &'static str {
+        use Builtin::*;
+        match (self, check) {
+            (Family::Http, RequestSuccessRate) => concat!(
+                r#"sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Http, RequestDuration) => concat!(
+                r#"histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="{{ namespace }}", kubernetes_pod_name=~"{{ target }}-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[{{ interval }}] ) ) by (le) )"#
+            ),
+            (Family::Istio, RequestSuccessRate) => concat!(
+                r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}", response_code!~"5.*" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}" }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Istio, RequestDuration) => concat!(
+                r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="{{ namespace }}", destination_workload=~"{{ target }}" }[{{ interval }}] ) ) by (le) )"#
+            ),
+            (Family::Linkerd, RequestSuccessRate) => concat!(
+                r#"sum( rate( response_total{ namespace="{{ namespace }}", deployment=~"{{ target }}", classification!="failure", direction="inbound" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( response_total{ namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound" }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Linkerd, RequestDuration) => concat!(
+                r#"histogram_quantile( 0.99, sum( rate( response_latency_ms_bucket{ namespace="{{ namespace }}", deployment=~"{{ target }}", direction="inbound" }[{{ interval }}] ) ) by (le) )"#
+            ),
+            (Family::Nginx, RequestSuccessRate) => concat!(
+                r#"sum( rate( nginx_ingress_controller_requests{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="", status!~"5.*" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( nginx_ingress_controller_requests{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="" }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Nginx, RequestDuration) => concat!(
+                r#"sum( rate( nginx_ingress_controller_response_duration_seconds_sum{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( nginx_ingress_controller_response_duration_seconds_count{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="" }[{{ interval }}] ) ) * 1000"#
+            ),
+        }
+    }
+
+    /// The query's answer in the check's unit: percent, or milliseconds (podinfo's histogram is in seconds).
+    pub fn to_unit(self, check: Builtin, value: f64) -> f64 {
+        match (self, check) {
+            (Family::Http, Builtin::RequestDuration) => value * 1000.0,
+            _ => value,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::template::{Variables, render};
+
+    fn rendered(family: Family, check: Builtin, namespace: &str) -> String {
+        let vars = Variables {
+            name: "podinfo".into(),
+            namespace: namespace.into(),
+            target: "podinfo".into(),
+            service: "podinfo".into(),
+            ingress: "podinfo".into(),
+            route: "podinfo".into(),
+            interval: "1m".into(),
+            variables: Default::default(),
+        };
+        render(family.query(check), &vars).unwrap()
+    }
+
+    // Golden: the queries Flagger sends for namespace default (nginx: nginx), target podinfo, interval 1m,
+    // with its whitespace collapsed.
+    #[test]
+    fn http_queries_are_flaggers() {
+        assert_eq!(
+            rendered(Family::Http, Builtin::RequestSuccessRate, "default"),
+            r#"sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status!~"5.*" }[1m] ) ) / sum( rate( http_request_duration_seconds_count{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Http, Builtin::RequestDuration, "default"),
+            r#"histogram_quantile( 0.99, sum( rate( http_request_duration_seconds_bucket{ kubernetes_namespace="default", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)" }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn istio_queries_are_flaggers() {
+        assert_eq!(
+            rendered(Family::Istio, Builtin::RequestSuccessRate, "default"),
+            r#"sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) ) / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Istio, Builtin::RequestDuration, "default"),
+            r#"histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn linkerd_queries_are_flaggers() {
+        assert_eq!(
+            rendered(Family::Linkerd, Builtin::RequestSuccessRate, "default"),
+            r#"sum( rate( response_total{ namespace="default", deployment=~"podinfo", classification!="failure", direction="inbound" }[1m] ) ) / sum( rate( response_total{ namespace="default", deployment=~"podinfo", direction="inbound" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Linkerd, Builtin::RequestDuration, "default"),
+            r#"histogram_quantile( 0.99, sum( rate( response_latency_ms_bucket{ namespace="default", deployment=~"podinfo", direction="inbound" }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn nginx_queries_are_flaggers() {
+        assert_eq!(
+            rendered(Family::Nginx, Builtin::RequestSuccessRate, "nginx"),
+            r#"sum( rate( nginx_ingress_controller_requests{ namespace="nginx", ingress="podinfo", canary!="", status!~"5.*" }[1m] ) ) / sum( rate( nginx_ingress_controller_requests{ namespace="nginx", ingress="podinfo", canary!="" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Nginx, Builtin::RequestDuration, "nginx"),
+            r#"sum( rate( nginx_ingress_controller_response_duration_seconds_sum{ namespace="nginx", ingress="podinfo", canary!="" }[1m] ) ) / sum( rate( nginx_ingress_controller_response_duration_seconds_count{ namespace="nginx", ingress="podinfo", canary!="" }[1m] ) ) * 1000"#
+        );
+    }
+
+    #[test]
+    fn families_follow_the_provider() {
+        assert_eq!(Family::of(Provider::GatewayApi), Ok(Family::Http));
+        assert_eq!(Family::of(Provider::GatewayApiV1beta1), Ok(Family::Http));
+        assert_eq!(Family::of(Provider::Kubernetes), Ok(Family::Http));
+        assert_eq!(Family::of(Provider::Istio), Ok(Family::Istio));
+        assert_eq!(Family::of(Provider::Linkerd), Ok(Family::Linkerd));
+        assert_eq!(Family::of(Provider::Nginx), Ok(Family::Nginx));
+        let err = Family::of(Provider::Contour).unwrap_err();
+        assert!(err.to_string().contains("provider contour"), "{err}");
+    }
+
+    #[test]
+    fn podinfo_durations_are_converted_to_milliseconds() {
+        let d = Builtin::RequestDuration;
+        assert_eq!(Family::Http.to_unit(d, 0.25), 250.0);
+        assert_eq!(Family::Istio.to_unit(d, 250.0), 250.0);
+        assert_eq!(
+            Family::Http.to_unit(Builtin::RequestSuccessRate, 99.0),
+            99.0
+        );
+    }
+}

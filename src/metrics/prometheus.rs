@@ -1,0 +1,494 @@
+//! Prometheus's HTTP query API: one instant query per check, at the tick's time. Every failure names the
+//! server, the rendered query and, when Prometheus refused it, Prometheus's own message.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use super::provider::{Answer, MetricsProvider, NoData, ProviderSettings, QueryError};
+
+/// How to reach one Prometheus: its base URL and what to present to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090` (a trailing slash is fine).
+    pub address: String,
+    pub auth: Auth,
+    /// PEM CA bundle trusted besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub insecure_skip_verify: bool,
+    pub headers: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Auth {
+    #[default]
+    None,
+    Bearer(String),
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct Body {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Data {
+    result_type: String,
+    result: serde_json::Value,
+}
+
+/// Reads the body of `/api/v1/query`. Pure, so every shape is tested without a server.
+pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answer, QueryError> {
+    let server = format!("Prometheus at {address}");
+    let bad = |message: String| QueryError::BadAnswer {
+        server: server.clone(),
+        message,
+    };
+    let parsed: Body = match serde_json::from_str(body) {
+        Ok(b) => b,
+        Err(_) if !(200..300).contains(&http_status) => {
+            return Err(QueryError::Refused {
+                server,
+                status: http_status,
+                message: body
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+                    .trim()
+                    .to_string(),
+            });
+        }
+        Err(e) => return Err(bad(format!("the answer is not Prometheus's JSON: {e}"))),
+    };
+    if parsed.status != "success" {
+        let kind = parsed.error_type.unwrap_or_else(|| "error".into());
+        let message = parsed.error.unwrap_or_else(|| "no message".into());
+        return Err(QueryError::Refused {
+            server,
+            status: http_status,
+            message: format!("{kind}: {message}"),
+        });
+    }
+    let data = parsed
+        .data
+        .ok_or_else(|| bad("a successful answer without data".into()))?;
+    let sample_value = |pair: &serde_json::Value| -> Result<f64, QueryError> {
+        let text = pair
+            .get(1)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("a sample without a value: {pair}")))?;
+        // Prometheus writes "NaN", "+Inf" and "-Inf"; Rust's parser reads those spellings too.
+        text.parse::<f64>()
+            .map_err(|_| bad(format!("a sample value that is not a number: {text:?}")))
+    };
+    let value = match data.result_type.as_str() {
+        "scalar" => sample_value(&data.result)?,
+        "vector" => {
+            let series = data
+                .result
+                .as_array()
+                .ok_or_else(|| bad("a vector answer whose result is not a list".into()))?;
+            match series.as_slice() {
+                [] => return Ok(Answer::NoData(NoData::Empty)),
+                [one] => sample_value(&one["value"])?,
+                many => {
+                    let labels: Vec<String> = many
+                        .iter()
+                        .take(3)
+                        .map(|s| s["metric"].to_string())
+                        .collect();
+                    return Err(bad(format!(
+                        "the query returned {} series ({}{}); a check needs one value: aggregate them, e.g. with sum() or max()",
+                        many.len(),
+                        labels.join(", "),
+                        if many.len() > 3 { ", ..." } else { "" }
+                    )));
+                }
+            }
+        }
+        "matrix" => {
+            return Err(bad(
+                "the query returned a range vector; a check needs an instant value: wrap the range selector in a function such as rate()".into(),
+            ));
+        }
+        other => {
+            return Err(bad(format!(
+                "the query returned a {other}; a check needs a number"
+            )));
+        }
+    };
+    Ok(if value.is_nan() {
+        Answer::NoData(NoData::NaN)
+    } else {
+        Answer::Value(value)
+    })
+}
+
+/// Sends instant queries; one HTTP client per distinct TLS setup, reused across ticks and canaries.
+pub struct Prometheus {
+    timeout: Duration,
+    clients: Mutex<BTreeMap<(Option<Vec<u8>>, bool), reqwest::Client>>,
+}
+
+impl Prometheus {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn client(&self, endpoint: &Endpoint) -> Result<reqwest::Client, QueryError> {
+        let key = (endpoint.ca_pem.clone(), endpoint.insecure_skip_verify);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .tls_danger_accept_invalid_certs(endpoint.insecure_skip_verify);
+        if let Some(pem) = &endpoint.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| QueryError::Settings(format!("the CA bundle is not PEM: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| QueryError::Settings(format!("building an HTTP client: {e}")))?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Runs `query` as an instant query at `at` (seconds since the epoch).
+    pub async fn instant_query(
+        &self,
+        endpoint: &Endpoint,
+        query: &str,
+        at: f64,
+    ) -> Result<Answer, QueryError> {
+        let address = endpoint.address.trim_end_matches('/').to_string();
+        let url = format!("{address}/api/v1/query");
+        let mut request = self
+            .client(endpoint)?
+            .get(&url)
+            .query(&[("query", query.to_string()), ("time", format!("{at:.3}"))]);
+        for (name, values) in &endpoint.headers {
+            for v in values {
+                request = request.header(name.as_str(), v.as_str());
+            }
+        }
+        request = match &endpoint.auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+        };
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                QueryError::Timeout {
+                    server: format!("Prometheus at {address}"),
+                    timeout: self.timeout,
+                }
+            } else {
+                QueryError::Unreachable {
+                    server: format!("Prometheus at {address}"),
+                    reason: error_chain(&e),
+                }
+            }
+        })?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| {
+            if e.is_timeout() {
+                QueryError::Timeout {
+                    server: format!("Prometheus at {address}"),
+                    timeout: self.timeout,
+                }
+            } else {
+                QueryError::Unreachable {
+                    server: format!("Prometheus at {address}"),
+                    reason: error_chain(&e),
+                }
+            }
+        })?;
+        parse_answer(&address, status, &body)
+    }
+}
+
+impl MetricsProvider for Prometheus {
+    fn query<'a>(
+        &'a self,
+        settings: &'a ProviderSettings,
+        query: &'a str,
+        at: f64,
+    ) -> BoxFuture<'a, Result<Answer, QueryError>> {
+        Box::pin(async move {
+            let endpoint = endpoint(settings)?;
+            self.instant_query(&endpoint, query, at).await
+        })
+    }
+}
+
+/// The Secret keys read for Prometheus: `token` (a bearer token), else `username` and `password` (basic
+/// auth), as Flagger reads them; and `caCert`, a PEM CA bundle trusted besides the system's roots.
+pub const TOKEN_KEY: &str = "token";
+pub const USERNAME_KEY: &str = "username";
+pub const PASSWORD_KEY: &str = "password";
+pub const CA_KEY: &str = "caCert";
+
+/// How to reach Prometheus with these settings.
+pub fn endpoint(settings: &ProviderSettings) -> Result<Endpoint, QueryError> {
+    let address = settings.address.trim();
+    if !(address.starts_with("http://") || address.starts_with("https://")) {
+        return Err(QueryError::Settings(format!(
+            "the Prometheus address {address:?} is not an http:// or https:// URL"
+        )));
+    }
+    let from = settings.secret_name.as_deref().unwrap_or("the secretRef");
+    let text = |key: &str| -> Result<Option<String>, QueryError> {
+        settings
+            .secret
+            .get(key)
+            .map(|v| {
+                String::from_utf8(v.clone()).map_err(|_| {
+                    QueryError::Settings(format!("{from}: key {key} is not UTF-8 text"))
+                })
+            })
+            .transpose()
+    };
+    let auth = match (text(TOKEN_KEY)?, text(USERNAME_KEY)?, text(PASSWORD_KEY)?) {
+        (Some(token), _, _) => Auth::Bearer(token.trim().to_string()),
+        (None, Some(username), Some(password)) => Auth::Basic { username, password },
+        (None, Some(_), None) => {
+            return Err(QueryError::Settings(format!(
+                "{from} has a {USERNAME_KEY} but no {PASSWORD_KEY}"
+            )));
+        }
+        (None, None, Some(_)) => {
+            return Err(QueryError::Settings(format!(
+                "{from} has a {PASSWORD_KEY} but no {USERNAME_KEY}"
+            )));
+        }
+        (None, None, None)
+            if settings.secret_name.is_some() && !settings.secret.contains_key(CA_KEY) =>
+        {
+            return Err(QueryError::Settings(format!(
+                "{from} has none of the keys {TOKEN_KEY}, {USERNAME_KEY} and {PASSWORD_KEY}, {CA_KEY}"
+            )));
+        }
+        (None, None, None) => Auth::None,
+    };
+    Ok(Endpoint {
+        address: address.to_string(),
+        auth,
+        ca_pem: settings.secret.get(CA_KEY).cloned(),
+        insecure_skip_verify: settings.insecure_skip_verify,
+        headers: settings.headers.clone(),
+    })
+}
+
+/// The error and its causes on one line ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "http://prom:9090";
+
+    fn ok(result_type: &str, result: &str) -> String {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"{result_type}","result":{result}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_vector_of_one_sample_is_its_value() {
+        let body = ok("vector", r#"[{"metric":{},"value":[1700000000.1,"99.5"]}]"#);
+        assert_eq!(parse_answer(A, 200, &body), Ok(Answer::Value(99.5)));
+    }
+
+    #[test]
+    fn a_scalar_is_its_value() {
+        let body = ok("scalar", r#"[1700000000.1,"42"]"#);
+        assert_eq!(parse_answer(A, 200, &body), Ok(Answer::Value(42.0)));
+    }
+
+    #[test]
+    fn an_empty_vector_is_no_data() {
+        assert_eq!(
+            parse_answer(A, 200, &ok("vector", "[]")),
+            Ok(Answer::NoData(NoData::Empty))
+        );
+    }
+
+    #[test]
+    fn nan_is_no_data() {
+        let body = ok("vector", r#"[{"metric":{},"value":[1,"NaN"]}]"#);
+        assert_eq!(parse_answer(A, 200, &body), Ok(Answer::NoData(NoData::NaN)));
+        assert_eq!(
+            parse_answer(A, 200, &ok("scalar", r#"[1,"NaN"]"#)),
+            Ok(Answer::NoData(NoData::NaN))
+        );
+    }
+
+    #[test]
+    fn infinities_are_values() {
+        let body = ok("vector", r#"[{"metric":{},"value":[1,"+Inf"]}]"#);
+        assert_eq!(
+            parse_answer(A, 200, &body),
+            Ok(Answer::Value(f64::INFINITY))
+        );
+        let body = ok("scalar", r#"[1,"-Inf"]"#);
+        assert_eq!(
+            parse_answer(A, 200, &body),
+            Ok(Answer::Value(f64::NEG_INFINITY))
+        );
+    }
+
+    #[test]
+    fn several_series_are_refused_with_their_labels() {
+        let body = ok(
+            "vector",
+            r#"[{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"b"},"value":[1,"2"]}]"#,
+        );
+        let err = parse_answer(A, 200, &body).unwrap_err().to_string();
+        assert!(err.contains("2 series"), "{err}");
+        assert!(err.contains(r#"{"pod":"a"}"#), "{err}");
+        assert!(err.contains("sum()"), "{err}");
+    }
+
+    #[test]
+    fn a_range_vector_or_string_is_refused() {
+        let err = parse_answer(A, 200, &ok("matrix", "[]")).unwrap_err();
+        assert!(err.to_string().contains("range vector"), "{err}");
+        let err = parse_answer(A, 200, &ok("string", r#"[1,"x"]"#)).unwrap_err();
+        assert!(err.to_string().contains("string"), "{err}");
+    }
+
+    #[test]
+    fn prometheus_own_error_is_reported() {
+        let body = r#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected \"}\""}"#;
+        let err = parse_answer(A, 400, body).unwrap_err();
+        assert_eq!(
+            err,
+            QueryError::Refused {
+                server: format!("Prometheus at {A}"),
+                status: 400,
+                message: "bad_data: 1:5: parse error: unexpected \"}\"".into()
+            }
+        );
+        assert!(!err.is_unreachable());
+    }
+
+    #[test]
+    fn a_non_json_error_page_is_reported_as_refused() {
+        let err = parse_answer(A, 502, "<html>Bad Gateway</html>\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Prometheus at http://prom:9090 refused the query (502): <html>Bad Gateway</html>"
+        );
+    }
+
+    #[test]
+    fn a_sample_that_is_not_a_number_is_refused() {
+        let body = ok("vector", r#"[{"metric":{},"value":[1,"fast"]}]"#);
+        let err = parse_answer(A, 200, &body).unwrap_err();
+        assert!(err.to_string().contains("\"fast\""), "{err}");
+    }
+
+    fn settings(secret: &[(&str, &str)]) -> ProviderSettings {
+        ProviderSettings {
+            address: "https://prom.example:9090".into(),
+            secret: secret
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            secret_name: (!secret.is_empty()).then(|| "Secret test/prom".to_string()),
+            ..ProviderSettings::default()
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_secret_as_flagger_reads_them() {
+        let e = endpoint(&settings(&[("token", "abc\n"), ("username", "u")])).unwrap();
+        assert_eq!(e.auth, Auth::Bearer("abc".into()));
+        let e = endpoint(&settings(&[("username", "u"), ("password", "p")])).unwrap();
+        assert_eq!(
+            e.auth,
+            Auth::Basic {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        let e = endpoint(&settings(&[("caCert", "PEM")])).unwrap();
+        assert_eq!((e.auth, e.ca_pem), (Auth::None, Some(b"PEM".to_vec())));
+        assert_eq!(endpoint(&settings(&[])).unwrap().auth, Auth::None);
+    }
+
+    #[test]
+    fn incomplete_credentials_and_bad_addresses_are_errors_that_say_so() {
+        let err = endpoint(&settings(&[("username", "u")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Secret test/prom has a username but no password"
+        );
+        let err = endpoint(&settings(&[("user", "u")])).unwrap_err();
+        assert!(err.to_string().contains("has none of the keys"), "{err}");
+        let mut s = settings(&[]);
+        s.address = "prometheus:9090".into();
+        assert!(
+            endpoint(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("not an http")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_unreachable() {
+        // A port just released: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let endpoint = Endpoint {
+            address: format!("http://127.0.0.1:{port}/"),
+            ..Endpoint::default()
+        };
+        let err = Prometheus::new(Duration::from_secs(2))
+            .instant_query(&endpoint, "up", 0.0)
+            .await
+            .unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("Prometheus at http://127.0.0.1:{port} could not")),
+            "{err}"
+        );
+    }
+}
