@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
 use kube::Client;
+use kube::api::Api;
 use kube::runtime::reflector;
 use serde_json::{Value, json};
 use serin::api::{Canary, CanaryStatus, CheckStatus, CheckVerdict, MetricTemplate, Phase};
@@ -77,6 +79,20 @@ fn ready_message(status: &CanaryStatus) -> String {
         .find(|c| c.type_ == "Ready")
         .and_then(|c| c.message.clone())
         .unwrap_or_default()
+}
+
+/// The notes of the Canary's events with this reason, oldest first.
+async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect();
+    events.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+    events.into_iter().filter_map(|e| e.note).collect()
 }
 
 /// After a rollback: the route at 100/0, the primary untouched on 1.0.0, the canary at zero replicas.
@@ -160,6 +176,16 @@ async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks() {
         "{message}"
     );
     assert_rolled_back(&client, &ns).await;
+    // Each failed check is an event of its own, with its own value.
+    let notes = events(&client, &ns, "CheckFailed").await;
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.contains("request-success-rate") && n.contains("% < 99% (min)")),
+        "{notes:?}"
+    );
+    assert!(notes[1].contains("(failed checks 2 of 2)"), "{notes:?}");
     let exported = serin
         .metric("serin_canary_metric_value")
         .await

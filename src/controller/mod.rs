@@ -3,6 +3,7 @@
 
 mod act;
 pub mod apply;
+mod events;
 pub mod leader;
 pub mod observe;
 mod revert;
@@ -19,7 +20,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -33,6 +33,7 @@ use crate::metrics::{Analyzer, CheckRunner};
 use crate::routing::RouterKind;
 use crate::telemetry::Metrics;
 use apply::FIELD_MANAGER;
+use events::Events;
 use observe::{Blocked, observe};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +88,7 @@ pub struct Context {
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     routes: HashMap<String, Store<DynamicObject>>,
-    pub recorder: Recorder,
+    pub recorder: Events,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
 }
@@ -204,13 +205,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         routes.insert(ar.kind.clone(), reader);
     }
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: Some(config.identity.clone()),
-        },
-    );
+    let recorder = Events::new(client.clone(), FIELD_MANAGER, &config.identity);
     let ctx = Arc::new(Context {
         client,
         defaults: config.defaults.clone(),
@@ -476,19 +471,13 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
-    let event = KubeEvent {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(message.chars().take(1024).collect()),
-        action: reason.into(),
-        secondary: None,
-    };
     ctx.metrics.api_writes.inc();
-    if let Err(e) = ctx.recorder.publish(&event, &canary.object_ref(&())).await {
+    let regarding = canary.object_ref(&());
+    if let Err(e) = ctx
+        .recorder
+        .publish(&regarding, warning, reason, message)
+        .await
+    {
         warn!(error = %e, reason, "publishing an event");
     }
 }
