@@ -58,6 +58,9 @@ pub struct Metrics {
     registry: Registry,
     /// The last value of each check, in its unit (percent, milliseconds, or the template's).
     pub metric_value: Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    /// Rounds of checks run, and the metrics queries they sent.
+    pub check_rounds: Counter,
+    pub metric_queries: Counter,
     /// 0 progressing, 1 succeeded or initialized, 2 failed (Flagger's flagger_canary_status).
     pub status: Family<CanaryLabels, Gauge>,
     /// The canary's share of traffic, percent.
@@ -82,6 +85,18 @@ impl Default for Metrics {
         let reconcile_errors = Counter::default();
         let api_writes = Counter::default();
         let metric_value = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
+        let check_rounds = Counter::default();
+        let metric_queries = Counter::default();
+        registry.register(
+            "check_rounds",
+            "Rounds of canary checks run (one per analysis step that needs evidence)",
+            check_rounds.clone(),
+        );
+        registry.register(
+            "metric_queries",
+            "Queries sent to metrics providers",
+            metric_queries.clone(),
+        );
         registry.register(
             "canary_metric_value",
             "The last value of each canary check (percent, milliseconds, or the template's unit)",
@@ -120,6 +135,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             metric_value,
+            check_rounds,
+            metric_queries,
             status,
             weight,
             transitions,

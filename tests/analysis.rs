@@ -124,7 +124,7 @@ async fn assert_rolled_back(client: &Client, ns: &str) {
 #[tokio::test]
 async fn a_good_image_is_promoted_on_its_metrics() {
     let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60, "threshold": 2, "metrics": builtin_checks()});
-    let (client, ns, _serin) = roll_out(
+    let (client, ns, serin) = roll_out(
         "analysis-good",
         analysis,
         json!({}),
@@ -134,6 +134,20 @@ async fn a_good_image_is_promoted_on_its_metrics() {
     .await;
     let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(120)).await;
     assert_eq!(weights, vec![0, 20, 40, 60, 0]);
+    let rounds = serin
+        .metric("serin_check_rounds_total")
+        .await
+        .unwrap_or(0.0);
+    let queries = serin
+        .metric("serin_metric_queries_total")
+        .await
+        .unwrap_or(0.0);
+    eprintln!("measured: {rounds} check rounds sent {queries} Prometheus queries (2 metrics)");
+    assert_eq!(queries, 2.0 * rounds, "one query per metric per round");
+    assert!(
+        rounds >= 3.0,
+        "a round for each step past weight 0: {rounds}"
+    );
     assert_eq!(
         image_of(&client, &ns, "podinfo-primary").await,
         ("podinfo:2.0.0".into(), 3)
@@ -369,6 +383,7 @@ async fn istio_built_in_checks_judge_real_traffic() {
         cluster().await.prometheus().to_string(),
         serin::api::Provider::Istio,
         Duration::from_secs(5),
+        Default::default(),
     );
     let canary = |target: &str| -> Canary {
         serde_json::from_value(json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary",

@@ -222,6 +222,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             config.metrics_server.clone(),
             config.defaults.provider,
             config.metrics_timeout,
+            metrics.metric_queries.clone(),
         )),
     });
 
@@ -318,6 +319,7 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
             let mut observed = obs.observed.clone();
             let at = observed.now.as_millisecond() as f64 / 1000.0;
             let round = ctx.checks.run(canary, at).await;
+            ctx.metrics.check_rounds.inc();
             ctx.metrics.observe_checks(
                 &canary.name_any(),
                 &canary.namespace().unwrap_or_default(),

@@ -20,6 +20,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::api::analysis::Metric;
 use crate::api::canary::DEFAULT_METRIC_INTERVAL;
@@ -45,6 +46,8 @@ pub struct Analyzer {
     /// The controller's --provider, for Canaries that don't name one.
     pub default_provider: Provider,
     pub providers: Providers,
+    /// Counts every query sent (serin_metric_queries_total).
+    pub queries: Counter,
 }
 
 impl Analyzer {
@@ -54,6 +57,7 @@ impl Analyzer {
         default_server: String,
         default_provider: Provider,
         timeout: Duration,
+        queries: Counter,
     ) -> Self {
         Self {
             templates,
@@ -61,6 +65,7 @@ impl Analyzer {
             default_server,
             default_provider,
             providers: Providers::new(timeout),
+            queries,
         }
     }
 
@@ -106,6 +111,7 @@ impl Analyzer {
                 canary_service: &canary_service,
                 query: None,
             };
+            self.queries.inc();
             return match self.providers.prometheus.query(&settings, &query, at).await {
                 Ok(provider::Answer::Value(v)) => judge(
                     &subject,
@@ -190,6 +196,7 @@ impl Analyzer {
             canary_service: &canary_service,
             query: Some(&query),
         };
+        self.queries.inc();
         match provider.query(&settings, &query, at).await {
             Ok(answer) => judge(&subject, answer, &range),
             Err(e) => errored(name, range, failure(&e, &query)),
