@@ -69,6 +69,13 @@ impl Analyzer {
         }
     }
 
+    /// Counts a query that was sent (settings that could not be used sent none).
+    fn count<T>(&self, answer: &Result<T, QueryError>) {
+        if !matches!(answer, Err(QueryError::Settings(_))) {
+            self.queries.inc();
+        }
+    }
+
     /// The Canary's metricsServer, else the controller's.
     fn canary_server(&self, canary: &Canary) -> String {
         canary
@@ -111,8 +118,9 @@ impl Analyzer {
                 canary_service: &canary_service,
                 query: None,
             };
-            self.queries.inc();
-            return match self.providers.prometheus.query(&settings, &query, at).await {
+            let answer = self.providers.prometheus.query(&settings, &query, at).await;
+            self.count(&answer);
+            return match answer {
                 Ok(provider::Answer::Value(v)) => judge(
                     &subject,
                     provider::Answer::Value(family.to_unit(check, v)),
@@ -138,7 +146,9 @@ impl Analyzer {
             let origin = format!("MetricTemplate {ns}/{}", r.name);
             let provider = match self.providers.get(t.spec.provider.provider_type) {
                 Ok(p) => p,
-                Err(e) => return errored(name, range, format!("{origin}: spec.provider.{e}")),
+                Err(e) => {
+                    return errored(name, range, format!("{origin}: spec.provider.type: {e}"));
+                }
             };
             let spec = &t.spec.provider;
             let mut settings = ProviderSettings {
@@ -196,20 +206,20 @@ impl Analyzer {
             canary_service: &canary_service,
             query: Some(&query),
         };
-        self.queries.inc();
-        match provider.query(&settings, &query, at).await {
+        let answer = provider.query(&settings, &query, at).await;
+        self.count(&answer);
+        match answer {
             Ok(answer) => judge(&subject, answer, &range),
             Err(e) => errored(name, range, failure(&e, &query)),
         }
     }
 }
 
-/// A query's failure in words; the query is shown when the server answered (it may be at fault).
+/// A query's failure in words, with the query (none was sent when the settings were unusable).
 fn failure(e: &QueryError, query: &str) -> String {
-    if e.is_unreachable() || matches!(e, QueryError::Settings(_)) {
-        e.to_string()
-    } else {
-        format!("{e}; query: {query}")
+    match e {
+        QueryError::Settings(_) => e.to_string(),
+        _ => format!("{e}; query: {query}"),
     }
 }
 
@@ -271,34 +281,4 @@ fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn variables_are_filled_as_flagger_fills_them() {
-        let canary: Canary = serde_json::from_value(json!({
-            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                "service": {"port": 80}, "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "ing"}}
-        }))
-        .unwrap();
-        let metric: Metric =
-            serde_json::from_value(json!({"name": "x", "templateVariables": {"k": "v"}})).unwrap();
-        let v = variables(&canary, &metric);
-        assert_eq!(
-            (v.name.as_str(), v.namespace.as_str(), v.target.as_str()),
-            ("web", "shop", "podinfo")
-        );
-        assert_eq!(
-            (v.service.as_str(), v.ingress.as_str(), v.route.as_str()),
-            ("podinfo", "ing", "podinfo")
-        );
-        assert_eq!(v.interval, "1m");
-        assert_eq!(v.variables["k"], "v");
-        let metric: Metric =
-            serde_json::from_value(json!({"name": "x", "interval": "30s"})).unwrap();
-        assert_eq!(variables(&canary, &metric).interval, "30s");
-    }
-}
+mod tests;

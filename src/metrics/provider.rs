@@ -94,7 +94,7 @@ impl Providers {
         match kind {
             MetricProviderType::Prometheus => Ok(&self.prometheus),
             other => Err(format!(
-                "provider type {} is not supported yet (supported: prometheus)",
+                "{} is not supported yet (supported: prometheus)",
                 serde_json::to_value(other)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
