@@ -196,33 +196,24 @@ impl Prometheus {
             Auth::Bearer(token) => request.bearer_auth(token),
             Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
         };
-        let response = request.send().await.map_err(|e| {
+        // Sending, or reading the answer, can time out or break off alike.
+        let transport = |e: reqwest::Error| {
+            let server = format!("Prometheus at {address}");
             if e.is_timeout() {
                 QueryError::Timeout {
-                    server: format!("Prometheus at {address}"),
+                    server,
                     timeout: self.timeout,
                 }
             } else {
                 QueryError::Unreachable {
-                    server: format!("Prometheus at {address}"),
+                    server,
                     reason: error_chain(&e),
                 }
             }
-        })?;
+        };
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| {
-            if e.is_timeout() {
-                QueryError::Timeout {
-                    server: format!("Prometheus at {address}"),
-                    timeout: self.timeout,
-                }
-            } else {
-                QueryError::Unreachable {
-                    server: format!("Prometheus at {address}"),
-                    reason: error_chain(&e),
-                }
-            }
-        })?;
+        let body = response.text().await.map_err(transport)?;
         parse_answer(&address, status, &body)
     }
 }
