@@ -54,8 +54,17 @@ pub struct MetricLabels {
     pub metric: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// watch, read, create, patch, update, delete.
+    pub verb: String,
+    pub resource: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Every request to the API server, by verb and resource.
+    pub api_requests: Family<RequestLabels, Counter>,
     /// The last value of each check, in its unit (percent, milliseconds, or the template's).
     pub metric_value: Family<MetricLabels, Gauge<f64, AtomicU64>>,
     /// Rounds of checks run, and the metrics queries they sent.
@@ -85,6 +94,12 @@ impl Default for Metrics {
         let reconcile_errors = Counter::default();
         let api_writes = Counter::default();
         let metric_value = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the API server by verb (watch, read, create, patch, update, delete) and resource",
+            api_requests.clone(),
+        );
         let check_rounds = Counter::default();
         let metric_queries = Counter::default();
         registry.register(
@@ -135,6 +150,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             metric_value,
+            api_requests,
             check_rounds,
             metric_queries,
             status,

@@ -35,6 +35,21 @@ async fn a_new_image_is_promoted_step_by_step() {
         "the target is scaled to zero"
     );
 
+    let reads = || async {
+        let all = serin
+            .metric_where("serin_api_requests_total", &[r#"verb="read""#])
+            .await
+            .unwrap_or(0.0);
+        let lease = serin
+            .metric_where(
+                "serin_api_requests_total",
+                &[r#"verb="read""#, r#"resource="leases""#],
+            )
+            .await
+            .unwrap_or(0.0);
+        all - lease
+    };
+    let reads_before = reads().await;
     let writes_before = serin.metric("serin_api_writes_total").await.unwrap_or(0.0);
     let reconciles_before = serin
         .metric("serin_reconcile_duration_seconds_count")
@@ -67,9 +82,11 @@ async fn a_new_image_is_promoted_step_by_step() {
         .await
         .unwrap_or(0.0)
         - reconciles_before;
+    let reads = reads().await - reads_before;
     eprintln!(
-        "measured: the canary run took {reconciles} reconciles and {writes} writes (objects, status, events); no reads beyond the watch caches"
+        "measured: the canary run took {reconciles} reconciles, {writes} writes (objects, status, events) and {reads} reads (gets or lists; the leader Lease aside)"
     );
+    assert_eq!(reads, 0.0, "every tick reads from the watch caches only");
     assert_eq!(weights, vec![0, 10, 20, 30, 40, 50, 0]);
     assert_eq!(
         image_of(&client, &ns, "podinfo-primary").await,

@@ -3,6 +3,7 @@
 
 mod act;
 pub mod apply;
+mod client;
 mod events;
 pub mod leader;
 pub mod observe;
@@ -128,8 +129,8 @@ fn canaries_of(meta: &kube::api::ObjectMeta, canaries: &Store<Canary>) -> Vec<Ob
 }
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
+    let client = client::counted_client(metrics.api_requests.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(server::serve(config.listen, metrics.clone(), ready.clone()));
 

@@ -311,6 +311,11 @@ impl SerinProcess {
 
     /// The sum of a metric's samples on /metrics (None while it does not serve).
     pub async fn metric(&self, name: &str) -> Option<f64> {
+        self.metric_where(name, &[]).await
+    }
+
+    /// The sum of a metric's samples whose labels include each of `labels` (as `verb="read"`).
+    pub async fn metric_where(&self, name: &str, labels: &[&str]) -> Option<f64> {
         let text = reqwest::get(&self.metrics_url)
             .await
             .ok()?
@@ -320,6 +325,7 @@ impl SerinProcess {
         let values: Vec<f64> = text
             .lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
             .collect();
         Some(values.iter().sum())
