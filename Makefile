@@ -1,5 +1,5 @@
 # The two set-up commands (README): `make demo` and `make test`.
-.PHONY: demo test unit crds cluster-up cluster-down
+.PHONY: demo test unit bench crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't).
 demo:
@@ -13,6 +13,14 @@ test:
 	@status=0; cargo test --workspace || status=$$?; \
 	if [ $$status -ne 0 ]; then e2e/cluster/down; exit $$status; fi
 	cargo test -p serin-e2e --test teardown -- --ignored
+
+# The measurements quoted in closing notes, on the local cluster: target update to Progressing, API reads and
+# writes per canary run, serin's peak memory, Prometheus queries per check round, and the demo's run time.
+bench:
+	e2e/cluster/up >/dev/null
+	@cargo test --quiet --test lifecycle --test analysis -- --nocapture --test-threads 1 2>&1 | grep -o 'measured:.*'
+	@start=$$(date +%s); $(MAKE) --no-print-directory demo >/dev/null; \
+	echo "measured: make demo took $$(( $$(date +%s) - start ))s"
 
 # Regenerates crds/ from the Rust types (a test fails when it is stale).
 crds:

@@ -87,6 +87,9 @@ async fn a_new_image_is_promoted_step_by_step() {
         "measured: the canary run took {reconciles} reconciles, {writes} writes (objects, status, events) and {reads} reads (gets or lists; the leader Lease aside)"
     );
     assert_eq!(reads, 0.0, "every tick reads from the watch caches only");
+    if let Some(kib) = serin.peak_memory_kib() {
+        eprintln!("measured: serin's peak resident memory over the run: {kib} KiB");
+    }
     assert_eq!(weights, vec![0, 10, 20, 30, 40, 50, 0]);
     assert_eq!(
         image_of(&client, &ns, "podinfo-primary").await,

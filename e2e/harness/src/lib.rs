@@ -303,6 +303,15 @@ impl SerinProcess {
         }
     }
 
+    /// The process's peak resident memory so far, in KiB (Linux's VmHWM).
+    pub fn peak_memory_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Ends the process at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
