@@ -90,7 +90,8 @@ pub struct Metric {
     /// The query's range (default 1m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    /// Deprecated: the upper bound for built-in checks of success rate, lower for duration. Use thresholdRange.
+    /// Deprecated, read when thresholdRange is absent: the minimum for request-success-rate, the maximum for
+    /// every other check. Use thresholdRange.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use crate::api::canary::{
 };
 use crate::api::duration::parse_duration;
 use crate::api::{Analysis, CanarySpec, Provider};
+use crate::metrics::builtin::Builtin;
 
 /// What the controller was started with, that a Canary may override.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,11 +168,9 @@ impl Settings {
                 "A/B testing needs iterations as well as match",
             ));
         }
-        if let Some(bad) = analysis
-            .metrics
-            .iter()
-            .position(|m| m.query.is_none() && m.template_ref.is_none() && !is_builtin(&m.name))
-        {
+        if let Some(bad) = analysis.metrics.iter().position(|m| {
+            m.query.is_none() && m.template_ref.is_none() && Builtin::from_name(&m.name).is_none()
+        }) {
             problems.push(problem(
                 &format!("{path}.metrics[{bad}]"),
                 format!("{:?} is not a built-in check (request-success-rate, request-duration): give it a templateRef", analysis.metrics[bad].name),
@@ -207,10 +206,4 @@ impl Settings {
     pub fn routes_traffic(&self) -> bool {
         self.provider != Provider::Kubernetes
     }
-}
-
-pub const BUILTIN_CHECKS: [&str; 2] = ["request-success-rate", "request-duration"];
-
-fn is_builtin(name: &str) -> bool {
-    BUILTIN_CHECKS.contains(&name)
 }

@@ -92,11 +92,14 @@ impl Family {
         }
     }
 
-    /// The query's answer in the check's unit: percent, or milliseconds (podinfo's histogram is in seconds).
+    /// The query's answer in the check's unit: percent, or whole milliseconds (podinfo's histogram is in
+    /// seconds). Flagger truncates durations to whole milliseconds before comparing, and so does Serin:
+    /// 500.4ms passes a maximum of 500.
     pub fn to_unit(self, check: Builtin, value: f64) -> f64 {
         match (self, check) {
-            (Family::Http, Builtin::RequestDuration) => value * 1000.0,
-            _ => value,
+            (Family::Http, Builtin::RequestDuration) => (value * 1000.0).trunc(),
+            (_, Builtin::RequestDuration) => value.trunc(),
+            (_, Builtin::RequestSuccessRate) => value,
         }
     }
 }
@@ -186,7 +189,9 @@ mod tests {
     fn podinfo_durations_are_converted_to_milliseconds() {
         let d = Builtin::RequestDuration;
         assert_eq!(Family::Http.to_unit(d, 0.25), 250.0);
-        assert_eq!(Family::Istio.to_unit(d, 250.0), 250.0);
+        assert_eq!(Family::Http.to_unit(d, 0.5004), 500.0);
+        assert_eq!(Family::Istio.to_unit(d, 250.9), 250.0);
+        assert_eq!(Family::Istio.to_unit(d, f64::INFINITY), f64::INFINITY);
         assert_eq!(
             Family::Http.to_unit(Builtin::RequestSuccessRate, 99.0),
             99.0

@@ -23,6 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::api::analysis::Metric;
+use crate::api::canary::CrossNamespaceRef;
 use crate::api::canary::DEFAULT_METRIC_INTERVAL;
 use crate::api::{Canary, CheckStatus, MetricTemplate, Provider};
 use crate::decision::CheckRound;
@@ -86,115 +87,57 @@ impl Analyzer {
             .unwrap_or_else(|| self.default_server.clone())
     }
 
-    async fn check(&self, canary: &Canary, metric: &Metric, at: f64) -> CheckStatus {
+    /// One check: `source` of `metric`, reported under `name`.
+    async fn check(
+        &self,
+        canary: &Canary,
+        metric: &Metric,
+        name: &str,
+        source: Source<'_>,
+        at: f64,
+    ) -> CheckStatus {
         let range = effective_range(metric);
         let vars = variables(canary, metric);
         let canary_service = ServiceNames::of(canary).canary;
-        let name = metric.name.as_str();
-        // As in Flagger, a built-in name wins over a templateRef or query given with it.
-        if let Some(check) = Builtin::from_name(name) {
-            let provider = canary.spec.provider.unwrap_or(self.default_provider);
-            let family = match Family::of(provider) {
-                Ok(f) => f,
-                Err(e) => return errored(name, range, e.to_string()),
-            };
-            let query = match render(family.query(check), &vars) {
-                Ok(q) => q,
-                Err(e) => {
-                    return errored(name, range, format!("rendering the built-in query: {e}"));
-                }
-            };
-            let settings = ProviderSettings {
-                address: self.canary_server(canary),
-                ..ProviderSettings::default()
-            };
-            let unit = match check {
-                Builtin::RequestSuccessRate => "%",
-                Builtin::RequestDuration => "ms",
-            };
-            let subject = Subject {
-                name,
-                unit,
-                canary_service: &canary_service,
-                query: None,
-            };
-            let answer = self.providers.prometheus.query(&settings, &query, at).await;
-            self.count(&answer);
-            return match answer {
-                Ok(provider::Answer::Value(v)) => judge(
-                    &subject,
-                    provider::Answer::Value(family.to_unit(check, v)),
-                    &range,
-                ),
-                Ok(answer) => judge(&subject, answer, &range),
-                Err(e) => errored(name, range, failure(&e, &query)),
-            };
-        }
-        let (query_text, provider, settings, origin) = if let Some(r) = &metric.template_ref {
-            let ns = r
-                .namespace
-                .clone()
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| canary.namespace().unwrap_or_default());
-            let Some(t) = self.templates.get(&ObjectRef::new(&r.name).within(&ns)) else {
-                return errored(
-                    name,
-                    range,
-                    format!("MetricTemplate {ns}/{} not found", r.name),
-                );
-            };
-            let origin = format!("MetricTemplate {ns}/{}", r.name);
-            let provider = match self.providers.get(t.spec.provider.provider_type) {
-                Ok(p) => p,
-                Err(e) => {
-                    return errored(name, range, format!("{origin}: spec.provider.type: {e}"));
-                }
-            };
-            let spec = &t.spec.provider;
-            let mut settings = ProviderSettings {
-                address: spec
-                    .address
-                    .clone()
-                    .filter(|a| !a.trim().is_empty())
-                    .unwrap_or_else(|| self.canary_server(canary)),
-                headers: spec.headers.clone().unwrap_or_default(),
-                insecure_skip_verify: spec.insecure_skip_verify,
-                region: spec.region.clone(),
-                ..ProviderSettings::default()
-            };
-            if let Some(s) = &spec.secret_ref {
-                let Some(secret) = self.secrets.get(&ObjectRef::new(&s.name).within(&ns)) else {
-                    return errored(
-                        name,
-                        range,
-                        format!(
-                            "{origin}: spec.provider.secretRef: Secret {ns}/{} not found",
-                            s.name
-                        ),
-                    );
+        let mut unit = "";
+        let mut family = None;
+        let (query_text, provider, settings, origin) = match source {
+            Source::Builtin(check) => {
+                let provider = canary.spec.provider.unwrap_or(self.default_provider);
+                let f = match Family::of(provider) {
+                    Ok(f) => f,
+                    Err(e) => return errored(name, range, e.to_string()),
                 };
-                settings.secret = secret_data(&secret);
-                settings.secret_name = Some(format!("Secret {ns}/{}", s.name));
+                family = Some((f, check));
+                unit = match check {
+                    Builtin::RequestSuccessRate => "%",
+                    Builtin::RequestDuration => "ms",
+                };
+                let settings = ProviderSettings {
+                    address: self.canary_server(canary),
+                    ..ProviderSettings::default()
+                };
+                let provider: &dyn MetricsProvider = &self.providers.prometheus;
+                let origin = "the built-in query".to_string();
+                (f.query(check).to_string(), provider, settings, origin)
             }
-            (t.spec.query.clone(), provider, settings, origin)
-        } else if let Some(q) = &metric.query {
-            let settings = ProviderSettings {
-                address: self.canary_server(canary),
-                ..ProviderSettings::default()
-            };
-            let provider: &dyn MetricsProvider = &self.providers.prometheus;
-            (
-                q.clone(),
-                provider,
-                settings,
-                "the metric's query".to_string(),
-            )
-        } else {
-            return errored(
-                name,
-                range,
-                "not a built-in check, and it has neither templateRef nor query".into(),
-            );
+            Source::Template(r) => match self.template(canary, r) {
+                Ok((query, provider, settings, origin)) => (query, provider, settings, origin),
+                Err(why) => return errored(name, range, why),
+            },
+            Source::Query(q) => {
+                let settings = ProviderSettings {
+                    address: self.canary_server(canary),
+                    ..ProviderSettings::default()
+                };
+                let provider: &dyn MetricsProvider = &self.providers.prometheus;
+                (
+                    q.to_string(),
+                    provider,
+                    settings,
+                    "the metric's query".into(),
+                )
+            }
         };
         let query = match render(&query_text, &vars) {
             Ok(q) => q,
@@ -202,17 +145,100 @@ impl Analyzer {
         };
         let subject = Subject {
             name,
-            unit: "",
+            unit,
             canary_service: &canary_service,
-            query: Some(&query),
+            // A built-in query is known; a template's or an inline one is shown when it finds nothing.
+            query: family.is_none().then_some(query.as_str()),
         };
         let answer = provider.query(&settings, &query, at).await;
         self.count(&answer);
-        match answer {
-            Ok(answer) => judge(&subject, answer, &range),
-            Err(e) => errored(name, range, failure(&e, &query)),
+        match (answer, family) {
+            (Ok(provider::Answer::Value(v)), Some((f, check))) => judge(
+                &subject,
+                provider::Answer::Value(f.to_unit(check, v)),
+                &range,
+            ),
+            (Ok(answer), _) => judge(&subject, answer, &range),
+            (Err(e), _) => errored(name, range, failure(&e, &query)),
         }
     }
+
+    /// A MetricTemplate's query, provider and settings (its namespace defaults to the Canary's, and its
+    /// Secret is read from the template's namespace), or why it can't be used.
+    fn template(
+        &self,
+        canary: &Canary,
+        r: &CrossNamespaceRef,
+    ) -> Result<(String, &dyn MetricsProvider, ProviderSettings, String), String> {
+        let ns = r
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| canary.namespace().unwrap_or_default());
+        let origin = format!("MetricTemplate {ns}/{}", r.name);
+        let t = self
+            .templates
+            .get(&ObjectRef::new(&r.name).within(&ns))
+            .ok_or_else(|| format!("{origin} not found"))?;
+        let spec = &t.spec.provider;
+        let provider = self
+            .providers
+            .get(spec.provider_type)
+            .map_err(|e| format!("{origin}: spec.provider.type: {e}"))?;
+        let mut settings = ProviderSettings {
+            address: spec
+                .address
+                .clone()
+                .filter(|a| !a.trim().is_empty())
+                .unwrap_or_else(|| self.canary_server(canary)),
+            headers: spec.headers.clone().unwrap_or_default(),
+            insecure_skip_verify: spec.insecure_skip_verify,
+            region: spec.region.clone(),
+            ..ProviderSettings::default()
+        };
+        if let Some(s) = &spec.secret_ref {
+            let secret = self
+                .secrets
+                .get(&ObjectRef::new(&s.name).within(&ns))
+                .ok_or_else(|| {
+                    format!(
+                        "{origin}: spec.provider.secretRef: Secret {ns}/{} not found",
+                        s.name
+                    )
+                })?;
+            settings.secret = secret_data(&secret);
+            settings.secret_name = Some(format!("Secret {ns}/{}", s.name));
+        }
+        Ok((t.spec.query.clone(), provider, settings, origin))
+    }
+}
+
+/// Where a check's query comes from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Builtin(Builtin),
+    Template(&'a CrossNamespaceRef),
+    Query(&'a str),
+}
+
+/// Every check a metric entry asks for, with the name each is reported under. As in Flagger, a built-in
+/// name, an inline query and a templateRef given together each run; the first is reported under the
+/// metric's name, the others under `<name> (query)` and `<name> (template)`.
+fn checks_of(metric: &Metric) -> Vec<(String, Source<'_>)> {
+    let mut sources = Vec::new();
+    if let Some(b) = Builtin::from_name(&metric.name) {
+        sources.push((metric.name.clone(), Source::Builtin(b)));
+    }
+    if let Some(r) = &metric.template_ref {
+        sources.push((format!("{} (template)", metric.name), Source::Template(r)));
+    }
+    if let Some(q) = &metric.query {
+        sources.push((format!("{} (query)", metric.name), Source::Query(q)));
+    }
+    if let Some(first) = sources.first_mut() {
+        first.0 = metric.name.clone();
+    }
+    sources
 }
 
 /// A query's failure in words, with the query (none was sent when the settings were unusable).
@@ -233,9 +259,25 @@ impl CheckRunner for Analyzer {
                 .or(canary.spec.canary_analysis.as_ref())
                 .map(|a| a.metrics.as_slice())
                 .unwrap_or_default();
-            let results =
-                futures::future::join_all(metrics.iter().map(|m| self.check(canary, m, at))).await;
-            verdict(results)
+            let mut checks = Vec::new();
+            for m in metrics {
+                let sources = checks_of(m);
+                if sources.is_empty() {
+                    // Settings refuses such a spec first; say so rather than pass it.
+                    let why = "not a built-in check, and it has neither templateRef nor query";
+                    checks.push(futures::future::Either::Left(std::future::ready(errored(
+                        &m.name,
+                        effective_range(m),
+                        why.into(),
+                    ))));
+                }
+                for (name, source) in sources {
+                    checks.push(futures::future::Either::Right(Box::pin(async move {
+                        self.check(canary, m, &name, source, at).await
+                    })));
+                }
+            }
+            verdict(futures::future::join_all(checks).await)
         })
     }
 }

@@ -205,9 +205,11 @@ impl Prometheus {
                     timeout: self.timeout,
                 }
             } else {
+                // Without the URL: it carries the query's time, which would make each round's message
+                // (and so each Holding event) new.
                 QueryError::Unreachable {
                     server,
-                    reason: error_chain(&e),
+                    reason: error_chain(&e.without_url()),
                 }
             }
         };
@@ -281,6 +283,18 @@ pub fn endpoint(settings: &ProviderSettings) -> Result<Endpoint, QueryError> {
         }
         (None, None, None) => Auth::None,
     };
+    for (name, values) in &settings.headers {
+        let bad_name = http::HeaderName::from_bytes(name.as_bytes()).is_err();
+        if bad_name
+            || values
+                .iter()
+                .any(|v| http::HeaderValue::from_str(v).is_err())
+        {
+            return Err(QueryError::Settings(format!(
+                "spec.provider.headers: {name:?} is not a valid HTTP header name and value"
+            )));
+        }
+    }
     Ok(Endpoint {
         address: address.to_string(),
         auth,
@@ -451,6 +465,14 @@ mod tests {
         let err = endpoint(&settings(&[("user", "u")])).unwrap_err();
         assert!(err.to_string().contains("has none of the keys"), "{err}");
         let mut s = settings(&[]);
+        s.headers.insert("X-Scope".into(), vec!["a\nb".into()]);
+        let err = endpoint(&s).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"X-Scope\" is not a valid HTTP header"),
+            "{err}"
+        );
+        let mut s = settings(&[]);
         s.address = "prometheus:9090".into();
         assert!(
             endpoint(&s)
@@ -462,23 +484,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_that_is_not_there_is_unreachable() {
-        // A port just released: nothing listens on it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
+        let address = crate::metrics::provider::nowhere();
         let endpoint = Endpoint {
-            address: format!("http://127.0.0.1:{port}/"),
+            address: format!("{address}/"),
             ..Endpoint::default()
         };
-        let err = Prometheus::new(Duration::from_secs(2))
+        let prometheus = Prometheus::new(Duration::from_secs(2));
+        let err = prometheus
             .instant_query(&endpoint, "up", 0.0)
             .await
             .unwrap_err();
+        // The same failure at another time says the same thing, so a hold makes one event, not one a tick.
+        let again = prometheus
+            .instant_query(&endpoint, "up", 60.0)
+            .await
+            .unwrap_err();
+        assert_eq!(err, again);
+        assert!(!err.to_string().contains("time="), "{err}");
         assert!(err.is_unreachable(), "{err}");
         assert!(
             err.to_string()
-                .starts_with(&format!("Prometheus at http://127.0.0.1:{port} could not")),
+                .starts_with(&format!("Prometheus at {address} could not")),
             "{err}"
         );
     }

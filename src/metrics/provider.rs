@@ -103,3 +103,13 @@ impl Providers {
         }
     }
 }
+
+/// For tests: the address of a port just released, where nothing listens.
+#[cfg(test)]
+pub(crate) fn nowhere() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("http://127.0.0.1:{port}")
+}

@@ -3,17 +3,9 @@
 
 use super::*;
 use crate::api::CheckVerdict;
+use crate::metrics::provider::nowhere;
 use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
-
-/// An address nothing listens on: a port just released.
-fn nowhere() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}")
-}
 
 fn analyzer(templates: Vec<Value>, secrets: Vec<Value>) -> Analyzer {
     let (template_store, mut tw) = reflector::store::<MetricTemplate>();
@@ -215,4 +207,60 @@ fn variables_are_filled_as_flagger_fills_them() {
     assert_eq!(v.variables["k"], "v");
     let metric: Metric = serde_json::from_value(json!({"name": "x", "interval": "30s"})).unwrap();
     assert_eq!(variables(&canary, &metric).interval, "30s");
+}
+
+#[tokio::test]
+async fn a_built_in_name_with_a_template_and_a_query_runs_all_three() {
+    let a = analyzer(
+        vec![template("shop", "t", json!({"type": "prometheus"}), "up")],
+        vec![],
+    );
+    let c = canary(analysis(json!({"name": "request-success-rate",
+        "templateRef": {"name": "t"}, "query": "vector(1)", "thresholdRange": {"min": 99}})));
+    let round = a.run(&c, 0.0).await;
+    let names: Vec<&str> = round.results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "request-success-rate",
+            "request-success-rate (template)",
+            "request-success-rate (query)"
+        ]
+    );
+    assert_eq!(a.queries.get(), 3);
+    // A templated metric with an inline query too: the template under the metric's name.
+    let c = canary(analysis(
+        json!({"name": "errors", "templateRef": {"name": "t"}, "query": "vector(1)"}),
+    ));
+    let names: Vec<String> = a
+        .run(&c, 0.0)
+        .await
+        .results
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["errors", "errors (query)"]);
+}
+
+#[tokio::test]
+async fn a_templates_own_address_wins_over_the_canarys() {
+    let (template_server, canary_server) = (nowhere(), nowhere());
+    let a = analyzer(
+        vec![template(
+            "shop",
+            "t",
+            json!({"type": "prometheus", "address": template_server}),
+            "up",
+        )],
+        vec![],
+    );
+    let c = canary(
+        json!({"metricsServer": canary_server, "analysis": {"interval": "10s", "stepWeight": 10,
+        "metrics": [{"name": "t", "templateRef": {"name": "t"}}]}}),
+    );
+    let m = one(&a, &c).await.message.unwrap_or_default();
+    assert!(
+        m.contains(&format!("Prometheus at {template_server} could not")),
+        "{m}"
+    );
 }
