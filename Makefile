@@ -1,4 +1,7 @@
 # The two set-up commands (README): `make demo` and `make test`.
+# bash: bench needs pipefail.
+SHELL := /bin/bash
+
 .PHONY: demo test unit bench crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't).
@@ -18,8 +21,9 @@ test:
 # writes per canary run, serin's peak memory, Prometheus queries per check round, and the demo's run time.
 bench:
 	e2e/cluster/up >/dev/null
-	@cargo test --quiet --test lifecycle --test analysis -- --nocapture --test-threads 1 2>&1 | grep -o 'measured:.*'
-	@start=$$(date +%s); $(MAKE) --no-print-directory demo >/dev/null; \
+	@set -o pipefail; cargo test --quiet --test lifecycle --test analysis -- --nocapture --test-threads 1 2>&1 \
+	| grep -o 'measured:.*'
+	@start=$$(date +%s) && $(MAKE) --no-print-directory demo >/dev/null && \
 	echo "measured: make demo took $$(( $$(date +%s) - start ))s"
 
 # Regenerates crds/ from the Rust types (a test fails when it is stale).

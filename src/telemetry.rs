@@ -1,5 +1,6 @@
 //! What Serin tells about itself: logs (text or JSON, a span per canary) and Prometheus metrics.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub struct MetricLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// watch, read, create, patch, update, delete.
+    /// watch, list, get, create, patch, update, delete.
     pub verb: String,
     pub resource: String,
 }
@@ -79,6 +80,8 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     /// Writes Serin made to the API server: a settled Canary makes none.
     pub api_writes: Counter,
+    /// The checks with a series on /metrics, by (namespace, canary).
+    exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     lock: Mutex<()>,
 }
 
@@ -97,7 +100,7 @@ impl Default for Metrics {
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "api_requests",
-            "Requests to the API server by verb (watch, read, create, patch, update, delete) and resource",
+            "Requests to the API server by verb (watch, list, get, create, patch, update, delete) and resource",
             api_requests.clone(),
         );
         let check_rounds = Counter::default();
@@ -159,6 +162,7 @@ impl Default for Metrics {
             reconcile_seconds,
             reconcile_errors,
             api_writes,
+            exported_checks: Mutex::new(HashMap::new()),
             lock: Mutex::new(()),
         }
     }
@@ -194,8 +198,14 @@ impl Metrics {
         }
     }
 
-    /// Records the values a round of checks measured; a check without a value keeps its last one.
+    /// Records the values a round of checks measured. A check without a value (no data, an error) has no
+    /// series until it has one again, like a check no longer in the analysis: /metrics shows no stale value.
     pub fn observe_checks(&self, name: &str, namespace: &str, results: &[CheckStatus]) {
+        let valued: BTreeSet<String> = results
+            .iter()
+            .filter(|r| r.value.is_some())
+            .map(|r| r.name.clone())
+            .collect();
         for r in results {
             if let Some(v) = r.value {
                 self.metric_value
@@ -203,19 +213,31 @@ impl Metrics {
                     .set(v);
             }
         }
+        let mut exported = self
+            .exported_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        for gone in exported
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|m| !valued.contains(*m))
+        {
+            self.metric_value
+                .remove(&metric_labels(name, namespace, gone));
+        }
+        exported.insert(key, valued);
     }
 
-    pub fn forget_canary(&self, name: &str, namespace: &str, checks: &[CheckStatus]) {
+    pub fn forget_canary(&self, name: &str, namespace: &str) {
         let labels = CanaryLabels {
             name: name.into(),
             namespace: namespace.into(),
         };
         self.status.remove(&labels);
         self.weight.remove(&labels);
-        for c in checks {
-            self.metric_value
-                .remove(&metric_labels(name, namespace, &c.name));
-        }
+        self.observe_checks(name, namespace, &[]);
     }
 
     pub fn reconciled(&self, took: Duration, failed: bool) {
@@ -239,5 +261,51 @@ fn metric_labels(name: &str, namespace: &str, metric: &str) -> MetricLabels {
         name: name.into(),
         namespace: namespace.into(),
         metric: metric.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CheckVerdict;
+
+    fn result(name: &str, value: Option<f64>) -> CheckStatus {
+        CheckStatus {
+            name: name.into(),
+            value,
+            verdict: if value.is_some() {
+                CheckVerdict::Passed
+            } else {
+                CheckVerdict::NoData
+            },
+            ..CheckStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_check_without_a_value_has_no_series() {
+        let m = Metrics::default();
+        m.observe_checks(
+            "podinfo",
+            "shop",
+            &[result("rate", Some(99.5)), result("p99", Some(20.0))],
+        );
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"serin_canary_metric_value{name="podinfo",namespace="shop",metric="rate"} 99.5"#
+            ),
+            "{text}"
+        );
+        m.observe_checks(
+            "podinfo",
+            "shop",
+            &[result("rate", None), result("p99", Some(21.0))],
+        );
+        let text = m.render();
+        assert!(!text.contains(r#"metric="rate""#), "{text}");
+        assert!(text.contains(r#"metric="p99"} 21.0"#), "{text}");
+        m.forget_canary("podinfo", "shop");
+        assert!(!m.render().contains("metric=\""));
     }
 }

@@ -201,12 +201,15 @@ async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks() {
     );
     assert!(notes[1].contains("(failed checks 2 of 2)"), "{notes:?}");
     let exported = serin
-        .metric("serin_canary_metric_value")
-        .await
-        .expect("/metrics");
-    assert!(
-        exported > value,
-        "serin_canary_metric_value sums both checks' values: {exported}"
+        .metric_where(
+            "serin_canary_metric_value",
+            &[r#"metric="request-success-rate""#],
+        )
+        .await;
+    assert_eq!(
+        exported,
+        Some(value),
+        "/metrics shows the value in the status"
     );
 }
 

@@ -43,26 +43,26 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let uri = request.uri();
+        let (resource, named) = resource(uri.path());
         let labels = RequestLabels {
-            verb: verb(request.method(), request.uri().query().unwrap_or_default()).into(),
-            resource: resource(request.uri().path()).into(),
+            verb: verb(request.method(), uri.query().unwrap_or_default(), named).into(),
+            resource: resource.into(),
         };
         self.requests.get_or_create(&labels).inc();
         self.inner.call(request)
     }
 }
 
-/// What a request does: a watch (the caches' feed), a read (get or list), or a write.
-fn verb(method: &Method, query: &str) -> &'static str {
+/// What a request does: a watch or list (the caches' feed), a get of one object, or a write.
+fn verb(method: &Method, query: &str, named: bool) -> &'static str {
+    let watch = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
     match *method {
-        Method::GET
-            if query
-                .split('&')
-                .any(|p| p == "watch=true" || p == "watch=1") =>
-        {
-            "watch"
-        }
-        Method::GET => "read",
+        Method::GET if watch => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
         Method::POST => "create",
         Method::PATCH => "patch",
         Method::PUT => "update",
@@ -71,18 +71,19 @@ fn verb(method: &Method, query: &str) -> &'static str {
     }
 }
 
-/// The resource a path names: `/api/v1/namespaces/ns/pods/x` and `/apis/apps/v1/deployments` alike.
-fn resource(path: &str) -> &str {
+/// The resource a path names (`/api/v1/namespaces/ns/pods/x` and `/apis/apps/v1/deployments` alike), and
+/// whether it names one object of it.
+fn resource(path: &str) -> (&str, bool) {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let start = match segments.first() {
         Some(&"api") => 2,
         Some(&"apis") => 3,
-        _ => return "other",
+        _ => return ("other", false),
     };
     match segments.get(start..) {
-        Some(["namespaces", _, resource, ..]) => resource,
-        Some([resource, ..]) => resource,
-        _ => "other",
+        Some(["namespaces", _, resource, rest @ ..]) => (resource, !rest.is_empty()),
+        Some([resource, rest @ ..]) => (resource, !rest.is_empty()),
+        _ => ("other", false),
     }
 }
 
@@ -92,20 +93,27 @@ mod tests {
 
     #[test]
     fn requests_are_told_apart_by_verb_and_resource() {
-        assert_eq!(verb(&Method::GET, "watch=true&resourceVersion=1"), "watch");
-        assert_eq!(verb(&Method::GET, "labelSelector=a"), "read");
-        assert_eq!(verb(&Method::PATCH, "fieldManager=serin"), "patch");
-        assert_eq!(resource("/api/v1/namespaces/shop/pods/x"), "pods");
+        assert_eq!(
+            verb(&Method::GET, "watch=true&resourceVersion=1", false),
+            "watch"
+        );
+        assert_eq!(verb(&Method::GET, "labelSelector=a", false), "list");
+        assert_eq!(verb(&Method::GET, "", true), "get");
+        assert_eq!(verb(&Method::PATCH, "fieldManager=serin", true), "patch");
+        assert_eq!(resource("/api/v1/namespaces/shop/pods/x"), ("pods", true));
         assert_eq!(
             resource("/apis/apps/v1/namespaces/shop/deployments"),
-            "deployments"
+            ("deployments", false)
         );
-        assert_eq!(resource("/apis/serin.dev/v1beta1/canaries"), "canaries");
+        assert_eq!(
+            resource("/apis/serin.dev/v1beta1/canaries"),
+            ("canaries", false)
+        );
         assert_eq!(
             resource("/apis/serin.dev/v1beta1/namespaces/shop/canaries/podinfo/status"),
-            "canaries"
+            ("canaries", true)
         );
-        assert_eq!(resource("/api/v1/namespaces"), "namespaces");
-        assert_eq!(resource("/version"), "other");
+        assert_eq!(resource("/api/v1/namespaces"), ("namespaces", false));
+        assert_eq!(resource("/version"), ("other", false));
     }
 }

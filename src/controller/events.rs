@@ -4,6 +4,7 @@
 //! second CheckFailed would show the first check's value, and a later Holding the first hold's reason.)
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -12,7 +13,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
-use tokio::sync::Mutex;
 
 /// How long a repeat joins the earlier event's series.
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
@@ -73,15 +73,27 @@ impl Events {
         };
         let now = Timestamp::now();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| s.last + SERIES_WINDOW > now);
-        if let Some(s) = seen.get_mut(&key) {
-            s.count += 1;
-            s.last = now;
-            let series = json!({"series": {"count": s.count, "lastObservedTime": MicroTime(now)}});
-            api.patch(&s.name, &PatchParams::default(), &Patch::Merge(&series))
-                .await?;
-            return Ok(());
+        // Decide under the lock, write without it: one slow write must not hold up every canary's events.
+        let repeat = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, s| s.last + SERIES_WINDOW > now);
+            seen.get_mut(&key).map(|s| {
+                s.count += 1;
+                s.last = now;
+                (s.name.clone(), s.count)
+            })
+        };
+        if let Some((name, count)) = repeat {
+            let series = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&series))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // The event was removed (its TTL, or by hand): start a new one.
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
         }
         let name = format!(
             "{}.{:x}",
@@ -105,7 +117,7 @@ impl Events {
             ..Event::default()
         };
         api.create(&PostParams::default(), &event).await?;
-        seen.insert(
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(
             key,
             Seen {
                 name,

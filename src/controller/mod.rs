@@ -170,6 +170,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let (secrets, secret_events) = cache!(Secret);
     // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
     let (templates, template_events) = cache!(MetricTemplate);
+    let templates_synced = templates.clone();
     tokio::spawn(template_events.for_each(|_| futures::future::ready(())));
 
     let mut routes = HashMap::new();
@@ -249,7 +250,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 ctx.deployments.wait_until_ready(),
                 ctx.services.wait_until_ready(),
                 ctx.config_maps.wait_until_ready(),
-                ctx.secrets.wait_until_ready()
+                ctx.secrets.wait_until_ready(),
+                templates_synced.wait_until_ready()
             );
             ready.store(true, Ordering::Relaxed);
             info!("caches synced");
@@ -294,15 +296,8 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         if revert::has_finalizer(canary) {
             return revert::revert(ctx, canary).await;
         }
-        ctx.metrics.forget_canary(
-            &canary.name_any(),
-            &canary.namespace().unwrap_or_default(),
-            canary
-                .status
-                .as_ref()
-                .map(|s| s.checks.as_slice())
-                .unwrap_or_default(),
-        );
+        ctx.metrics
+            .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
         return Ok(Action::await_change());
     }
     if canary.spec.revert_on_deletion != revert::has_finalizer(canary) {

@@ -115,6 +115,9 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
             );
             publish(ctx, canary, false, "Reverted", &message).await;
             set_finalizer(ctx, canary, false).await?;
+            // The Canary is gone once its finalizer is: no reconcile will see it again.
+            ctx.metrics
+                .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
             Ok(Action::await_change())
         }
         _ => Ok(Action::requeue(Duration::from_secs(2))),
