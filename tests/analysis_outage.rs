@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 use serin::api::{CheckVerdict, Phase};
 use serin_e2e::podinfo::{
-    annotated, deployment, image_of, route_weight, setup, status, wait_phase,
+    annotated, deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
 };
 use serin_e2e::{SerinProcess, apply, repo_dir, wait_for};
 
@@ -48,18 +48,7 @@ async fn the_canary_holds_while_prometheus_is_down_and_completes_when_it_is_back
         annotated(deployment("podinfo:2.0.0", json!({})), pods),
     )
     .await;
-    wait_for(
-        "weight 20",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            match route_weight(&client, &ns).await {
-                Some(w) if w >= 20 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
+    wait_weight_at_least(&client, &ns, 20, Duration::from_secs(60)).await;
 
     let restart = Restart;
     prometheus("stop");

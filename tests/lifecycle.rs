@@ -9,7 +9,8 @@ use kube::api::Api;
 use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin_e2e::podinfo::{
-    deployment, image_of, route_weight, setup, status, wait_phase, weights_until,
+    deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
+    weights_until,
 };
 use serin_e2e::{SerinProcess, apply, wait_for};
 
@@ -173,18 +174,7 @@ async fn a_restarted_controller_resumes_at_the_same_weight() {
     let mut serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
-    wait_for(
-        "weight 30",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match route_weight(&client, &ns).await {
-                Some(w) if w >= 30 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
+    wait_weight_at_least(&client, &ns, 30, Duration::from_secs(30)).await;
     serin.kill();
     let at_crash = route_weight(&client, &ns).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -138,3 +138,19 @@ pub async fn setup(prefix: &str, analysis: Value, extra: Value) -> (Client, Stri
     apply::<Canary>(&client, &ns, canary(spec)).await;
     (client, ns)
 }
+
+/// Waits until the route gives the canary at least `weight`.
+pub async fn wait_weight_at_least(client: &Client, ns: &str, weight: i64, timeout: Duration) {
+    wait_for(
+        &format!("canary weight {weight}"),
+        timeout,
+        Duration::from_millis(50),
+        || async {
+            match route_weight(client, ns).await {
+                Some(w) if w >= weight => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+}
