@@ -77,6 +77,16 @@ impl Analyzer {
         }
     }
 
+    /// The Prometheus of the built-in checks and inline queries: the Canary's metricsServer, else the
+    /// controller's.
+    fn canary_prometheus(&self, canary: &Canary) -> (&dyn MetricsProvider, ProviderSettings) {
+        let settings = ProviderSettings {
+            address: self.canary_server(canary),
+            ..ProviderSettings::default()
+        };
+        (&self.providers.prometheus, settings)
+    }
+
     /// The Canary's metricsServer, else the controller's.
     fn canary_server(&self, canary: &Canary) -> String {
         canary
@@ -99,45 +109,34 @@ impl Analyzer {
         let range = effective_range(metric);
         let vars = variables(canary, metric);
         let canary_service = ServiceNames::of(canary).canary;
-        let mut unit = "";
-        let mut family = None;
-        let (query_text, provider, settings, origin) = match source {
+        let (query_text, provider, settings, origin, family) = match source {
             Source::Builtin(check) => {
                 let provider = canary.spec.provider.unwrap_or(self.default_provider);
                 let f = match Family::of(provider) {
                     Ok(f) => f,
                     Err(e) => return errored(name, range, e.to_string()),
                 };
-                family = Some((f, check));
-                unit = match check {
-                    Builtin::RequestSuccessRate => "%",
-                    Builtin::RequestDuration => "ms",
-                };
-                let settings = ProviderSettings {
-                    address: self.canary_server(canary),
-                    ..ProviderSettings::default()
-                };
-                let provider: &dyn MetricsProvider = &self.providers.prometheus;
+                let (provider, settings) = self.canary_prometheus(canary);
                 let origin = "the built-in query".to_string();
-                (f.query(check).to_string(), provider, settings, origin)
+                let query = f.query(check).to_string();
+                (query, provider, settings, origin, Some((f, check)))
             }
             Source::Template(r) => match self.template(canary, r) {
-                Ok((query, provider, settings, origin)) => (query, provider, settings, origin),
+                Ok((query, provider, settings, origin)) => {
+                    (query, provider, settings, origin, None)
+                }
                 Err(why) => return errored(name, range, why),
             },
             Source::Query(q) => {
-                let settings = ProviderSettings {
-                    address: self.canary_server(canary),
-                    ..ProviderSettings::default()
-                };
-                let provider: &dyn MetricsProvider = &self.providers.prometheus;
-                (
-                    q.to_string(),
-                    provider,
-                    settings,
-                    "the metric's query".into(),
-                )
+                let (provider, settings) = self.canary_prometheus(canary);
+                let origin = "the metric's query".to_string();
+                (q.to_string(), provider, settings, origin, None)
             }
+        };
+        let unit = match family {
+            Some((_, Builtin::RequestSuccessRate)) => "%",
+            Some((_, Builtin::RequestDuration)) => "ms",
+            None => "",
         };
         let query = match render(&query_text, &vars) {
             Ok(q) => q,

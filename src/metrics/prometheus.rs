@@ -407,7 +407,6 @@ mod tests {
                 message: "bad_data: 1:5: parse error: unexpected \"}\"".into()
             }
         );
-        assert!(!err.is_unreachable());
     }
 
     #[test]
@@ -501,7 +500,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, again);
         assert!(!err.to_string().contains("time="), "{err}");
-        assert!(err.is_unreachable(), "{err}");
+        assert!(matches!(err, QueryError::Unreachable { .. }), "{err}");
         assert!(
             err.to_string()
                 .starts_with(&format!("Prometheus at {address} could not")),

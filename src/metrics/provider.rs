@@ -44,16 +44,6 @@ pub enum QueryError {
     Settings(String),
 }
 
-impl QueryError {
-    /// True when the server could not be asked at all, as opposed to answering with an error.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            QueryError::Unreachable { .. } | QueryError::Timeout { .. }
-        )
-    }
-}
-
 /// A provider's settings for one query: the MetricTemplate's provider fields (or, for the built-in checks,
 /// just the address) and the data of its Secret.
 #[derive(Debug, Clone, Default, PartialEq)]
