@@ -6,4 +6,5 @@ pub mod decision;
 pub mod metrics;
 pub mod routing;
 pub mod telemetry;
+pub mod vocabulary;
 pub mod workload;

@@ -44,27 +44,34 @@ pub async fn act(
     let target_name = obs.target.name_any();
     let revision = &obs.observed.target.revision;
 
+    if let Some(p) = &obs.primary
+        && !owned_by(&p.metadata, canary)
+    {
+        return Err(conflict("Deployment", &p.name_any(), canary));
+    }
+    if let Some(wanted) = &desired.create_primary
+        && obs.primary.is_none()
+        && wanted == revision
+    {
+        writes += copy_configs(ctx, obs).await?;
+        let replicas = obs
+            .target
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .filter(|r| *r > 0)
+            .unwrap_or(1);
+        let primary = primary_deployment(&obs.target, owner.clone(), revision, replicas)?;
+        writes +=
+            u32::from(apply(&ctx.client, &deployments, None, &to_json(&primary), false).await?);
+    }
+    if desired.primary_configs {
+        // Copies that went missing come back; those that exist already hold the same data (the target
+        // runs the primary's revision), so this writes nothing otherwise.
+        writes += copy_configs(ctx, obs).await?;
+    }
+
     if desired.bootstrap {
-        match &obs.primary {
-            Some(p) if !owned_by(&p.metadata, canary) => {
-                return Err(conflict("Deployment", &p.name_any(), canary));
-            }
-            Some(_) => {}
-            None => {
-                writes += copy_configs(ctx, obs).await?;
-                let replicas = obs
-                    .target
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.replicas)
-                    .filter(|r| *r > 0)
-                    .unwrap_or(1);
-                let primary = primary_deployment(&obs.target, owner.clone(), revision, replicas)?;
-                writes += u32::from(
-                    apply(&ctx.client, &deployments, None, &to_json(&primary), false).await?,
-                );
-            }
-        }
         let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
         for svc in services(canary, &obs.target_selector, &obs.primary_selector) {
             let cached = ctx
@@ -111,6 +118,30 @@ pub async fn act(
         )?);
     }
 
+    // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
+    // route, read back, sends them nothing (the decision waits for that).
+    if let (Some(traffic), Some(router)) = (desired.traffic, obs.router)
+        && let Some(ar) = router.resource()
+    {
+        for route in router.desired(canary, traffic)? {
+            let cached = obs.routes.iter().find(|r| r.name_any() == route.name_any());
+            if let Some(c) = cached
+                && !owned_by(&c.metadata, canary)
+            {
+                return Err(conflict(&ar.kind, &route.name_any(), canary));
+            }
+            writes += u32::from(write(
+                apply(
+                    &ctx.client,
+                    &ar,
+                    cached.map(|c| to_json(&**c)),
+                    &to_json(&route),
+                    false,
+                )
+                .await,
+            )?);
+        }
+    }
     let replicas = match desired.canary_scale {
         Scale::Keep => None,
         Scale::Zero => Some(0),
@@ -140,28 +171,6 @@ pub async fn act(
         );
     }
 
-    if let (Some(traffic), Some(router)) = (desired.traffic, obs.router)
-        && let Some(ar) = router.resource()
-    {
-        for route in router.desired(canary, traffic)? {
-            let cached = obs.routes.iter().find(|r| r.name_any() == route.name_any());
-            if let Some(c) = cached
-                && !owned_by(&c.metadata, canary)
-            {
-                return Err(conflict(&ar.kind, &route.name_any(), canary));
-            }
-            writes += u32::from(write(
-                apply(
-                    &ctx.client,
-                    &ar,
-                    cached.map(|c| to_json(&**c)),
-                    &to_json(&route),
-                    false,
-                )
-                .await,
-            )?);
-        }
-    }
     Ok(writes)
 }
 

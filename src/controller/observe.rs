@@ -15,7 +15,7 @@ use crate::api::Canary;
 use crate::decision::settings::Settings;
 use crate::decision::{Observed, Primary, Readiness, Target};
 use crate::routing::{Router, ServiceNames, router_for};
-use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
+use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
 use crate::workload::readiness::readiness;
 use crate::workload::revision::{checksum, revision};
@@ -63,10 +63,24 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
 
     let mut tracked_configs = BTreeMap::new();
     let mut config_copies = Vec::new();
+    let mut missing_configs = Vec::new();
+    let needed = template.spec.as_ref().map(required).unwrap_or_default();
     for r in template.spec.as_ref().map(referenced).unwrap_or_default() {
-        if let Some((sum, copy)) = config_of(ctx, &ns, &r, &owner) {
-            tracked_configs.insert(r.key(), sum);
-            config_copies.push(copy);
+        match config_of(ctx, &ns, &r, &owner) {
+            Some((sum, copy)) => {
+                tracked_configs.insert(r.key(), sum);
+                config_copies.push(copy);
+            }
+            // An optional config that is absent is part of the revision as absent; a required one makes
+            // the revision unknown (the decision holds), never silently a different one.
+            None if needed.contains(&r) => {
+                let kind = match r.kind {
+                    ConfigKind::ConfigMap => "ConfigMap",
+                    ConfigKind::Secret => "Secret",
+                };
+                missing_configs.push(format!("{kind} {ns}/{}", r.name));
+            }
+            None => {}
         }
     }
     let revision = revision(&template, &tracked_configs);
@@ -89,7 +103,12 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
             ready: Readiness::NotReady("not created yet".into()),
         },
         Some(p) => Primary {
-            revision: p.annotations().get(REVISION_ANNOTATION).cloned(),
+            revision: Some(
+                p.annotations()
+                    .get(REVISION_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             ready: readiness(p, primary_threshold),
         },
     };
@@ -104,7 +123,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
             .collect(),
         _ => Vec::new(),
     };
-    let weights = router.and_then(|r| routes.first().and_then(|route| r.weights(canary, route)));
+    let routed = router.and_then(|r| routes.first().and_then(|route| r.traffic(canary, route)));
 
     let observed = Observed {
         now: Timestamp::now(),
@@ -115,9 +134,10 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         target: Target {
             revision,
             ready: readiness(&target, canary_threshold),
+            missing_configs,
         },
         primary: primary_state,
-        weights,
+        routed,
         checks: None,
         retry: canary.annotations().get(RETRY_ANNOTATION).cloned(),
     };

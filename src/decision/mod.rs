@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{CanarySpec, CanaryStatus, CheckStatus};
+use crate::api::{CanarySpec, CanaryStatus};
+pub use crate::vocabulary::{CheckRound, Checks, Readiness, Traffic, Weights};
 pub use conditions::set as set_condition;
 pub use settings::{ControllerDefaults, Settings, SpecProblem, Steps, Strategy};
 pub use tick::decide;
@@ -33,8 +34,9 @@ pub struct Observed {
     pub defaults: ControllerDefaults,
     pub target: Target,
     pub primary: Primary,
-    /// The weights in the route, read back; None when the route does not exist (yet).
-    pub weights: Option<Weights>,
+    /// The traffic the route sends now, read back as the API server stores it; None when there is no
+    /// route (yet), or the provider routes nothing.
+    pub routed: Option<Traffic>,
     /// The checks' results, when the controller has run them this tick.
     pub checks: Option<CheckRound>,
     /// The serin.dev/retry annotation: a new value retries a failed revision.
@@ -46,66 +48,17 @@ pub struct Observed {
 pub struct Target {
     pub revision: String,
     pub ready: Readiness,
+    /// The ConfigMaps and Secrets the target's pods need that do not exist ("ConfigMap shop/app"): while
+    /// any is missing the revision is not known, so nothing moves.
+    pub missing_configs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Primary {
-    /// The revision the primary was last given; None while it does not exist.
+    /// The revision the primary was last given; None while it does not exist (an existing primary without
+    /// Serin's revision annotation reads as an empty revision, which never equals the target's).
     pub revision: Option<String>,
     pub ready: Readiness,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    Ready,
-    /// Not ready, and why (e.g. "1 of 3 updated replicas available").
-    NotReady(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Weights {
-    pub primary: i32,
-    pub canary: i32,
-}
-
-impl Weights {
-    pub fn canary(canary: i32) -> Self {
-        Self {
-            primary: crate::api::canary::TOTAL_WEIGHT - canary,
-            canary,
-        }
-    }
-}
-
-/// One round of checks: the verdict, and each check's result for the status.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckRound {
-    pub verdict: Checks,
-    pub results: Vec<CheckStatus>,
-}
-
-impl From<Checks> for CheckRound {
-    fn from(verdict: Checks) -> Self {
-        CheckRound {
-            verdict,
-            results: Vec::new(),
-        }
-    }
-}
-
-/// The verdict of one round of checks.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Checks {
-    Passed,
-    /// A check's value was out of range (a failed check).
-    Failed {
-        message: String,
-    },
-    /// A check had nothing to judge (no data, or its metrics server could not be reached): never a pass,
-    /// never a failure; the canary holds.
-    NoData {
-        message: String,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,8 +79,14 @@ pub struct Decision {
 /// The state the controller brings the objects to this tick. None of it is done when the spec is invalid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
-    /// Create the primary, Services and route if they are missing (never overwriting what exists).
+    /// Create the Services and route if they are missing (never overwriting what exists).
     pub bootstrap: bool,
+    /// Create the missing primary from the target, which holds this revision: at initialization, or
+    /// rebuilding it from the last promoted revision. Never from a revision not analysed.
+    pub create_primary: Option<String>,
+    /// Create the primary's copies of the target's configs where missing: only while the target runs the
+    /// primary's revision, so the copies hold what the primary was built with.
+    pub primary_configs: bool,
     /// Copy the target's pod template and configs into the primary, at this revision.
     pub promote_primary: Option<String>,
     pub canary_scale: Scale,
@@ -142,13 +101,6 @@ pub enum Scale {
     /// Run the canary (the target) at its desired replicas.
     Up,
     Zero,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Traffic {
-    Split(Weights),
-    /// A/B: requests matching the analysis' match go to the canary, the rest to the primary.
-    Matched,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +128,9 @@ pub enum Reason {
     RoutingToPrimary,
     Promoted,
     RolledBack,
-    Suspended,
+    PrimaryMissing,
+    ConfigNotFound,
+    ProgressDeadlineExceeded,
 }
 
 impl Reason {
@@ -197,7 +151,9 @@ impl Reason {
             Reason::RoutingToPrimary => "RoutingToPrimary",
             Reason::Promoted => "Promoted",
             Reason::RolledBack => "RolledBack",
-            Reason::Suspended => "Suspended",
+            Reason::PrimaryMissing => "PrimaryMissing",
+            Reason::ConfigNotFound => "ConfigNotFound",
+            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
         }
     }
 }

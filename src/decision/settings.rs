@@ -8,7 +8,7 @@ use crate::api::canary::{
 };
 use crate::api::duration::parse_duration;
 use crate::api::{Analysis, CanarySpec, Provider};
-use crate::metrics::builtin::Builtin;
+use crate::vocabulary::Builtin;
 
 /// What the controller was started with, that a Canary may override.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,7 +5,7 @@
 use crate::api::CanarySpec;
 use crate::api::canary::TargetKind;
 use crate::api::{Analysis, Provider};
-use crate::routing::router_for;
+use crate::vocabulary::router_for;
 
 /// Why a Canary can't run at all yet.
 pub fn blocking(spec: &CanarySpec, provider: Provider) -> Option<String> {

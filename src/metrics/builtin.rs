@@ -2,30 +2,7 @@
 //! query each provider's telemetry answers them with, as Flagger defines them (whitespace collapsed).
 
 use crate::api::Provider;
-
-/// The two built-in checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Builtin {
-    RequestSuccessRate,
-    RequestDuration,
-}
-
-impl Builtin {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "request-success-rate" => Some(Builtin::RequestSuccessRate),
-            "request-duration" => Some(Builtin::RequestDuration),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::RequestSuccessRate => "request-success-rate",
-            Builtin::RequestDuration => "request-duration",
-        }
-    }
-}
+pub use crate::vocabulary::Builtin;
 
 /// Whose telemetry the built-in queries read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

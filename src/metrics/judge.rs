@@ -6,7 +6,7 @@
 
 use crate::api::analysis::{Metric, ThresholdRange};
 use crate::api::{CheckStatus, CheckVerdict};
-use crate::decision::{CheckRound, Checks};
+use crate::vocabulary::{CheckRound, Checks};
 
 use super::builtin::Builtin;
 use super::provider::{Answer, NoData};

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{Router, RoutingError, ServiceNames};
 use crate::api::Canary;
 use crate::api::canary::TOTAL_WEIGHT;
-use crate::decision::{Traffic, Weights};
+use crate::vocabulary::{Traffic, Weights};
 
 pub struct GatewayApiRouter;
 
@@ -54,9 +54,51 @@ pub struct Rule {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Match {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
+    /// Serin writes none; the API server fills in a `/` prefix when a match (or a rule's matches) has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    /// Read back only, to tell a catch-all rule from a narrower one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+impl Match {
+    /// True when every request matches: no header, query or method condition, and no path other than
+    /// the `/` prefix the API server defaults to.
+    fn matches_everything(&self) -> bool {
+        self.headers.is_empty()
+            && self.query_params.is_empty()
+            && self.method.is_none()
+            && self.path.as_ref().is_none_or(PathMatch::is_root_prefix)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct PathMatch {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl PathMatch {
+    fn is_root_prefix(&self) -> bool {
+        self.match_type.as_deref().unwrap_or("PathPrefix") == "PathPrefix"
+            && self.value.as_deref().unwrap_or("/") == "/"
+    }
+}
+
+impl Rule {
+    /// The rule every request falls through to: no matches, or only matches of everything.
+    fn is_catch_all(&self) -> bool {
+        self.matches.iter().all(Match::matches_everything)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -158,28 +200,32 @@ impl Router for GatewayApiRouter {
         Ok(vec![route])
     }
 
-    fn weights(&self, canary: &Canary, route: &DynamicObject) -> Option<Weights> {
+    fn traffic(&self, canary: &Canary, route: &DynamicObject) -> Option<Traffic> {
         let names = ServiceNames::of(canary);
         let spec: HttpRouteSpec = serde_json::from_value(route.data.get("spec")?.clone()).ok()?;
-        // The rule without matches carries the split; A/B's match rule comes before it.
-        let rule = spec.rules.iter().find(|r| r.matches.is_empty())?;
-        let weight_of = |name: &str| {
-            rule.backend_refs
-                .iter()
-                .find(|b| b.name == name)
-                .map(|b| b.weight.unwrap_or(1))
+        let split = |rule: &Rule| -> Option<Weights> {
+            let weight_of = |name: &str| {
+                rule.backend_refs
+                    .iter()
+                    .find(|b| b.name == name)
+                    .map(|b| b.weight.unwrap_or(1))
+            };
+            let primary = weight_of(&names.primary).unwrap_or(0);
+            let canary_weight = weight_of(&names.canary).unwrap_or(0);
+            let total = primary + canary_weight;
+            // Weights are relative in Gateway API; Serin's are percentages.
+            (total > 0).then(|| Weights::canary((canary_weight * TOTAL_WEIGHT + total / 2) / total))
         };
-        let (primary, canary_weight) = (
-            weight_of(&names.primary)?,
-            weight_of(&names.canary).unwrap_or(0),
-        );
-        let total = primary + canary_weight;
-        if total <= 0 {
-            return None;
+        // As the API server stores it: a rule without matches gets a `/` path prefix, so the split is the
+        // catch-all rule, and A/B's match rule comes before it.
+        let catch_all = spec.rules.iter().position(Rule::is_catch_all)?;
+        let narrower_to_canary = spec.rules[..catch_all]
+            .iter()
+            .any(|r| split(r).is_some_and(|w| w.canary > 0));
+        if narrower_to_canary {
+            return Some(Traffic::Matched);
         }
-        // Weights are relative in Gateway API; Serin's are percentages.
-        let canary_percent = (canary_weight * TOTAL_WEIGHT + total / 2) / total;
-        Some(Weights::canary(canary_percent))
+        split(&spec.rules[catch_all]).map(Traffic::Split)
     }
 }
 
@@ -211,7 +257,10 @@ fn ab_matches(canary: &Canary) -> Result<Vec<Match>, RoutingError> {
                 headers.push(header_match(&name, &path, &header, &condition)?);
             }
         }
-        out.push(Match { headers });
+        out.push(Match {
+            headers,
+            ..Match::default()
+        });
     }
     if out.is_empty() {
         return Err(RoutingError::Invalid {
@@ -245,8 +294,8 @@ fn header_match(
     let (match_type, value) = match kind.as_str() {
         "exact" => ("Exact", value.to_string()),
         "regex" => ("RegularExpression", value.to_string()),
-        "prefix" => ("RegularExpression", format!("^{}.*", regex_escape(value))),
-        "suffix" => ("RegularExpression", format!(".*{}$", regex_escape(value))),
+        "prefix" => ("RegularExpression", format!("^{}.*", regex::escape(value))),
+        "suffix" => ("RegularExpression", format!(".*{}$", regex::escape(value))),
         other => {
             return Err(invalid(&format!(
                 "{other:?} is not one of exact, regex, prefix, suffix"
@@ -260,14 +309,32 @@ fn header_match(
     })
 }
 
-fn regex_escape(s: &str) -> String {
-    s.chars().fold(String::new(), |mut out, c| {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
+/// The route as kube-apiserver stores it, with the Gateway API CRD's defaults filled in: a `/` path prefix
+/// in every match (and a match in every rule without one), and each backend's group and kind (the e2e test
+/// `the_route_is_read_back_as_the_api_server_stores_it` checks this shape against a real server).
+#[cfg(test)]
+pub(crate) fn as_stored(mut route: DynamicObject) -> DynamicObject {
+    use serde_json::json;
+    for rule in route.data["spec"]["rules"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let Some(rule) = rule.as_object_mut() else {
+            continue;
+        };
+        let matches = rule.entry("matches").or_insert(json!([{}]));
+        for m in matches.as_array_mut().into_iter().flatten() {
+            if m.get("path").is_none() {
+                m["path"] = json!({"type": "PathPrefix", "value": "/"});
+            }
         }
-        out.push(c);
-        out
-    })
+        for b in rule["backendRefs"].as_array_mut().into_iter().flatten() {
+            b["group"] = json!("");
+            b["kind"] = json!("Service");
+        }
+    }
+    route
 }
 
 #[cfg(test)]
@@ -303,8 +370,8 @@ mod tests {
                                            {"name": "podinfo-canary", "port": 9898, "weight": 30}]}]})
         );
         assert_eq!(
-            GatewayApiRouter.weights(&c, route),
-            Some(Weights::canary(30))
+            GatewayApiRouter.traffic(&c, route),
+            Some(Traffic::Split(Weights::canary(30)))
         );
     }
 
@@ -327,10 +394,7 @@ mod tests {
         );
         assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
         assert_eq!(rules[1]["backendRefs"][0]["weight"], 100);
-        assert_eq!(
-            GatewayApiRouter.weights(&c, route),
-            Some(Weights::canary(0))
-        );
+        assert_eq!(GatewayApiRouter.traffic(&c, route), Some(Traffic::Matched));
     }
 
     #[test]
@@ -352,8 +416,61 @@ mod tests {
             .remove(0);
         route.data["spec"]["rules"][0]["backendRefs"] = json!([{"name": "podinfo-primary", "weight": 3}, {"name": "podinfo-canary", "weight": 1}]);
         assert_eq!(
-            GatewayApiRouter.weights(&c, &route),
-            Some(Weights::canary(25))
+            GatewayApiRouter.traffic(&c, &route),
+            Some(Traffic::Split(Weights::canary(25)))
         );
+    }
+
+    #[test]
+    fn weights_are_read_back_from_the_route_as_the_server_stores_it() {
+        let c = canary(json!({"stepWeight": 10}));
+        let route = GatewayApiRouter
+            .desired(&c, Traffic::Split(Weights::canary(20)))
+            .unwrap()
+            .remove(0);
+        let stored = as_stored(route);
+        assert_eq!(
+            stored.data["spec"]["rules"][0]["matches"],
+            json!([{"path": {"type": "PathPrefix", "value": "/"}}])
+        );
+        assert_eq!(
+            GatewayApiRouter.traffic(&c, &stored),
+            Some(Traffic::Split(Weights::canary(20)))
+        );
+        let ab = canary(
+            json!({"iterations": 3, "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}),
+        );
+        let matched = as_stored(
+            GatewayApiRouter
+                .desired(&ab, Traffic::Matched)
+                .unwrap()
+                .remove(0),
+        );
+        assert_eq!(
+            GatewayApiRouter.traffic(&ab, &matched),
+            Some(Traffic::Matched)
+        );
+        let split = as_stored(
+            GatewayApiRouter
+                .desired(&ab, Traffic::Split(Weights::canary(0)))
+                .unwrap()
+                .remove(0),
+        );
+        assert_eq!(
+            GatewayApiRouter.traffic(&ab, &split),
+            Some(Traffic::Split(Weights::canary(0)))
+        );
+    }
+
+    #[test]
+    fn a_rule_for_one_path_only_is_not_the_split() {
+        let c = canary(json!({"stepWeight": 10}));
+        let mut route = GatewayApiRouter
+            .desired(&c, Traffic::Split(Weights::canary(20)))
+            .unwrap()
+            .remove(0);
+        route.data["spec"]["rules"][0]["matches"] =
+            json!([{"path": {"type": "PathPrefix", "value": "/api"}}]);
+        assert_eq!(GatewayApiRouter.traffic(&c, &route), None);
     }
 }

@@ -5,7 +5,7 @@ use kube::api::{ApiResource, DynamicObject};
 
 use super::{Router, RoutingError};
 use crate::api::Canary;
-use crate::decision::{Traffic, Weights};
+use crate::vocabulary::Traffic;
 
 pub struct KubernetesRouter;
 
@@ -22,7 +22,7 @@ impl Router for KubernetesRouter {
         Ok(Vec::new())
     }
 
-    fn weights(&self, _: &Canary, _: &DynamicObject) -> Option<Weights> {
+    fn traffic(&self, _: &Canary, _: &DynamicObject) -> Option<Traffic> {
         None
     }
 }

@@ -7,42 +7,9 @@ pub mod services;
 
 use kube::api::{ApiResource, DynamicObject};
 
-use crate::api::{Canary, Provider};
-use crate::decision::{Traffic, Weights};
-
-/// The routers Serin has. A provider without one is refused at the Canary, never silently ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RouterKind {
-    /// Gateway API HTTPRoute (gateway.networking.k8s.io/v1).
-    GatewayApi,
-    /// Plain Services: blue/green without traffic shifting.
-    Kubernetes,
-}
-
-/// The router that drives a provider, if Serin has one yet.
-pub fn router_for(provider: Provider) -> Option<RouterKind> {
-    match provider {
-        Provider::GatewayApi | Provider::GatewayApiV1 => Some(RouterKind::GatewayApi),
-        Provider::Kubernetes => Some(RouterKind::Kubernetes),
-        Provider::GatewayApiV1beta1
-        | Provider::Istio
-        | Provider::Linkerd
-        | Provider::SmiV1alpha1
-        | Provider::SmiV1alpha2
-        | Provider::SmiV1alpha3
-        | Provider::Nginx
-        | Provider::Contour
-        | Provider::Traefik
-        | Provider::Gloo
-        | Provider::Skipper
-        | Provider::AppMesh
-        | Provider::AppMeshV1beta2
-        | Provider::Osm
-        | Provider::Kuma
-        | Provider::Knative
-        | Provider::Apisix => None,
-    }
-}
+use crate::api::Canary;
+use crate::vocabulary::Traffic;
+pub use crate::vocabulary::{RouterKind, router_for};
 
 impl RouterKind {
     pub fn router(self) -> &'static dyn Router {
@@ -106,6 +73,7 @@ pub trait Router: Send + Sync {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError>;
-    /// The weights a routing object holds now (from the watch cache); None when it can't tell.
-    fn weights(&self, canary: &Canary, route: &DynamicObject) -> Option<Weights>;
+    /// The traffic a routing object sends now, as the watch cache holds it (the API server's defaults
+    /// filled in); None when it can't tell.
+    fn traffic(&self, canary: &Canary, route: &DynamicObject) -> Option<Traffic>;
 }

@@ -33,7 +33,7 @@ impl ConfigRef {
 /// Every ConfigMap and Secret the pod spec names (volumes, projected volumes, envFrom, env valueFrom).
 pub fn referenced(spec: &PodSpec) -> BTreeSet<ConfigRef> {
     let mut refs = BTreeSet::new();
-    visit(&mut spec.clone(), &mut |kind, name| {
+    visit(&mut spec.clone(), &mut |kind, name, _| {
         refs.insert(ConfigRef {
             kind,
             name: name.clone(),
@@ -42,29 +42,48 @@ pub fn referenced(spec: &PodSpec) -> BTreeSet<ConfigRef> {
     refs
 }
 
-/// Points the pod spec at the primary's copies of its configs.
-pub fn rewire_to_primary(spec: &mut PodSpec) {
-    visit(spec, &mut |_, name| name.push_str(PRIMARY_SUFFIX));
+/// The configs the pods can't start without: named somewhere without `optional: true`.
+pub fn required(spec: &PodSpec) -> BTreeSet<ConfigRef> {
+    let mut refs = BTreeSet::new();
+    visit(&mut spec.clone(), &mut |kind, name, optional| {
+        if !optional {
+            refs.insert(ConfigRef {
+                kind,
+                name: name.clone(),
+            });
+        }
+    });
+    refs
 }
 
-fn visit(spec: &mut PodSpec, f: &mut dyn FnMut(ConfigKind, &mut String)) {
+/// Points the pod spec at the primary's copies of its configs.
+pub fn rewire_to_primary(spec: &mut PodSpec) {
+    visit(spec, &mut |_, name, _| name.push_str(PRIMARY_SUFFIX));
+}
+
+/// Calls `f` with each config reference's kind, name and whether it is optional.
+fn visit(spec: &mut PodSpec, f: &mut dyn FnMut(ConfigKind, &mut String, bool)) {
+    let optional = |o: Option<bool>| o == Some(true);
     for v in spec.volumes.iter_mut().flatten() {
-        if let Some(name) = v.config_map.as_mut().map(|c| &mut c.name) {
-            f(ConfigKind::ConfigMap, name);
+        if let Some(c) = v.config_map.as_mut() {
+            f(ConfigKind::ConfigMap, &mut c.name, optional(c.optional));
         }
-        if let Some(name) = v.secret.as_mut().and_then(|s| s.secret_name.as_mut()) {
-            f(ConfigKind::Secret, name);
+        if let Some(s) = v.secret.as_mut() {
+            let o = optional(s.optional);
+            if let Some(name) = s.secret_name.as_mut() {
+                f(ConfigKind::Secret, name, o);
+            }
         }
         for source in v
             .projected
             .iter_mut()
             .flat_map(|p| p.sources.iter_mut().flatten())
         {
-            if let Some(name) = source.config_map.as_mut().map(|c| &mut c.name) {
-                f(ConfigKind::ConfigMap, name);
+            if let Some(c) = source.config_map.as_mut() {
+                f(ConfigKind::ConfigMap, &mut c.name, optional(c.optional));
             }
-            if let Some(name) = source.secret.as_mut().map(|s| &mut s.name) {
-                f(ConfigKind::Secret, name);
+            if let Some(s) = source.secret.as_mut() {
+                f(ConfigKind::Secret, &mut s.name, optional(s.optional));
             }
         }
     }
@@ -74,22 +93,22 @@ fn visit(spec: &mut PodSpec, f: &mut dyn FnMut(ConfigKind, &mut String)) {
         .chain(spec.init_containers.iter_mut().flatten());
     for c in containers {
         for from in c.env_from.iter_mut().flatten() {
-            if let Some(name) = from.config_map_ref.as_mut().map(|r| &mut r.name) {
-                f(ConfigKind::ConfigMap, name);
+            if let Some(r) = from.config_map_ref.as_mut() {
+                f(ConfigKind::ConfigMap, &mut r.name, optional(r.optional));
             }
-            if let Some(name) = from.secret_ref.as_mut().map(|r| &mut r.name) {
-                f(ConfigKind::Secret, name);
+            if let Some(r) = from.secret_ref.as_mut() {
+                f(ConfigKind::Secret, &mut r.name, optional(r.optional));
             }
         }
         for env in c.env.iter_mut().flatten() {
             let Some(source) = env.value_from.as_mut() else {
                 continue;
             };
-            if let Some(name) = source.config_map_key_ref.as_mut().map(|r| &mut r.name) {
-                f(ConfigKind::ConfigMap, name);
+            if let Some(r) = source.config_map_key_ref.as_mut() {
+                f(ConfigKind::ConfigMap, &mut r.name, optional(r.optional));
             }
-            if let Some(name) = source.secret_key_ref.as_mut().map(|r| &mut r.name) {
-                f(ConfigKind::Secret, name);
+            if let Some(r) = source.secret_key_ref.as_mut() {
+                f(ConfigKind::Secret, &mut r.name, optional(r.optional));
             }
         }
     }
@@ -132,6 +151,19 @@ mod tests {
                 "secret/vol-secret"
             ]
         );
+    }
+
+    #[test]
+    fn optional_references_are_not_required() {
+        let mut spec = pod_spec();
+        spec.volumes.as_mut().unwrap()[0]
+            .config_map
+            .as_mut()
+            .unwrap()
+            .optional = Some(true);
+        let keys: Vec<String> = required(&spec).iter().map(ConfigRef::key).collect();
+        assert!(!keys.contains(&"configmap/vol-cm".to_string()), "{keys:?}");
+        assert_eq!(keys.len(), 8);
     }
 
     #[test]

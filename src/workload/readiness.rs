@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::decision::Readiness;
+use crate::vocabulary::Readiness;
 
 /// Ready when the controller has seen the latest spec, at least `threshold_percent` of the replicas are
 /// updated and available, and no old replica is left.

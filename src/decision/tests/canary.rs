@@ -112,7 +112,9 @@ fn failed_checks_at_threshold_roll_back_and_leave_the_primary_alone() {
     assert_eq!(w.phase(), Phase::Failed);
     assert_eq!(w.o.status.failed_checks, 2);
     assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
-    assert_eq!(d.desired.canary_scale, Scale::Zero);
+    // The canary's pods go on the next tick, once the route reads back all traffic on the primary.
+    assert_eq!(d.desired.canary_scale, Scale::Keep);
+    assert_eq!(w.tick(None).desired.canary_scale, Scale::Zero);
     assert_eq!(w.primary_revision_writes, 0);
     assert_eq!(w.o.primary.revision.as_deref(), Some("r1"));
     let rolled_back = w
@@ -305,7 +307,7 @@ fn a_restart_resumes_at_the_weight_in_the_route_without_redoing_steps() {
     w.tick(Some(Checks::Passed));
     assert_eq!(w.o.status.canary_weight, 20);
     // The route was written at 30, then the controller died before writing the status.
-    w.o.weights = Some(Weights::canary(30));
+    w.route_says(30);
     w.later(4);
     w.tick(None);
     assert_eq!(

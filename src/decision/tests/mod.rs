@@ -1,6 +1,7 @@
 //! Tick-by-tick tests of the decision core: a small world that does at once whatever the decision asks.
 
 mod canary;
+mod safety;
 mod spec;
 mod strategies;
 
@@ -11,12 +12,18 @@ use serde_json::json;
 
 use super::*;
 use crate::api::{CanaryStatus, Phase, Provider};
+use crate::routing::Router;
+use crate::routing::gatewayapi::{GatewayApiRouter, as_stored};
 
 pub(super) struct World {
     pub(super) o: Observed,
     /// Every weight the route was set to, in order, without repeats.
     pub(super) weights: Vec<i32>,
     pub(super) primary_revision_writes: usize,
+    /// Primaries created (at initialization, or rebuilt), by revision.
+    pub(super) primaries_created: Vec<String>,
+    /// The route as the API server stores it (its defaults filled in); None until one is written.
+    pub(super) route: Option<kube::api::DynamicObject>,
     pub(super) events: Vec<Event>,
     pub(super) asked_for_checks: usize,
 }
@@ -45,12 +52,13 @@ impl World {
             target: Target {
                 revision: "r1".into(),
                 ready: Readiness::Ready,
+                missing_configs: vec![],
             },
             primary: Primary {
                 revision: None,
                 ready: Readiness::NotReady("not created".into()),
             },
-            weights: None,
+            routed: None,
             checks: None,
             retry: None,
         };
@@ -58,6 +66,8 @@ impl World {
             o,
             weights: vec![],
             primary_revision_writes: 0,
+            primaries_created: vec![],
+            route: None,
             events: vec![],
             asked_for_checks: 0,
         }
@@ -108,19 +118,31 @@ impl World {
         self.o.checks = None;
         self.o.status = decision.status.clone();
         let d = &decision.desired;
-        if d.bootstrap && self.o.primary.revision.is_none() {
+        if let Some(revision) = &d.create_primary
+            && self.o.primary.revision.is_none()
+            && *revision == self.o.target.revision
+        {
             self.o.primary = Primary {
-                revision: Some(self.o.target.revision.clone()),
+                revision: Some(revision.clone()),
                 ready: Readiness::Ready,
             };
+            self.primaries_created.push(revision.clone());
         }
         if let Some(revision) = &d.promote_primary {
             self.o.primary.revision = Some(revision.clone());
             self.primary_revision_writes += 1;
         }
-        if let Some(Traffic::Split(w)) = d.traffic {
-            self.o.weights = Some(w);
-            if self.weights.last() != Some(&w.canary) {
+        if let Some(traffic) = d.traffic {
+            // Through the real router, stored as the API server stores it, and read back from that.
+            let route = GatewayApiRouter
+                .desired(&self.canary(), traffic)
+                .expect("a route")
+                .remove(0);
+            self.route = Some(as_stored(route));
+            self.read_back_route();
+            if let Traffic::Split(w) = traffic
+                && self.weights.last() != Some(&w.canary)
+            {
                 self.weights.push(w.canary);
             }
         }
@@ -138,6 +160,33 @@ impl World {
             self.tick(Some(checks.clone()));
         }
         panic!("never reached {until:?}; at {:?}", self.phase());
+    }
+
+    /// The Canary the routes are built for.
+    pub(super) fn canary(&self) -> crate::api::Canary {
+        serde_json::from_value(json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "shop", "uid": "u1"},
+            "spec": self.o.spec,
+        }))
+        .unwrap()
+    }
+
+    /// What the controller observes of the route: read back by the router from the stored object.
+    pub(super) fn read_back_route(&mut self) {
+        self.o.routed = self
+            .route
+            .as_ref()
+            .and_then(|r| GatewayApiRouter.traffic(&self.canary(), r));
+    }
+
+    /// Someone (or a crash between writes) left the route's catch-all split at `canary` percent.
+    pub(super) fn route_says(&mut self, canary: i32) {
+        let route = self.route.as_mut().expect("a route");
+        let backends = &mut route.data["spec"]["rules"][0]["backendRefs"];
+        backends[0]["weight"] = json!(100 - canary);
+        backends[1]["weight"] = json!(canary);
+        self.read_back_route();
     }
 
     pub(super) fn reasons(&self) -> Vec<Reason> {

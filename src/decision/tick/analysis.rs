@@ -21,8 +21,8 @@ impl Tick<'_> {
         }
         self.desired.canary_scale = Scale::Up;
         // The route says where traffic is: after a crash between writing it and the status, it is right.
-        let current = match (&self.s.strategy, self.o.weights) {
-            (Strategy::Canary { .. }, Some(w)) => w.canary,
+        let current = match (&self.s.strategy, self.o.routed) {
+            (Strategy::Canary { .. }, Some(Traffic::Split(w))) => w.canary,
             _ => self.status.canary_weight,
         };
         let traffic = match self.s.strategy {
@@ -53,6 +53,8 @@ impl Tick<'_> {
         }
         let first_step = self.status.last_step_time.is_none();
         if first_step {
+            // Waiting for the canary to scale up is over; a later hold (no data) has a clock of its own.
+            self.status.holding_since = None;
             let msg = format!("Canary {} is ready: starting analysis", self.name());
             self.event(Reason::CanaryReady, false, msg);
         }

@@ -39,6 +39,30 @@ pub fn decide(o: &Observed) -> Outcome {
     }
     let mut t = Tick::new(o, &settings);
     let phase = o.status.phase.unwrap_or(Phase::Initializing);
+    if matches!(phase, Phase::Terminating | Phase::Terminated) {
+        // Deletion is the finalizer's: nothing moves.
+        t.desired.bootstrap = false;
+        t.desired.traffic = None;
+        t.desired.canary_scale = Scale::Keep;
+        return Outcome::Act(Box::new(t.finish()));
+    }
+    if o.primary.revision.is_none()
+        && let Some(promoted) = o.status.last_promoted_spec.as_deref()
+    {
+        if promoted != o.target.revision || !o.target.missing_configs.is_empty() {
+            return Outcome::Act(Box::new(stalled(
+                o,
+                Reason::PrimaryMissing,
+                &primary_missing(o, promoted),
+            )));
+        }
+        // The target holds the last promoted revision: the primary is rebuilt from it.
+        t.desired.create_primary = Some(promoted.to_string());
+    }
+    if !o.target.missing_configs.is_empty() {
+        t.hold_for_configs(phase);
+        return Outcome::Act(Box::new(t.finish()));
+    }
     match phase {
         Phase::Initializing => t.initialize(),
         Phase::Initialized | Phase::Succeeded | Phase::Failed => t.idle(phase),
@@ -49,10 +73,24 @@ pub fn decide(o: &Observed) -> Outcome {
         }
         Phase::Promoting => t.promote(),
         Phase::Finalising => t.finalise(),
-        // Deletion is the finalizer's: nothing moves.
-        Phase::Terminating | Phase::Terminated => t.desired.bootstrap = false,
+        Phase::Terminating | Phase::Terminated => {}
     }
     Outcome::Act(Box::new(t.finish()))
+}
+
+fn primary_missing(o: &Observed, promoted: &str) -> String {
+    let target = &o.spec.target_ref.name;
+    let runs = if o.target.missing_configs.is_empty() {
+        format!("runs revision {}", o.target.revision)
+    } else {
+        format!("needs {}, which", o.target.missing_configs.join(", ")) + " does not exist"
+    };
+    format!(
+        "Deployment {target}-primary is missing, and {target} {runs}, not the last promoted revision \
+         {promoted}: Serin rebuilds the primary only from the last promoted revision. Restore {target} to \
+         revision {promoted} (e.g. revert it in git) for Serin to rebuild {target}-primary, or delete and \
+         re-create the Canary to start over from {target} as it is"
+    )
 }
 
 fn describe(problems: &[SpecProblem]) -> String {
@@ -99,6 +137,8 @@ fn stalled(o: &Observed, reason: Reason, message: &str) -> Decision {
         status,
         desired: Desired {
             bootstrap: false,
+            create_primary: None,
+            primary_configs: false,
             promote_primary: None,
             canary_scale: Scale::Keep,
             traffic: None,
@@ -127,6 +167,22 @@ struct Tick<'a> {
     requeue: Duration,
     /// What is happening, for the conditions' message.
     message: String,
+    /// Why the canary can't be Ready though its phase would say so (a config missing), as a reason.
+    blocked: Option<Reason>,
+    /// A wait that outlasted the progress deadline where there is nothing to roll back (initialization,
+    /// a settled canary): Stalled says so, and the wait goes on.
+    overdue: bool,
+}
+
+/// True once the route, read back from the API server, sends nothing to the canary (or there is no route
+/// to read): only then may the canary's pods go.
+fn routed_to_primary(o: &Observed, s: &Settings) -> bool {
+    !s.routes_traffic()
+        || match o.routed {
+            None => true,
+            Some(Traffic::Split(w)) => w.canary == 0,
+            Some(Traffic::Matched) => false,
+        }
 }
 
 fn elapsed(now: Timestamp, since: &Time) -> Duration {
@@ -151,13 +207,32 @@ impl<'a> Tick<'a> {
             status: o.status.clone(),
             desired: Desired {
                 bootstrap: true,
+                create_primary: None,
+                primary_configs: o.primary.revision.as_deref() == Some(o.target.revision.as_str()),
                 promote_primary: None,
-                canary_scale: Scale::Zero,
+                canary_scale: if routed_to_primary(o, s) {
+                    Scale::Zero
+                } else {
+                    Scale::Keep
+                },
                 traffic,
             },
             events: Vec::new(),
             requeue: s.interval,
             message,
+            blocked: None,
+            overdue: false,
+        }
+    }
+
+    /// Scales the canary to zero once the route sends it nothing; until then its pods stay, and the
+    /// controller looks again soon.
+    fn scale_down(&mut self) {
+        if routed_to_primary(self.o, self.s) {
+            self.desired.canary_scale = Scale::Zero;
+        } else {
+            self.desired.canary_scale = Scale::Keep;
+            self.requeue = self.requeue.min(self.s.interval.min(POLL));
         }
     }
 
@@ -190,18 +265,66 @@ impl<'a> Tick<'a> {
         }
     }
 
-    /// Holds without progress; true once the hold has outlasted the progress deadline.
+    /// Holds without progress, with an event; true once the hold has outlasted the progress deadline.
     fn hold(&mut self, why: String) -> bool {
+        let new_reason = self.message != why;
+        let overdue = self.wait(why.clone());
+        if new_reason {
+            self.event(Reason::Holding, false, why);
+        }
+        overdue
+    }
+
+    /// Waits for `why` to pass; true once it has lasted the progress deadline. The clock starts when the
+    /// reason does: a hold for one reason never counts against another (a slow scale-up does not shorten
+    /// the wait for data), and progress (a changed message, as "2 of 3 ready" after "1 of 3") restarts it,
+    /// as a Deployment's progress deadline does.
+    fn wait(&mut self, why: String) -> bool {
+        if self.message != why {
+            self.status.holding_since = None;
+        }
         let since = self
             .status
             .holding_since
             .get_or_insert(Time(self.o.now))
             .clone();
-        if self.message != why {
-            self.event(Reason::Holding, false, why);
-        }
+        self.message = why;
         self.requeue = self.s.interval.min(POLL);
         elapsed(self.o.now, &since) >= self.s.progress_deadline
+    }
+
+    /// A referenced ConfigMap or Secret does not exist: the target's revision can't be known, so nothing
+    /// moves (no step, no promotion, no copy) until it does; past the progress deadline an analysis is
+    /// rolled back, and otherwise Stalled says so.
+    fn hold_for_configs(&mut self, phase: Phase) {
+        let missing = self.o.target.missing_configs.join(", ");
+        let why = format!(
+            "{missing} used by {} not found: holding until it exists",
+            self.name()
+        );
+        self.desired.traffic = None;
+        self.desired.canary_scale = Scale::Keep;
+        self.desired.create_primary = None;
+        self.desired.primary_configs = false;
+        self.blocked = Some(Reason::ConfigNotFound);
+        self.set_phase(phase);
+        let new_reason = self.message != why;
+        if new_reason {
+            self.event(Reason::ConfigNotFound, true, why.clone());
+        }
+        if !self.wait(why.clone()) {
+            return;
+        }
+        match phase {
+            Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion => {
+                self.blocked = None;
+                self.rollback(format!(
+                    "{why}, for longer than the progress deadline of {:?}",
+                    self.s.progress_deadline
+                ));
+            }
+            _ => self.overdue = true,
+        }
     }
 
     fn revision(&self) -> &str {
@@ -223,33 +346,39 @@ impl<'a> Tick<'a> {
         }
         self.set_phase(Phase::Initializing);
         match (&self.o.primary.revision, &self.o.primary.ready) {
-            (Some(_), Readiness::Ready) => {
-                self.desired.canary_scale = Scale::Zero;
-                self.status.last_applied_spec = Some(self.revision().to_string());
-                self.status.last_promoted_spec = Some(self.revision().to_string());
+            (Some(running), Readiness::Ready) => {
+                // What the primary runs is what was promoted: a target that moved on meanwhile is a new
+                // revision, analysed like any other.
+                self.status.last_applied_spec = Some(running.clone());
+                self.status.last_promoted_spec = Some(running.clone());
                 self.status.holding_since = None;
                 self.set_phase(Phase::Initialized);
+                self.scale_down();
                 let msg = format!(
                     "{}-primary is ready; {} scaled to zero until its next revision",
                     self.name(),
                     self.name()
                 );
                 self.event(Reason::Initialized, false, msg);
+                if running != self.revision() {
+                    self.idle(Phase::Initialized);
+                }
             }
             (None, _) => {
-                self.message = format!("Waiting for {}-primary to be created", self.name())
+                self.desired.create_primary = Some(self.revision().to_string());
+                let why = format!("Waiting for {}-primary to be created", self.name());
+                self.overdue = self.wait(why);
             }
             (Some(_), Readiness::NotReady(why)) => {
-                self.message = format!("Waiting for {}-primary to be ready: {why}", self.name())
+                let why = format!("Waiting for {}-primary to be ready: {why}", self.name());
+                self.overdue = self.wait(why);
             }
-        }
-        if self.status.phase == Some(Phase::Initializing) {
-            self.requeue = self.s.interval.min(POLL);
         }
     }
 
     fn idle(&mut self, phase: Phase) {
         self.requeue = RESYNC.max(self.s.interval);
+        self.scale_down();
         let new_revision = self.status.last_applied_spec.as_deref() != Some(self.revision());
         let retry = phase == Phase::Failed
             && self.o.retry.is_some()
@@ -312,6 +441,56 @@ impl<'a> Tick<'a> {
         self.status.observed_generation = Some(generation);
         let phase = self.status.phase.unwrap_or(Phase::Initializing);
         conditions::for_phase(&mut self.status, phase, &self.message, now, generation);
+        if let Some(reason) = self.blocked {
+            let r = reason.as_str();
+            conditions::set(
+                &mut self.status,
+                ConditionType::Ready,
+                "False",
+                r,
+                &self.message,
+                now,
+                generation,
+            );
+        }
+        if self.overdue {
+            let r = Reason::ProgressDeadlineExceeded;
+            let was = self.o.status.conditions.iter().any(|c| {
+                c.type_ == ConditionType::Stalled.as_str()
+                    && c.reason.as_deref() == Some(r.as_str())
+            });
+            let msg = format!(
+                "{}, for longer than the progress deadline of {:?}",
+                self.message, self.s.progress_deadline
+            );
+            if !was {
+                self.events.push(Event {
+                    reason: r,
+                    warning: true,
+                    message: msg.clone(),
+                });
+            }
+            // Ready keeps the reason's own words, so the next tick sees the same wait and its clock goes on.
+            let m = self.message.clone();
+            conditions::set(
+                &mut self.status,
+                ConditionType::Ready,
+                "False",
+                r.as_str(),
+                &m,
+                now,
+                generation,
+            );
+            conditions::set(
+                &mut self.status,
+                ConditionType::Stalled,
+                "True",
+                r.as_str(),
+                &msg,
+                now,
+                generation,
+            );
+        }
         let unsupported = unsupported_fields(&self.o.spec);
         if unsupported.is_empty() {
             conditions::remove(&mut self.status, ConditionType::Unsupported.as_str());

@@ -20,12 +20,13 @@ impl Tick<'_> {
         self.event(Reason::Promoting, false, msg);
     }
 
+    /// All traffic back to the primary; the canary's pods go once the route, read back, says so.
     pub(super) fn rollback(&mut self, reason: String) {
         self.set_phase(Phase::Failed);
         self.set_traffic(Traffic::Split(Weights::canary(0)));
-        self.desired.canary_scale = Scale::Zero;
         self.status.holding_since = None;
         self.requeue = RESYNC.max(self.s.interval);
+        self.scale_down();
         let msg = format!(
             "Rolling back {} revision {}: {reason}",
             self.name(),
@@ -37,10 +38,10 @@ impl Tick<'_> {
     pub(super) fn promote(&mut self) {
         let revision = self.status.last_applied_spec.clone().unwrap_or_default();
         self.desired.canary_scale = Scale::Up;
-        let current = self
-            .o
-            .weights
-            .map_or(self.status.canary_weight, |w| w.canary);
+        let mut current = match self.o.routed {
+            Some(Traffic::Split(w)) => w.canary,
+            _ => self.status.canary_weight,
+        };
         let matched =
             matches!(self.s.strategy, Strategy::AbTesting { .. }) && !self.s.skip_analysis;
         self.set_traffic(if matched {
@@ -62,6 +63,21 @@ impl Tick<'_> {
                 self.start_analysis();
             }
             return;
+        }
+        if self.revision() != revision {
+            // The primary has the analysed revision, but the canary's pods now run one nobody analysed: not
+            // one request more for them. The promotion completes; the new revision's analysis follows.
+            current = 0;
+            self.set_traffic(Traffic::Split(Weights::canary(0)));
+            let msg = format!(
+                "New revision {} of {} during promotion of {revision}: all traffic to {}-primary now; its analysis starts once the promotion completes",
+                self.revision(),
+                self.name(),
+                self.name()
+            );
+            if self.message != msg {
+                self.event(Reason::NewRevision, false, msg);
+            }
         }
         if let Readiness::NotReady(why) = &self.o.primary.ready {
             let why = format!("Primary {}-primary not ready: {why}", self.name());
@@ -107,7 +123,14 @@ impl Tick<'_> {
 
     pub(super) fn finalise(&mut self) {
         self.set_traffic(Traffic::Split(Weights::canary(0)));
-        self.desired.canary_scale = Scale::Zero;
+        self.scale_down();
+        if self.desired.canary_scale != Scale::Zero {
+            self.message = format!(
+                "Waiting for the route to send all traffic to {}-primary",
+                self.name()
+            );
+            return;
+        }
         self.status.last_promoted_spec = self.status.last_applied_spec.clone();
         self.status.holding_since = None;
         self.set_phase(Phase::Succeeded);

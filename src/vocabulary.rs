@@ -1,0 +1,124 @@
+//! The words the decision core shares with the providers and the controller: traffic weights, readiness,
+//! the verdict of a round of checks, the built-in checks' names, and which routers Serin has. A leaf: it
+//! imports only the API types, so the arrows point one way (api <- vocabulary <- decision <- routing,
+//! metrics, workload <- controller).
+
+use crate::api::{CheckStatus, Provider};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Not ready, and why (e.g. "1 of 3 updated replicas available").
+    NotReady(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Weights {
+    pub primary: i32,
+    pub canary: i32,
+}
+
+impl Weights {
+    pub fn canary(canary: i32) -> Self {
+        Self {
+            primary: crate::api::canary::TOTAL_WEIGHT - canary,
+            canary,
+        }
+    }
+}
+
+/// One round of checks: the verdict, and each check's result for the status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRound {
+    pub verdict: Checks,
+    pub results: Vec<CheckStatus>,
+}
+
+impl From<Checks> for CheckRound {
+    fn from(verdict: Checks) -> Self {
+        CheckRound {
+            verdict,
+            results: Vec::new(),
+        }
+    }
+}
+
+/// The verdict of one round of checks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checks {
+    Passed,
+    /// A check's value was out of range (a failed check).
+    Failed {
+        message: String,
+    },
+    /// A check had nothing to judge (no data, or its metrics server could not be reached): never a pass,
+    /// never a failure; the canary holds.
+    NoData {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Split(Weights),
+    /// A/B: requests matching the analysis' match go to the canary, the rest to the primary.
+    Matched,
+}
+
+/// The two built-in checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    RequestSuccessRate,
+    RequestDuration,
+}
+
+impl Builtin {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "request-success-rate" => Some(Builtin::RequestSuccessRate),
+            "request-duration" => Some(Builtin::RequestDuration),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::RequestSuccessRate => "request-success-rate",
+            Builtin::RequestDuration => "request-duration",
+        }
+    }
+}
+
+/// The routers Serin has. A provider without one is refused at the Canary, never silently ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouterKind {
+    /// Gateway API HTTPRoute (gateway.networking.k8s.io/v1).
+    GatewayApi,
+    /// Plain Services: blue/green without traffic shifting.
+    Kubernetes,
+}
+
+/// The router that drives a provider, if Serin has one yet.
+pub fn router_for(provider: Provider) -> Option<RouterKind> {
+    match provider {
+        Provider::GatewayApi | Provider::GatewayApiV1 => Some(RouterKind::GatewayApi),
+        Provider::Kubernetes => Some(RouterKind::Kubernetes),
+        Provider::GatewayApiV1beta1
+        | Provider::Istio
+        | Provider::Linkerd
+        | Provider::SmiV1alpha1
+        | Provider::SmiV1alpha2
+        | Provider::SmiV1alpha3
+        | Provider::Nginx
+        | Provider::Contour
+        | Provider::Traefik
+        | Provider::Gloo
+        | Provider::Skipper
+        | Provider::AppMesh
+        | Provider::AppMeshV1beta2
+        | Provider::Osm
+        | Provider::Kuma
+        | Provider::Knative
+        | Provider::Apisix => None,
+    }
+}
