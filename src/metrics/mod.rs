@@ -5,7 +5,8 @@
 //! Where a query goes: a built-in check (request-success-rate, request-duration) and a deprecated inline
 //! query go to the Canary's `metricsServer`, else the controller's `--metrics-server`, as in Flagger; a
 //! MetricTemplate's query goes to its provider's address, else the Canary's `metricsServer`, else the
-//! controller's `--metrics-server` (Flagger has no fallback there and fails the check).
+//! controller's `--metrics-server` (Flagger has no fallback there and fails the check); a template with a
+//! secretRef or headers needs its own address, since its credentials go nowhere else.
 
 pub mod builtin;
 pub mod judge;
@@ -21,6 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use prometheus_client::metrics::counter::Counter;
+use secrecy::SecretSlice;
 
 use crate::api::analysis::Metric;
 use crate::api::canary::CrossNamespaceRef;
@@ -184,12 +186,18 @@ impl Analyzer {
             .providers
             .get(spec.provider_type)
             .map_err(|e| format!("{origin}: spec.provider.type: {e}"))?;
+        let own_address = spec.address.clone().filter(|a| !a.trim().is_empty());
+        let has_credentials =
+            spec.secret_ref.is_some() || spec.headers.as_ref().is_some_and(|h| !h.is_empty());
+        if own_address.is_none() && has_credentials {
+            // The address would be the Canary's metricsServer, which whoever writes the Canary chooses: a
+            // template's Secret and headers never go there.
+            return Err(format!(
+                "{origin}: spec.provider.address is empty: its secretRef and headers are sent only to the template's own address, never to the Canary's metricsServer or the controller's"
+            ));
+        }
         let mut settings = ProviderSettings {
-            address: spec
-                .address
-                .clone()
-                .filter(|a| !a.trim().is_empty())
-                .unwrap_or_else(|| self.canary_server(canary)),
+            address: own_address.unwrap_or_else(|| self.canary_server(canary)),
             headers: spec.headers.clone().unwrap_or_default(),
             insecure_skip_verify: spec.insecure_skip_verify,
             region: spec.region.clone(),
@@ -306,7 +314,7 @@ pub fn variables(canary: &Canary, metric: &Metric) -> Variables {
     }
 }
 
-fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+fn secret_data(secret: &Secret) -> BTreeMap<String, SecretSlice<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
         .iter()
@@ -318,7 +326,7 @@ fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
         data.entry(k.clone())
             .or_insert_with(|| v.as_bytes().to_vec());
     }
-    data
+    data.into_iter().map(|(k, v)| (k, v.into())).collect()
 }
 
 #[cfg(test)]

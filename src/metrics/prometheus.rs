@@ -6,12 +6,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::provider::{Answer, MetricsProvider, NoData, ProviderSettings, QueryError};
 
-/// How to reach one Prometheus: its base URL and what to present to it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+/// The most of an answer Serin reads: far above any instant query's single value, far below what would
+/// hurt the controller if a server (or whatever answers at its address) sent without end.
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+/// How to reach one Prometheus: its base URL and what to present to it (credentials print as redacted).
+#[derive(Debug, Clone, Default)]
 pub struct Endpoint {
     /// Base URL, e.g. `http://prometheus.monitoring:9090` (a trailing slash is fine).
     pub address: String,
@@ -22,14 +27,14 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default)]
 pub enum Auth {
     #[default]
     None,
-    Bearer(String),
+    Bearer(SecretString),
     Basic {
         username: String,
-        password: String,
+        password: SecretString,
     },
 }
 
@@ -158,8 +163,10 @@ impl Prometheus {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
+        // No redirects: credentials and headers go to the address the template names and nowhere else.
         let mut builder = reqwest::Client::builder()
             .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .tls_danger_accept_invalid_certs(endpoint.insecure_skip_verify);
         if let Some(pem) = &endpoint.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -193,8 +200,10 @@ impl Prometheus {
         }
         request = match &endpoint.auth {
             Auth::None => request,
-            Auth::Bearer(token) => request.bearer_auth(token),
-            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+            Auth::Bearer(token) => request.bearer_auth(token.expose_secret()),
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, Some(password.expose_secret()))
+            }
         };
         // Sending, or reading the answer, can time out or break off alike.
         let transport = |e: reqwest::Error| {
@@ -213,10 +222,37 @@ impl Prometheus {
                 }
             }
         };
-        let response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(transport)?;
-        parse_answer(&address, status, &body)
+        let server = || format!("Prometheus at {address}");
+        if response.status().is_redirection() {
+            let to = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("nowhere said");
+            return Err(QueryError::Refused {
+                server: server(),
+                status,
+                message: format!(
+                    "redirected to {to}; Serin does not follow redirects (credentials go only to the address given): set the address to where Prometheus answers"
+                ),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(QueryError::BadAnswer {
+                    server: server(),
+                    message: format!(
+                        "the answer is larger than {} MiB; a check needs one value",
+                        MAX_ANSWER_BYTES >> 20
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_answer(&address, status, &String::from_utf8_lossy(&body))
     }
 }
 
@@ -255,15 +291,18 @@ pub fn endpoint(settings: &ProviderSettings) -> Result<Endpoint, QueryError> {
             .secret
             .get(key)
             .map(|v| {
-                String::from_utf8(v.clone()).map_err(|_| {
+                String::from_utf8(v.expose_secret().to_vec()).map_err(|_| {
                     QueryError::Settings(format!("{from}: key {key} is not UTF-8 text"))
                 })
             })
             .transpose()
     };
     let auth = match (text(TOKEN_KEY)?, text(USERNAME_KEY)?, text(PASSWORD_KEY)?) {
-        (Some(token), _, _) => Auth::Bearer(token.trim().to_string()),
-        (None, Some(username), Some(password)) => Auth::Basic { username, password },
+        (Some(token), _, _) => Auth::Bearer(token.trim().into()),
+        (None, Some(username), Some(password)) => Auth::Basic {
+            username,
+            password: password.into(),
+        },
         (None, Some(_), None) => {
             return Err(QueryError::Settings(format!(
                 "{from} has a {USERNAME_KEY} but no {PASSWORD_KEY}"
@@ -298,7 +337,10 @@ pub fn endpoint(settings: &ProviderSettings) -> Result<Endpoint, QueryError> {
     Ok(Endpoint {
         address: address.to_string(),
         auth,
-        ca_pem: settings.secret.get(CA_KEY).cloned(),
+        ca_pem: settings
+            .secret
+            .get(CA_KEY)
+            .map(|c| c.expose_secret().to_vec()),
         insecure_skip_verify: settings.insecure_skip_verify,
         headers: settings.headers.clone(),
     })
@@ -430,7 +472,7 @@ mod tests {
             address: "https://prom.example:9090".into(),
             secret: secret
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec().into()))
                 .collect(),
             secret_name: (!secret.is_empty()).then(|| "Secret test/prom".to_string()),
             ..ProviderSettings::default()
@@ -440,18 +482,72 @@ mod tests {
     #[test]
     fn credentials_come_from_the_secret_as_flagger_reads_them() {
         let e = endpoint(&settings(&[("token", "abc\n"), ("username", "u")])).unwrap();
-        assert_eq!(e.auth, Auth::Bearer("abc".into()));
+        assert!(matches!(&e.auth, Auth::Bearer(t) if t.expose_secret() == "abc"));
         let e = endpoint(&settings(&[("username", "u"), ("password", "p")])).unwrap();
-        assert_eq!(
-            e.auth,
-            Auth::Basic {
-                username: "u".into(),
-                password: "p".into()
-            }
-        );
+        assert!(matches!(&e.auth, Auth::Basic { username, password }
+            if username == "u" && password.expose_secret() == "p"));
         let e = endpoint(&settings(&[("caCert", "PEM")])).unwrap();
-        assert_eq!((e.auth, e.ca_pem), (Auth::None, Some(b"PEM".to_vec())));
-        assert_eq!(endpoint(&settings(&[])).unwrap().auth, Auth::None);
+        assert!(matches!(e.auth, Auth::None));
+        assert_eq!(e.ca_pem, Some(b"PEM".to_vec()));
+        assert!(matches!(endpoint(&settings(&[])).unwrap().auth, Auth::None));
+    }
+
+    #[test]
+    fn secrets_print_as_redacted() {
+        let s = settings(&[("token", "s3cr3t-token"), ("caCert", "PEM")]);
+        let e = endpoint(&s).unwrap();
+        for printed in [format!("{s:?}"), format!("{e:?}")] {
+            assert!(!printed.contains("s3cr3t"), "{printed}");
+            assert!(printed.contains("REDACTED"), "{printed}");
+        }
+        let basic = endpoint(&settings(&[("username", "u"), ("password", "pa55word")])).unwrap();
+        assert!(!format!("{basic:?}").contains("pa55word"));
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_with_credentials() {
+        let (elsewhere, reached) = crate::metrics::provider::recording_server(String::new()).await;
+        let (address, asked) = crate::metrics::provider::recording_server(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}/api/v1/query\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let mut s = settings(&[("token", "s3cr3t-token")]);
+        s.address = address;
+        s.headers
+            .insert("X-Scope-OrgID".into(), vec!["tenant-a".into()]);
+        let err = Prometheus::new(Duration::from_secs(2))
+            .query(&s, "up", 0.0)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("does not follow redirects"),
+            "{err}"
+        );
+        assert!(asked.lock().unwrap()[0].contains("s3cr3t-token"));
+        assert!(
+            reached.lock().unwrap().is_empty(),
+            "{:?}",
+            reached.lock().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off() {
+        let huge = "x".repeat(MAX_ANSWER_BYTES + 1);
+        let (address, _) = crate::metrics::provider::recording_server(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{huge}",
+            huge.len()
+        ))
+        .await;
+        let endpoint = Endpoint {
+            address,
+            ..Endpoint::default()
+        };
+        let err = Prometheus::new(Duration::from_secs(5))
+            .instant_query(&endpoint, "up", 0.0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
     }
 
     #[test]

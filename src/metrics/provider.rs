@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use secrecy::SecretSlice;
 
 use crate::api::metric_template::MetricProviderType;
 
@@ -45,13 +46,13 @@ pub enum QueryError {
 }
 
 /// A provider's settings for one query: the MetricTemplate's provider fields (or, for the built-in checks,
-/// just the address) and the data of its Secret.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// just the address) and the data of its Secret. The Secret's values print as redacted.
+#[derive(Debug, Clone, Default)]
 pub struct ProviderSettings {
     pub address: String,
     pub headers: BTreeMap<String, Vec<String>>,
     /// The secretRef's data, by key; empty without a secretRef.
-    pub secret: BTreeMap<String, Vec<u8>>,
+    pub secret: BTreeMap<String, SecretSlice<u8>>,
     /// Where the secret came from, for error messages ("Secret test/prom-auth").
     pub secret_name: Option<String>,
     pub insecure_skip_verify: bool,
@@ -92,6 +93,37 @@ impl Providers {
             )),
         }
     }
+}
+
+/// For tests: a loopback HTTP server that answers every request with `response` (a whole HTTP/1.1
+/// answer) and keeps each request's head (request line and headers), to see what reached it.
+#[cfg(test)]
+pub(crate) async fn recording_server(
+    response: String,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (address, seen)
 }
 
 /// For tests: the address of a port just released, where nothing listens.

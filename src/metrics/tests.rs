@@ -264,3 +264,35 @@ async fn a_templates_own_address_wins_over_the_canarys() {
         "{m}"
     );
 }
+
+/// Defect 3: a tenant points their Canary at another namespace's template (which has a Secret but no
+/// address) and at their own metricsServer. The template's token never reaches that server.
+#[tokio::test]
+async fn a_templates_credentials_never_go_to_the_canarys_server() {
+    let (tenant_server, reached) =
+        provider::recording_server("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string())
+            .await;
+    let provider = json!({"type": "prometheus", "secretRef": {"name": "prom"},
+        "headers": {"X-Scope-OrgID": ["team-a"]}});
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prom", "namespace": "monitoring"},
+        "stringData": {"token": "team-a-s3cr3t"}});
+    let a = analyzer(
+        vec![template("monitoring", "t", provider, "up")],
+        vec![secret],
+    );
+    let mut c = canary(
+        json!({"metricsServer": tenant_server, "analysis": {"interval": "10s", "stepWeight": 10,
+        "metrics": [{"name": "t", "templateRef": {"name": "t", "namespace": "monitoring"}}]}}),
+    );
+    c.metadata.namespace = Some("tenant-b".into());
+    let result = one(&a, &c).await;
+    assert_eq!(result.verdict, CheckVerdict::Error);
+    let m = result.message.unwrap_or_default();
+    assert!(m.contains("spec.provider.address is empty"), "{m}");
+    assert!(
+        reached.lock().unwrap().is_empty(),
+        "{:?}",
+        reached.lock().unwrap()
+    );
+    assert_eq!(a.queries.get(), 0);
+}
