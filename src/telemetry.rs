@@ -78,10 +78,14 @@ pub struct Metrics {
     pub transitions: Family<TransitionLabels, Counter>,
     pub reconcile_seconds: Histogram,
     pub reconcile_errors: Counter,
+    /// Writes refused because this replica did not lead (its lease lost or not renewed in time).
+    pub fenced_writes: Counter,
     /// Writes Serin made to the API server: a settled Canary makes none.
     pub api_writes: Counter,
     /// The checks with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
+    exported_canaries: Mutex<BTreeSet<(String, String)>>,
     lock: Mutex<()>,
 }
 
@@ -95,6 +99,12 @@ impl Default for Metrics {
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
         let reconcile_errors = Counter::default();
+        let fenced_writes = Counter::default();
+        registry.register(
+            "fenced_writes",
+            "Writes refused because this replica did not hold the leader lease (lost, or not renewed within the renew deadline)",
+            fenced_writes.clone(),
+        );
         let api_writes = Counter::default();
         let metric_value = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
         let api_requests = Family::<RequestLabels, Counter>::default();
@@ -161,8 +171,10 @@ impl Default for Metrics {
             transitions,
             reconcile_seconds,
             reconcile_errors,
+            fenced_writes,
             api_writes,
             exported_checks: Mutex::new(HashMap::new()),
+            exported_canaries: Mutex::new(BTreeSet::new()),
             lock: Mutex::new(()),
         }
     }
@@ -181,6 +193,10 @@ impl Metrics {
             name: name.into(),
             namespace: namespace.into(),
         };
+        self.exported_canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((namespace.to_string(), name.to_string()));
         let status = match phase {
             Some(Phase::Failed) => 2,
             Some(Phase::Succeeded | Phase::Initialized) => 1,
@@ -237,7 +253,38 @@ impl Metrics {
         };
         self.status.remove(&labels);
         self.weight.remove(&labels);
+        for phase in Phase::ALL {
+            self.transitions.remove(&TransitionLabels {
+                name: name.into(),
+                namespace: namespace.into(),
+                phase: phase.as_str().into(),
+            });
+        }
         self.observe_checks(name, namespace, &[]);
+        self.exported_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+        self.exported_canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Drops the series of every Canary `exists` says is gone (after a watch restarted, deletions made
+    /// while it was down come as a new list, not as events).
+    pub fn retain_canaries(&self, exists: impl Fn(&str, &str) -> bool) {
+        let gone: Vec<(String, String)> = self
+            .exported_canaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(ns, name)| !exists(ns, name))
+            .cloned()
+            .collect();
+        for (ns, name) in gone {
+            self.forget_canary(&name, &ns);
+        }
     }
 
     pub fn reconciled(&self, took: Duration, failed: bool) {
@@ -307,5 +354,31 @@ mod tests {
         assert!(text.contains(r#"metric="p99"} 21.0"#), "{text}");
         m.forget_canary("podinfo", "shop");
         assert!(!m.render().contains("metric=\""));
+    }
+
+    #[test]
+    fn a_deleted_canary_leaves_no_series() {
+        let m = Metrics::default();
+        for name in ["gone", "kept"] {
+            m.observe_canary(
+                name,
+                "shop",
+                Some(Phase::Progressing),
+                10,
+                Some(Phase::Progressing),
+            );
+            m.observe_checks(name, "shop", &[result("rate", Some(99.5))]);
+        }
+        m.retain_canaries(|_, name| name == "kept");
+        let text = m.render();
+        assert!(!text.contains(r#"name="gone""#), "{text}");
+        assert!(
+            text.contains(r#"serin_canary_weight{name="kept",namespace="shop"} 10"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"name="kept",namespace="shop",phase="Progressing""#),
+            "{text}"
+        );
     }
 }

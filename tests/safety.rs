@@ -5,17 +5,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin::routing::Router;
 use serin::routing::gatewayapi::GatewayApiRouter;
 use serin::vocabulary::{Traffic, Weights};
 use serin_e2e::podinfo::{deployment, route_weight, setup, status, wait_phase, weights_until};
-use serin_e2e::{
-    SerinProcess, apply, apply_httproute, client, httproute_resource, install_crds, namespace,
-    wait_for,
-};
+use serin_e2e::{SerinProcess, apply, apply_httproute, client, install_crds, namespace, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -187,5 +184,46 @@ async fn a_second_manager_applying_replicas_does_not_fight_serin_in_a_loop() {
         .collect();
     assert!(managers.contains(&"serin".to_string()), "{managers:?}");
     assert_eq!(status(&client, &ns).await.phase, Some(Phase::Initialized));
-    let _ = DynamicObject::new("unused", &httproute_resource());
+}
+
+/// Defect 11: a deleted Canary's series leave /metrics (no reconcile ever sees it again).
+#[tokio::test]
+async fn a_deleted_canary_leaves_no_series_on_metrics() {
+    let (client, ns) = setup(
+        "safety-series",
+        json!({"interval": "1s", "stepWeight": 50}),
+        json!({}),
+    )
+    .await;
+    let serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    let series = |serin: &SerinProcess| {
+        let ns = ns.clone();
+        let url = serin.metrics_url.clone();
+        async move {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            text.lines()
+                .filter(|l| {
+                    l.contains(&format!(r#"namespace="{ns}""#)) && l.starts_with("serin_canary_")
+                })
+                .count()
+        }
+    };
+    assert!(series(&serin).await > 0);
+    Api::<Canary>::namespaced(client.clone(), &ns)
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "no series for the deleted Canary",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            match series(&serin).await {
+                0 => Ok(()),
+                n => Err(format!("{n} series")),
+            }
+        },
+    )
+    .await;
 }

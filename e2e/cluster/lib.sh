@@ -88,3 +88,28 @@ stop_all_on_failure() {
   log "failed (exit $rc): stopped what had started; logs kept in $STATE/logs (e2e/cluster/down removes them)"
   exit "$rc"
 }
+
+# kube-apiserver on loopback, against etcd; `up` starts it, and `apiserver restart` again (fault tests).
+start_apiserver() { # bin-dir pki-dir etcd-port apiserver-port
+  local b=$1 p=$2 etcd_port=$3 port=$4
+  start_proc kube-apiserver "$b/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+    --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" --client-ca-file "$p/ca.crt" \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$p/sa.pub" \
+    --service-account-signing-key-file "$p/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode RBAC --allow-privileged --disable-admission-plugins ServiceAccount \
+    --cert-dir "$STATE/pki"
+  apicurl() { curl -sf --max-time 2 --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" "https://127.0.0.1:$port$1"; }
+  wait_for kube-apiserver 90 apicurl /readyz
+}
+
+restart_proc() { # component port : stops it and starts it again with the same command line, once its
+  # port is free (a process that just exited may hold it a moment longer)
+  local f=$STATE/pids/$1 port=$2 pid start i args=()
+  alive "$1" || return 0
+  read -r pid start < "$f"
+  mapfile -d '' args < "/proc/$pid/cmdline"
+  stop_proc "$1"
+  for i in $(seq 1 100); do port_in_use "$port" || break; sleep 0.1; done
+  start_proc "$1" "${args[@]}"
+}

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::analysis::ThresholdRange;
 
+/// The most check results status.checks holds (the CRD's maxItems).
+pub const MAX_STATUS_CHECKS: usize = 32;
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryStatus {
@@ -48,9 +51,10 @@ pub struct CanaryStatus {
     pub last_retry: Option<String>,
     /// Serin: the last result of each metric check (its value, range and verdict), so the status shows why
     /// the canary advanced, held or was rolled back.
-    // Bounded like analysis.metrics, so the CEL rule of thresholdRange inside fits the cost budget.
+    // Bounded like analysis.metrics, so the CEL rule of thresholdRange inside fits the cost budget. A
+    // metric entry can run up to three checks, so the decision keeps the most telling MAX_STATUS_CHECKS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_STATUS_CHECKS))]
     pub checks: Vec<CheckStatus>,
     /// The Canary generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +117,20 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 11] = [
+        Phase::Initializing,
+        Phase::Initialized,
+        Phase::Waiting,
+        Phase::Progressing,
+        Phase::WaitingPromotion,
+        Phase::Promoting,
+        Phase::Finalising,
+        Phase::Succeeded,
+        Phase::Failed,
+        Phase::Terminating,
+        Phase::Terminated,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Initializing => "Initializing",

@@ -6,36 +6,38 @@ pub mod apply;
 mod client;
 mod events;
 pub mod leader;
+mod mapping;
 pub mod observe;
+mod reconcile;
 mod revert;
 mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::controller::{self as kube_controller, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use kube::{Client, ResourceExt};
+use tracing::{debug, error, info, warn};
 
-use crate::api::MetricTemplate;
-use crate::api::{Canary, CanaryStatus, ConditionType};
-use crate::decision::{ControllerDefaults, Decision, Outcome, decide};
+use crate::api::{Canary, MetricTemplate};
+use crate::decision::ControllerDefaults;
 use crate::metrics::{Analyzer, CheckRunner};
-use crate::routing::RouterKind;
+use crate::routing::{RouterKind, router_for};
 use crate::telemetry::Metrics;
+use crate::workload::configs::ConfigKind;
 use apply::FIELD_MANAGER;
 use events::Events;
-use observe::{Blocked, observe};
+use mapping::{canaries_of, canaries_using, scoped};
+use reconcile::{error_policy, reconcile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,20 +69,6 @@ pub struct RunConfig {
     pub metrics_timeout: Duration,
 }
 
-/// An Api over the watched namespace, or all of them.
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 pub struct Context {
     pub client: Client,
     pub defaults: ControllerDefaults,
@@ -88,69 +76,188 @@ pub struct Context {
     pub services: Store<Service>,
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
+    pub templates: Store<MetricTemplate>,
     routes: HashMap<String, Store<DynamicObject>>,
     pub recorder: Events,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
+    /// Failed reconciles in a row, by Canary, for the error policy's backoff.
+    failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
 }
 
 impl Context {
     pub fn route_store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
         self.routes.get(&ar.kind)
     }
-}
 
-/// Canaries an object concerns: those owning it, and those targeting it (by name in its namespace).
-fn canaries_of(meta: &kube::api::ObjectMeta, canaries: &Store<Canary>) -> Vec<ObjectRef<Canary>> {
-    let ns = meta.namespace.clone().unwrap_or_default();
-    let mut refs: Vec<ObjectRef<Canary>> = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|o| o.kind == "Canary" && o.api_version.starts_with("serin.dev/"))
-        .map(|o| ObjectRef::new(&o.name).within(&ns))
-        .collect();
-    let name = meta.name.clone().unwrap_or_default();
-    refs.extend(
-        canaries
-            .state()
-            .iter()
-            .filter(|c| c.namespace().as_deref() == Some(&ns))
-            .filter(|c| {
-                c.spec.target_ref.name == name
-                    || c.status
-                        .as_ref()
-                        .and_then(|s| s.tracked_configs.as_ref())
-                        .is_some_and(|t| t.keys().any(|k| k.ends_with(&format!("/{name}"))))
-            })
-            .map(|c| ObjectRef::from_obj(&**c)),
-    );
-    refs
+    /// Waits up to `wait` for every cache this Canary is observed from to hold a full list; Err names
+    /// those that don't yet.
+    async fn caches_synced(&self, canary: &Canary, wait: Duration) -> Result<(), String> {
+        let route = router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
+            .and_then(|k| k.router().resource())
+            .and_then(|ar| self.route_store(&ar).map(|s| (ar.kind.clone(), s)));
+        let all = async {
+            let _ = futures::join!(
+                self.deployments.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.config_maps.wait_until_ready(),
+                self.secrets.wait_until_ready(),
+                self.templates.wait_until_ready(),
+            );
+            if let Some((_, s)) = &route {
+                let _ = s.wait_until_ready().await;
+            }
+        };
+        if tokio::time::timeout(wait, all).await.is_ok() {
+            return Ok(());
+        }
+        let synced = |ready: Option<Result<(), reflector::store::WriterDropped>>| {
+            matches!(ready, Some(Ok(())))
+        };
+        let mut missing = Vec::new();
+        for (name, ok) in [
+            (
+                "Deployments",
+                synced(self.deployments.wait_until_ready().now_or_never()),
+            ),
+            (
+                "Services",
+                synced(self.services.wait_until_ready().now_or_never()),
+            ),
+            (
+                "ConfigMaps",
+                synced(self.config_maps.wait_until_ready().now_or_never()),
+            ),
+            (
+                "Secrets",
+                synced(self.secrets.wait_until_ready().now_or_never()),
+            ),
+            (
+                "MetricTemplates",
+                synced(self.templates.wait_until_ready().now_or_never()),
+            ),
+        ] {
+            if !ok {
+                missing.push(name.to_string());
+            }
+        }
+        if let Some((kind, s)) = &route
+            && !synced(s.wait_until_ready().now_or_never())
+        {
+            missing.push(format!(
+                "{kind}s (is its CRD installed, and may Serin list it?)"
+            ));
+        }
+        Err(missing.join(", "))
+    }
+
+    /// Counts a failed reconcile of `canary`; returns how many in a row.
+    fn failed(&self, canary: &ObjectRef<Canary>) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(canary.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn succeeded(&self, canary: &ObjectRef<Canary>) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(canary);
+    }
 }
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let client = client::counted_client(metrics.api_requests.clone()).await?;
+    let fence = if config.leader_elect {
+        Arc::new(leader::Fence::default())
+    } else {
+        leader::Fence::open()
+    };
+    let client = client::controller_client(
+        metrics.api_requests.clone(),
+        fence.clone(),
+        metrics.fenced_writes.clone(),
+    )
+    .await?;
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(server::serve(config.listen, metrics.clone(), ready.clone()));
 
-    let elector = config.leader_elect.then(|| {
-        Arc::new(leader::LeaderElector::new(
-            client.clone(),
+    let elector = match config.leader_elect {
+        true => Some(leader::LeaderElector::new(
+            client::lease_client().await?,
             &config.leader_election_namespace,
             "serin-leader",
             &config.identity,
-            Duration::from_secs(15),
-        ))
-    });
-    if let Some(e) = &elector {
-        e.acquire().await;
+            leader::Timings::default(),
+            fence,
+        )),
+        false => None,
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    loop {
+        if let Some(e) = &elector {
+            tokio::select! {
+                _ = e.acquire() => {}
+                _ = shutdown.clone() => return Ok(()),
+            }
+        }
+        let lost = async {
+            match &elector {
+                Some(e) => e.hold().await,
+                None => std::future::pending().await,
+            }
+        };
+        // On SIGTERM the controller stops gracefully (reconciles in flight finish); on a lost lease it is
+        // dropped at once (its writes are already refused), its caches with it, and this replica stands by.
+        tokio::select! {
+            _ = lead(&config, &client, &metrics, &ready, shutdown.clone()) => {
+                if let Some(e) = &elector {
+                    e.release().await;
+                }
+                info!("shut down");
+                return Ok(());
+            }
+            _ = lost => {
+                ready.store(false, Ordering::Relaxed);
+                warn!("lost leadership: stopped acting; standing by");
+            }
+        }
     }
+}
 
+/// Runs the controller while this replica leads: watch caches, the Canary controller, until `stop`.
+async fn lead(
+    config: &RunConfig,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = client.clone();
     let canaries: Api<Canary> = scoped(&client, &config.namespace);
     let wc = watcher::Config::default();
-    let controller = Controller::new(canaries, wc.clone());
-    let canary_store = controller.store();
+    // Our own reflector of Canaries, to see deletions: a deleted Canary's series leave /metrics (the
+    // controller never reconciles an object that is gone).
+    let (canary_store, canary_writer) = reflector::store::<Canary>();
+    let canary_events = {
+        let (metrics, store) = (metrics.clone(), canary_store.clone());
+        watcher(canaries, wc.clone())
+            .default_backoff()
+            .reflect(canary_writer)
+            .inspect_ok(move |event| match event {
+                watcher::Event::Delete(c) => {
+                    metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default())
+                }
+                // A new list: Canaries deleted while the watch was down are simply not in it.
+                watcher::Event::InitDone => metrics.retain_canaries(|ns, name| {
+                    store.get(&ObjectRef::new(name).within(ns)).is_some()
+                }),
+                _ => {}
+            })
+            .applied_objects()
+    };
+    let controller = Controller::for_stream(canary_events, canary_store.clone());
 
     macro_rules! cache {
         ($kind:ty) => {{
@@ -170,20 +277,22 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let (secrets, secret_events) = cache!(Secret);
     // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
     let (templates, template_events) = cache!(MetricTemplate);
-    let templates_synced = templates.clone();
-    tokio::spawn(template_events.for_each(|_| futures::future::ready(())));
 
     let mut routes = HashMap::new();
     let mut controller = {
         let s = canary_store.clone();
         let s2 = canary_store.clone();
-        let s3 = canary_store.clone();
-        let s4 = canary_store.clone();
+        let (s3, d3) = (canary_store.clone(), deployments.clone());
+        let (s4, d4) = (canary_store.clone(), deployments.clone());
         controller
             .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &s))
             .watches_stream(service_events, move |d| canaries_of(&d.metadata, &s2))
-            .watches_stream(config_map_events, move |d| canaries_of(&d.metadata, &s3))
-            .watches_stream(secret_events, move |d| canaries_of(&d.metadata, &s4))
+            .watches_stream(config_map_events, move |c| {
+                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &d3)
+            })
+            .watches_stream(secret_events, move |c| {
+                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &d4)
+            })
     };
     for kind in [RouterKind::GatewayApi, RouterKind::Kubernetes] {
         let Some(ar) = kind.router().resource() else {
@@ -209,12 +318,13 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
 
     let recorder = Events::new(client.clone(), FIELD_MANAGER, &config.identity);
     let ctx = Arc::new(Context {
-        client,
+        client: client.clone(),
         defaults: config.defaults.clone(),
         deployments: deployments.clone(),
         services: services.clone(),
         config_maps: config_maps.clone(),
         secrets: secrets.clone(),
+        templates: templates.clone(),
         routes,
         recorder,
         metrics: metrics.clone(),
@@ -226,44 +336,49 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             config.metrics_timeout,
             metrics.metric_queries.clone(),
         )),
+        failures: Mutex::new(HashMap::new()),
     });
 
-    // Stop on SIGTERM/ctrl-c, or when leadership is lost (another replica may already be acting).
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        match elector {
-            Some(e) => tokio::select! {
-                _ = e.hold() => warn!("lost leadership: stopping"),
-                _ = shutdown_signal() => info!("shutting down"),
-            },
-            None => shutdown_signal().await,
-        }
-        let _ = stop.send(());
-    });
-    let shutdown = async move {
-        let _ = stopped.await;
-    };
-    {
+    let synced = {
         let (ctx, ready) = (ctx.clone(), ready.clone());
-        tokio::spawn(async move {
+        async move {
             let _ = futures::join!(
                 ctx.deployments.wait_until_ready(),
                 ctx.services.wait_until_ready(),
                 ctx.config_maps.wait_until_ready(),
                 ctx.secrets.wait_until_ready(),
-                templates_synced.wait_until_ready()
+                ctx.templates.wait_until_ready()
             );
             ready.store(true, Ordering::Relaxed);
             info!("caches synced");
-        });
-    }
+        }
+    };
     info!("controller started");
-    controller
-        .graceful_shutdown_on(shutdown)
+    let controller = controller
+        .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-    Ok(())
+        .for_each(|result| {
+            match result {
+                Ok(_) => {}
+                // Logged with its backoff by the error policy.
+                Err(kube_controller::Error::ReconcilerFailed(..)) => {}
+                // Deleted before its turn came: nothing to do.
+                Err(kube_controller::Error::ObjectNotFound(o)) => {
+                    debug!(object = %o, "gone before its reconcile")
+                }
+                Err(kube_controller::Error::QueueError(e)) => {
+                    warn!(error = %e, "watching Canaries")
+                }
+                Err(e) => error!(error = %e, "the controller's runner failed"),
+            }
+            futures::future::ready(())
+        });
+    // MetricTemplates are read when checks run; their stream only feeds the cache.
+    let templates = template_events.for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        _ = controller => {}
+        _ = futures::future::join(templates, synced) => {}
+    }
 }
 
 async fn shutdown_signal() {
@@ -274,208 +389,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(canary = %canary.name_any(), namespace = %canary.namespace().unwrap_or_default(), %error, "reconcile failed");
-    ctx.metrics.reconciled(Duration::ZERO, true);
-    Action::requeue(Duration::from_secs(5))
-}
-
-async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
-    let start = Instant::now();
-    let result = reconcile_one(&canary, &ctx).instrument(span).await;
-    ctx.metrics.reconciled(start.elapsed(), result.is_err());
-    result
-}
-
-async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
-    if canary.meta().deletion_timestamp.is_some() {
-        if revert::has_finalizer(canary) {
-            return revert::revert(ctx, canary).await;
-        }
-        ctx.metrics
-            .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
-        return Ok(Action::await_change());
-    }
-    if canary.spec.revert_on_deletion != revert::has_finalizer(canary) {
-        revert::set_finalizer(ctx, canary, canary.spec.revert_on_deletion).await?;
-        // The finalizer's change brings the Canary back through the watch.
-        return Ok(Action::await_change());
-    }
-    let obs = match observe(ctx, canary) {
-        Ok(obs) => obs,
-        Err(blocked) => return report_blocked(ctx, canary, &blocked).await,
-    };
-    let decision: Decision = match decide(&obs.observed) {
-        Outcome::Act(d) => *d,
-        Outcome::RunChecks => {
-            let mut observed = obs.observed.clone();
-            let at = observed.now.as_millisecond() as f64 / 1000.0;
-            let round = ctx.checks.run(canary, at).await;
-            ctx.metrics.check_rounds.inc();
-            ctx.metrics.observe_checks(
-                &canary.name_any(),
-                &canary.namespace().unwrap_or_default(),
-                &round.results,
-            );
-            observed.checks = Some(round);
-            match decide(&observed) {
-                Outcome::Act(d) => *d,
-                // The core asks once per tick; a second ask would be a bug in it.
-                Outcome::RunChecks => unreachable!("the decision core asked for checks twice"),
-            }
-        }
-    };
-    let mut status = decision.status.clone();
-    status.tracked_configs = (!obs.tracked_configs.is_empty()).then(|| obs.tracked_configs.clone());
-    let acted = act::act(ctx, canary, &obs, &decision.desired).await;
-    if let Ok(writes) = &acted {
-        ctx.metrics.api_writes.inc_by(u64::from(*writes));
-    }
-    let old = canary.status.clone().unwrap_or_default();
-    let status = match &acted {
-        Ok(_) => status,
-        // Nothing moves when an act fails: keep the old status and say why, so the next tick retries.
-        Err(e) => with_error(old.clone(), obs.observed.generation, e),
-    };
-    write_status(ctx, canary, &old, &status).await?;
-    if acted.is_ok() {
-        for event in &decision.events {
-            publish(
-                ctx,
-                canary,
-                event.warning,
-                event.reason.as_str(),
-                &event.message,
-            )
-            .await;
-        }
-    }
-    let entered = (status.phase != old.phase)
-        .then_some(status.phase)
-        .flatten();
-    ctx.metrics.observe_canary(
-        &canary.name_any(),
-        &canary.namespace().unwrap_or_default(),
-        status.phase,
-        status.canary_weight,
-        entered,
-    );
-    match acted {
-        Ok(_) => Ok(Action::requeue(decision.requeue_after)),
-        Err(
-            Error::NotOwned(_) | Error::FieldConflict(_) | Error::Routing(_) | Error::Workload(_),
-        ) => Ok(Action::requeue(Duration::from_secs(60))),
-        Err(e) => Err(e),
-    }
-}
-
-fn with_error(mut status: CanaryStatus, generation: i64, e: &Error) -> CanaryStatus {
-    let reason = match e {
-        Error::NotOwned(_) => "ObjectNotOwned",
-        Error::FieldConflict(_) => "FieldConflict",
-        Error::Routing(_) | Error::Workload(_) => "InvalidSpec",
-        Error::Kube(_) => "APIError",
-    };
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let message = e.to_string();
-    crate::decision::set_condition(
-        &mut status,
-        ConditionType::Ready,
-        "False",
-        reason,
-        &message,
-        now,
-        generation,
-    );
-    if !matches!(e, Error::Kube(_)) {
-        crate::decision::set_condition(
-            &mut status,
-            ConditionType::Stalled,
-            "True",
-            reason,
-            &message,
-            now,
-            generation,
-        );
-    }
-    status
-}
-
-async fn report_blocked(
-    ctx: &Context,
-    canary: &Canary,
-    blocked: &Blocked,
-) -> Result<Action, Error> {
-    let old = canary.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    let generation = canary.metadata.generation.unwrap_or(0);
-    let (reason, stalled) = match blocked {
-        Blocked::TargetNotFound(_) => ("TargetNotFound", "False"),
-        Blocked::Workload(_) => ("InvalidTarget", "True"),
-    };
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let message = blocked.to_string();
-    crate::decision::set_condition(
-        &mut status,
-        ConditionType::Ready,
-        "False",
-        reason,
-        &message,
-        now,
-        generation,
-    );
-    crate::decision::set_condition(
-        &mut status,
-        ConditionType::Stalled,
-        stalled,
-        reason,
-        &message,
-        now,
-        generation,
-    );
-    status.observed_generation = Some(generation);
-    if status != old {
-        publish(ctx, canary, true, reason, &message).await;
-    }
-    write_status(ctx, canary, &old, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-/// The one status write of a tick, skipped when nothing changed.
-async fn write_status(
-    ctx: &Context,
-    canary: &Canary,
-    old: &CanaryStatus,
-    status: &CanaryStatus,
-) -> Result<(), Error> {
-    if status == old {
-        return Ok(());
-    }
-    let api: Api<Canary> =
-        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "status": status});
-    api.patch_status(
-        &canary.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    ctx.metrics.api_writes.inc();
-    Ok(())
-}
-
-async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
-    ctx.metrics.api_writes.inc();
-    let regarding = canary.object_ref(&());
-    if let Err(e) = ctx
-        .recorder
-        .publish(&regarding, warning, reason, message)
-        .await
-    {
-        warn!(error = %e, reason, "publishing an event");
     }
 }

@@ -81,3 +81,139 @@ pub fn for_phase(
     );
     set(status, Stalled, stalled, reason, message, now, generation);
 }
+
+/// Why the controller could not act on a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActFailure {
+    /// The API server could not be reached, timed out, was busy or conflicted: the next try may pass.
+    Transient,
+    /// An object Serin would write exists and is not the Canary's.
+    NotOwned,
+    /// Another field manager owns a field Serin sets.
+    FieldConflict,
+    /// The spec can't be turned into objects (a router or workload refused it).
+    InvalidSpec,
+    /// The API server refused the write for good (forbidden, invalid).
+    Rejected,
+}
+
+impl ActFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ActFailure::Transient => "APIError",
+            ActFailure::NotOwned => "ObjectNotOwned",
+            ActFailure::FieldConflict => "FieldConflict",
+            ActFailure::InvalidSpec => "InvalidSpec",
+            ActFailure::Rejected => "APIRejected",
+        }
+    }
+}
+
+/// The status after an act failed: nothing moved, so the old status stays, and says why unless the failure
+/// is transient. A transient error changes no condition: GitOps health (Ready) does not flap on a blip of
+/// the API server; the error is logged, and the next try comes with backoff.
+pub fn after_failed_act(
+    mut status: CanaryStatus,
+    failure: ActFailure,
+    message: &str,
+    now: Timestamp,
+    generation: i64,
+) -> CanaryStatus {
+    if failure == ActFailure::Transient {
+        return status;
+    }
+    let reason = failure.reason();
+    set(
+        &mut status,
+        ConditionType::Ready,
+        "False",
+        reason,
+        message,
+        now,
+        generation,
+    );
+    set(
+        &mut status,
+        ConditionType::Stalled,
+        "True",
+        reason,
+        message,
+        now,
+        generation,
+    );
+    status
+}
+
+/// The status of a Canary that can't be observed yet: its target is missing (it may come: not stalled),
+/// or its target can't be used (stalled until its spec changes).
+pub fn blocked(
+    mut status: CanaryStatus,
+    reason: &str,
+    stalled: bool,
+    message: &str,
+    now: Timestamp,
+    generation: i64,
+) -> CanaryStatus {
+    set(
+        &mut status,
+        ConditionType::Ready,
+        "False",
+        reason,
+        message,
+        now,
+        generation,
+    );
+    let s = if stalled { "True" } else { "False" };
+    set(
+        &mut status,
+        ConditionType::Stalled,
+        s,
+        reason,
+        message,
+        now,
+        generation,
+    );
+    status.observed_generation = Some(generation);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settled() -> CanaryStatus {
+        let mut s = CanaryStatus::default();
+        for_phase(&mut s, Phase::Succeeded, "done", Timestamp::UNIX_EPOCH, 1);
+        s
+    }
+
+    /// Defect 11: a blip of the API server does not flip Ready (GitOps health would flap).
+    #[test]
+    fn a_transient_api_error_changes_no_condition() {
+        let s = settled();
+        let after = after_failed_act(
+            s.clone(),
+            ActFailure::Transient,
+            "connection refused",
+            Timestamp::UNIX_EPOCH,
+            1,
+        );
+        assert_eq!(after, s);
+        let after = after_failed_act(
+            s,
+            ActFailure::Rejected,
+            "forbidden",
+            Timestamp::UNIX_EPOCH,
+            1,
+        );
+        let ready = after
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("APIRejected"))
+        );
+    }
+}

@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CanarySpec, CanaryStatus};
 pub use crate::vocabulary::{CheckRound, Checks, Readiness, Traffic, Weights};
-pub use conditions::set as set_condition;
+pub use conditions::{ActFailure, after_failed_act, blocked, set as set_condition};
 pub use settings::{ControllerDefaults, Settings, SpecProblem, Steps, Strategy};
 pub use tick::decide;
 

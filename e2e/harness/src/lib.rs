@@ -312,6 +312,15 @@ impl SerinProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// Sends `signal` (as `kill -<signal>` names it: STOP, CONT, TERM) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {}", self.child.id());
+    }
+
     /// Ends the process at once, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -102,27 +102,50 @@ pub async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
 /// Records each distinct canary weight in the route until the Canary reaches `phase`.
 pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<i64> {
     let start = Instant::now();
-    let mut seen = Vec::new();
+    let (seen, recorder) = record_weights(client.clone(), ns.to_string());
     loop {
-        if let Some(w) = route_weight(client, ns).await
-            && seen.last() != Some(&w)
-        {
-            seen.push(w);
-        }
         if status(client, ns).await.phase == Some(phase) {
-            if let Some(w) = route_weight(client, ns).await
-                && seen.last() != Some(&w)
-            {
-                seen.push(w);
-            }
-            return seen;
+            // One more look at the route: the last weight of the phase.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            recorder.abort();
+            return seen.lock().unwrap().clone();
         }
-        assert!(
-            start.elapsed() < timeout,
-            "not {phase} after {timeout:?}; weights so far {seen:?}"
-        );
+        if start.elapsed() >= timeout {
+            recorder.abort();
+            panic!(
+                "not {phase} after {timeout:?}; weights so far {:?}",
+                seen.lock().unwrap()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Records each distinct canary weight the route holds, as a data plane would see it, until stopped.
+pub fn record_weights(
+    client: Client,
+    ns: String,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            // A read on a connection the API server dropped (a fault test restarts it) could hang for
+            // minutes: bounded, so no weight goes unseen.
+            let read = tokio::time::timeout(Duration::from_millis(500), route_weight(&client, &ns));
+            if let Ok(Some(w)) = read.await {
+                let mut log = log.lock().unwrap();
+                if log.last() != Some(&w) {
+                    log.push(w);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    (seen, task)
 }
 
 /// A namespace of its own with podinfo 1.0.0 and its Canary (`analysis`, and `extra` merged into the spec).

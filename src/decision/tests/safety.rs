@@ -345,3 +345,28 @@ fn initialization_past_the_progress_deadline_is_stalled_and_recovers() {
     assert_eq!(w.phase(), Phase::Initialized);
     assert_eq!(w.condition("Stalled").0, "False");
 }
+
+/// Defect 11: more results than status.checks may hold (32 metrics can run 96 checks) are cut to the
+/// limit, the failed ones kept, so the status write never fails on every tick.
+#[test]
+fn status_checks_never_exceed_their_limit() {
+    use crate::api::status::MAX_STATUS_CHECKS;
+    use crate::api::{CheckStatus, CheckVerdict};
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 10, "threshold": 5}));
+    w.tick(None);
+    let mut results: Vec<CheckStatus> = (0..96)
+        .map(|i| CheckStatus {
+            name: format!("m{i}"),
+            verdict: CheckVerdict::Passed,
+            ..CheckStatus::default()
+        })
+        .collect();
+    results[90].verdict = CheckVerdict::Failed;
+    w.later(10);
+    w.tick_round(Some(CheckRound {
+        verdict: failed("m90 out of range"),
+        results,
+    }));
+    assert_eq!(w.o.status.checks.len(), MAX_STATUS_CHECKS);
+    assert_eq!(w.o.status.checks[0].name, "m90");
+}

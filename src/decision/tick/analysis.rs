@@ -4,6 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{Step, Tick, elapsed};
+use crate::api::status::MAX_STATUS_CHECKS;
+use crate::api::{CheckStatus, CheckVerdict};
 use crate::decision::settings::Strategy;
 use crate::decision::{Checks, Readiness, Reason, Scale, Traffic, Weights};
 
@@ -87,7 +89,7 @@ impl Tick<'_> {
             return Step::NeedChecks;
         };
         self.stepped();
-        self.status.checks = round.results.clone();
+        self.status.checks = for_status(&round.results);
         match &round.verdict {
             Checks::Passed => {
                 self.status.holding_since = None;
@@ -162,4 +164,21 @@ impl Tick<'_> {
             self.start_promotion();
         }
     }
+}
+
+/// The results status.checks can hold: all of them up to its maxItems, else the failed and erring ones
+/// first, in their order (a status write over the limit would fail on every tick).
+fn for_status(results: &[CheckStatus]) -> Vec<CheckStatus> {
+    if results.len() <= MAX_STATUS_CHECKS {
+        return results.to_vec();
+    }
+    let (telling, passed): (Vec<&CheckStatus>, Vec<&CheckStatus>) = results
+        .iter()
+        .partition(|r| r.verdict != CheckVerdict::Passed);
+    telling
+        .into_iter()
+        .chain(passed)
+        .take(MAX_STATUS_CHECKS)
+        .cloned()
+        .collect()
 }

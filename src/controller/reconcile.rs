@@ -1,0 +1,245 @@
+//! One reconcile of a Canary: wait for every cache to be synced, observe, decide (the pure core), act,
+//! write the status once, publish the events, requeue. Failures back off per Canary.
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use tracing::{Instrument, info_span, warn};
+
+use super::apply::FIELD_MANAGER;
+use super::observe::{Blocked, observe};
+use super::{Context, Error, act, revert};
+use crate::api::{Canary, CanaryStatus};
+use crate::decision::{ActFailure, Decision, Outcome, after_failed_act, blocked, decide};
+
+/// The first retry after a failed reconcile; each further failure doubles it, up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a reconcile waits for the caches to sync before it gives up for now (and says which).
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// The delay before retrying after the `failures`-th failure in a row.
+pub fn backoff(failures: u32) -> Duration {
+    MIN_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+/// What kind of failure an error is, for the status.
+fn failure(e: &Error) -> ActFailure {
+    match e {
+        Error::NotOwned(_) => ActFailure::NotOwned,
+        Error::FieldConflict(_) => ActFailure::FieldConflict,
+        Error::Routing(_) | Error::Workload(_) => ActFailure::InvalidSpec,
+        // Refused for good: forbidden, invalid. Not found, conflicts, throttling and server errors pass.
+        Error::Kube(kube::Error::Api(s))
+            if (400..500).contains(&s.code) && ![404, 409, 429].contains(&s.code) =>
+        {
+            ActFailure::Rejected
+        }
+        Error::Kube(_) => ActFailure::Transient,
+    }
+}
+
+pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failed(&ObjectRef::from_obj(&*canary));
+    let retry = backoff(failures);
+    warn!(canary = %canary.name_any(), namespace = %canary.namespace().unwrap_or_default(), %error,
+        failures, ?retry, "reconcile failed");
+    Action::requeue(retry)
+}
+
+pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
+    async move {
+        // Acting on half-synced caches would see a Deployment or a config missing that is there.
+        if let Err(not_synced) = ctx.caches_synced(&canary, SYNC_WAIT).await {
+            warn!(%not_synced, "waiting for the watch caches to sync before acting");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        let start = Instant::now();
+        let result = reconcile_one(&canary, &ctx).await;
+        ctx.metrics.reconciled(start.elapsed(), result.is_err());
+        if result.is_ok() {
+            ctx.succeeded(&ObjectRef::from_obj(&*canary));
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
+    if canary.meta().deletion_timestamp.is_some() {
+        if revert::has_finalizer(canary) {
+            return revert::revert(ctx, canary).await;
+        }
+        return Ok(Action::await_change());
+    }
+    if canary.spec.revert_on_deletion != revert::has_finalizer(canary) {
+        revert::set_finalizer(ctx, canary, canary.spec.revert_on_deletion).await?;
+        // The finalizer's change brings the Canary back through the watch.
+        return Ok(Action::await_change());
+    }
+    let obs = match observe(ctx, canary) {
+        Ok(obs) => obs,
+        Err(b) => return report_blocked(ctx, canary, &b).await,
+    };
+    let decision: Decision = match decide(&obs.observed) {
+        Outcome::Act(d) => *d,
+        Outcome::RunChecks => {
+            let mut observed = obs.observed.clone();
+            let at = observed.now.as_millisecond() as f64 / 1000.0;
+            let round = ctx.checks.run(canary, at).await;
+            ctx.metrics.check_rounds.inc();
+            ctx.metrics.observe_checks(
+                &canary.name_any(),
+                &canary.namespace().unwrap_or_default(),
+                &round.results,
+            );
+            observed.checks = Some(round);
+            match decide(&observed) {
+                Outcome::Act(d) => *d,
+                // The core asks once per tick; a second ask would be a bug in it.
+                Outcome::RunChecks => unreachable!("the decision core asked for checks twice"),
+            }
+        }
+    };
+    let mut status = decision.status.clone();
+    status.tracked_configs = (!obs.tracked_configs.is_empty()).then(|| obs.tracked_configs.clone());
+    let acted = act::act(ctx, canary, &obs, &decision.desired).await;
+    if let Ok(writes) = &acted {
+        ctx.metrics.api_writes.inc_by(u64::from(*writes));
+    }
+    let old = canary.status.clone().unwrap_or_default();
+    let status = match &acted {
+        Ok(_) => status,
+        // Nothing moves when an act fails: keep the old status and say why, so the next tick retries.
+        Err(e) => after_failed_act(
+            old.clone(),
+            failure(e),
+            &e.to_string(),
+            k8s_openapi::jiff::Timestamp::now(),
+            obs.observed.generation,
+        ),
+    };
+    write_status(ctx, canary, &old, &status).await?;
+    if acted.is_ok() {
+        for event in &decision.events {
+            publish(
+                ctx,
+                canary,
+                event.warning,
+                event.reason.as_str(),
+                &event.message,
+            )
+            .await;
+        }
+    }
+    let entered = (status.phase != old.phase)
+        .then_some(status.phase)
+        .flatten();
+    ctx.metrics.observe_canary(
+        &canary.name_any(),
+        &canary.namespace().unwrap_or_default(),
+        status.phase,
+        status.canary_weight,
+        entered,
+    );
+    match acted {
+        Ok(_) => Ok(Action::requeue(decision.requeue_after)),
+        Err(e) if failure(&e) == ActFailure::Transient => Err(e),
+        // Persistent: said in the status; the watch brings the fix (a spec or object change) sooner.
+        Err(_) => Ok(Action::requeue(Duration::from_secs(60))),
+    }
+}
+
+async fn report_blocked(ctx: &Context, canary: &Canary, b: &Blocked) -> Result<Action, Error> {
+    let old = canary.status.clone().unwrap_or_default();
+    let (reason, stalled) = match b {
+        Blocked::TargetNotFound(_) => ("TargetNotFound", false),
+        Blocked::Workload(_) => ("InvalidTarget", true),
+    };
+    let message = b.to_string();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let status = blocked(
+        old.clone(),
+        reason,
+        stalled,
+        &message,
+        now,
+        canary.metadata.generation.unwrap_or(0),
+    );
+    if status != old {
+        publish(ctx, canary, true, reason, &message).await;
+    }
+    write_status(ctx, canary, &old, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// The one status write of a tick, skipped when nothing changed.
+async fn write_status(
+    ctx: &Context,
+    canary: &Canary,
+    old: &CanaryStatus,
+    status: &CanaryStatus,
+) -> Result<(), Error> {
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<Canary> =
+        Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "status": status});
+    api.patch_status(
+        &canary.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.api_writes.inc();
+    Ok(())
+}
+
+pub async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
+    ctx.metrics.api_writes.inc();
+    let regarding = canary.object_ref(&());
+    if let Err(e) = ctx
+        .recorder
+        .publish(&regarding, warning, reason, message)
+        .await
+    {
+        warn!(error = %e, reason, "publishing an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_to_five_minutes() {
+        let delays: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn only_refusals_for_good_are_reported_in_the_status() {
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..kube::core::Status::default()
+            })))
+        };
+        assert_eq!(failure(&api(403)), ActFailure::Rejected);
+        assert_eq!(failure(&api(422)), ActFailure::Rejected);
+        for code in [404, 409, 429, 500, 503] {
+            assert_eq!(failure(&api(code)), ActFailure::Transient, "{code}");
+        }
+    }
+}
