@@ -55,11 +55,13 @@ async fn serin_holds_through_an_api_server_restart_and_resumes_at_the_same_weigh
     )
     .await;
     let _restart = Restart;
-    apiserver("stop");
+    // The script blocks: off the test's runtime, so the weight recorder keeps sampling.
+    let run = |action: &'static str| tokio::task::spawn_blocking(move || apiserver(action));
+    run("stop").await.unwrap();
     let down = Instant::now();
     // Down for longer than the renew deadline (10s): Serin stops acting, then leads again.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    apiserver("start");
+    run("start").await.unwrap();
     eprintln!("measured: the API server was down {:?}", down.elapsed());
     wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +39,14 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// Serin: when the analysis last took a step (ran its checks or moved traffic), so a restart never
-    /// takes a step early or twice.
+    /// takes a step early or twice. Microseconds: a time in whole seconds would let the next step come up to
+    /// a second early.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_step_time: Option<Time>,
+    pub last_step_time: Option<MicroTime>,
     /// Serin: since when the canary has been held without progress (not ready, or no data to judge); after
     /// progressDeadlineSeconds of holding, it fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub holding_since: Option<Time>,
+    pub holding_since: Option<MicroTime>,
     /// Serin: the value of the serin.dev/retry annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry: Option<String>,
@@ -210,4 +211,30 @@ pub struct Condition {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+#[cfg(test)]
+mod step_time_tests {
+    use super::*;
+
+    /// The interval between steps is kept to the millisecond: in whole seconds (metav1.Time), a step
+    /// taken at 07.9 reads back as 07.0 and the next came up to a second early.
+    #[test]
+    fn step_and_hold_times_keep_sub_second_precision() {
+        let at: k8s_openapi::jiff::Timestamp = "2026-11-24T08:18:07.129333Z".parse().unwrap();
+        let status = CanaryStatus {
+            last_step_time: Some(MicroTime(at)),
+            holding_since: Some(MicroTime(at)),
+            ..CanaryStatus::default()
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["lastStepTime"], "2026-11-24T08:18:07.129333Z");
+        let back: CanaryStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back.last_step_time, Some(MicroTime(at)));
+        // A status written in whole seconds by an earlier Serin still reads.
+        let old: CanaryStatus =
+            serde_json::from_value(serde_json::json!({"lastStepTime": "2026-11-24T08:18:07Z"}))
+                .unwrap();
+        assert!(old.last_step_time.is_some());
+    }
 }

@@ -83,6 +83,8 @@ pub struct Context {
     pub checks: Box<dyn CheckRunner>,
     /// Failed reconciles in a row, by Canary, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
+    /// The resourceVersion of each Canary's last status written by this replica.
+    written: Mutex<HashMap<ObjectRef<Canary>, String>>,
 }
 
 impl Context {
@@ -149,6 +151,21 @@ impl Context {
             ));
         }
         Err(missing.join(", "))
+    }
+
+    fn wrote(&self, canary: &ObjectRef<Canary>, resource_version: &str) {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(canary.clone(), resource_version.to_string());
+    }
+
+    fn last_written(&self, canary: &ObjectRef<Canary>) -> Option<String> {
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(canary)
+            .cloned()
     }
 
     /// Counts a failed reconcile of `canary`; returns how many in a row.
@@ -337,6 +354,7 @@ async fn lead(
             metrics.metric_queries.clone(),
         )),
         failures: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
     });
 
     let synced = {

@@ -62,6 +62,14 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
             warn!(%not_synced, "waiting for the watch caches to sync before acting");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
+        let key = ObjectRef::from_obj(&*canary);
+        if stale(
+            canary.resource_version().as_deref(),
+            ctx.last_written(&key).as_deref(),
+        ) {
+            // The watch brings our last status within moments; this reconcile runs again then.
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
         let start = Instant::now();
         let result = reconcile_one(&canary, &ctx).await;
         ctx.metrics.reconciled(start.elapsed(), result.is_err());
@@ -195,14 +203,32 @@ async fn write_status(
     let api: Api<Canary> =
         Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "status": status});
-    api.patch_status(
-        &canary.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
     ctx.metrics.api_writes.inc();
+    if let Some(rv) = written.resource_version() {
+        ctx.wrote(&ObjectRef::from_obj(canary), &rv);
+    }
     Ok(())
+}
+
+/// Whether the cache's copy of a Canary is older than the status this replica last wrote. Our own write
+/// triggers the next reconcile (through the route's watch, say) before the Canary's watch brings the new
+/// status: acting on the old one would take a step again. resourceVersions are compared only as the
+/// integers the API server's etcd gives them; anything else counts as fresh.
+pub fn stale(cached: Option<&str>, written: Option<&str>) -> bool {
+    match (
+        cached.map(str::parse::<u64>),
+        written.map(str::parse::<u64>),
+    ) {
+        (Some(Ok(c)), Some(Ok(w))) => c < w,
+        _ => false,
+    }
 }
 
 pub async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
@@ -226,6 +252,18 @@ mod tests {
         let delays: Vec<u64> = (1..=11).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_cache_older_than_our_last_write_is_stale() {
+        assert!(stale(Some("41"), Some("42")));
+        assert!(!stale(Some("42"), Some("42")));
+        assert!(
+            !stale(Some("43"), Some("42")),
+            "changed since by someone else"
+        );
+        assert!(!stale(Some("41"), None));
+        assert!(!stale(Some("opaque"), Some("42")));
     }
 
     #[test]

@@ -200,6 +200,17 @@ impl Router for GatewayApiRouter {
         Ok(vec![route])
     }
 
+    fn handed_back(&self, canary: &Canary) -> Result<Vec<DynamicObject>, RoutingError> {
+        let names = ServiceNames::of(canary);
+        let mut routes = self.desired(canary, Traffic::Split(Weights::canary(0)))?;
+        for route in &mut routes {
+            route.metadata.owner_references = None;
+            route.data["spec"]["rules"] = serde_json::json!([{"backendRefs": [
+                {"name": names.apex, "port": canary.spec.service.port}]}]);
+        }
+        Ok(routes)
+    }
+
     fn traffic(&self, canary: &Canary, route: &DynamicObject) -> Option<Traffic> {
         let names = ServiceNames::of(canary);
         let spec: HttpRouteSpec = serde_json::from_value(route.data.get("spec")?.clone()).ok()?;
@@ -460,6 +471,18 @@ mod tests {
             GatewayApiRouter.traffic(&ab, &split),
             Some(Traffic::Split(Weights::canary(0)))
         );
+    }
+
+    #[test]
+    fn a_route_handed_back_sends_everything_to_the_apex_service_and_has_no_owner() {
+        let c = canary(json!({"stepWeight": 10}));
+        let route = GatewayApiRouter.handed_back(&c).unwrap().remove(0);
+        assert_eq!(route.metadata.owner_references, None);
+        assert_eq!(
+            route.data["spec"]["rules"],
+            json!([{"backendRefs": [{"name": "podinfo", "port": 9898}]}])
+        );
+        assert_eq!(route.data["spec"]["hostnames"], json!(["app.example.com"]));
     }
 
     #[test]

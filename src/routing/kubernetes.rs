@@ -22,6 +22,10 @@ impl Router for KubernetesRouter {
         Ok(Vec::new())
     }
 
+    fn handed_back(&self, _: &Canary) -> Result<Vec<DynamicObject>, RoutingError> {
+        Ok(Vec::new())
+    }
+
     fn traffic(&self, _: &Canary, _: &DynamicObject) -> Option<Traffic> {
         None
     }

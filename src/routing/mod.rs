@@ -73,6 +73,9 @@ pub trait Router: Send + Sync {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError>;
+    /// The routing objects as Serin leaves them when a Canary is deleted with revertOnDeletion: all traffic
+    /// to the apex Service, without the Canary as owner (so they outlive it).
+    fn handed_back(&self, canary: &Canary) -> Result<Vec<DynamicObject>, RoutingError>;
     /// The traffic a routing object sends now, as the watch cache holds it (the API server's defaults
     /// filled in); None when it can't tell.
     fn traffic(&self, canary: &Canary, route: &DynamicObject) -> Option<Traffic>;

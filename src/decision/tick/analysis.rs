@@ -1,7 +1,7 @@
 //! The analysis phases: wait for the canary to be ready, then at each interval run the checks and step
 //! traffic (canary), count iterations (blue/green, A/B), hold on no data, or roll back at the threshold.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
 use super::{Step, Tick, elapsed};
 use crate::api::status::MAX_STATUS_CHECKS;
@@ -80,7 +80,7 @@ impl Tick<'_> {
     }
 
     pub(super) fn stepped(&mut self) {
-        self.status.last_step_time = Some(Time(self.o.now));
+        self.status.last_step_time = Some(MicroTime(self.o.now));
         self.requeue = self.s.interval;
     }
 

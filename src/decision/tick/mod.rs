@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
 mod analysis;
@@ -185,7 +185,7 @@ fn routed_to_primary(o: &Observed, s: &Settings) -> bool {
         }
 }
 
-fn elapsed(now: Timestamp, since: &Time) -> Duration {
+fn elapsed(now: Timestamp, since: &MicroTime) -> Duration {
     Duration::try_from(now.duration_since(since.0)).unwrap_or(Duration::ZERO)
 }
 
@@ -286,7 +286,7 @@ impl<'a> Tick<'a> {
         let since = self
             .status
             .holding_since
-            .get_or_insert(Time(self.o.now))
+            .get_or_insert(MicroTime(self.o.now))
             .clone();
         self.message = why;
         self.requeue = self.s.interval.min(POLL);
