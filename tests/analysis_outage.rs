@@ -10,26 +10,12 @@ use serin::api::{CheckVerdict, Phase};
 use serin_e2e::podinfo::{
     annotated, deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
 };
-use serin_e2e::{SerinProcess, apply, repo_dir, wait_for};
+use serin_e2e::{SerinProcess, StartOnDrop, apply, cluster_script, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
 fn prometheus(action: &str) {
-    let script = repo_dir().join("e2e/cluster/prometheus");
-    let ok = std::process::Command::new(&script)
-        .arg(action)
-        .status()
-        .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()))
-        .success();
-    assert!(ok, "e2e/cluster/prometheus {action} failed");
-}
-
-/// Brings Prometheus back however the test ends.
-struct Restart;
-impl Drop for Restart {
-    fn drop(&mut self) {
-        prometheus("start");
-    }
+    cluster_script("prometheus", action);
 }
 
 #[tokio::test]
@@ -50,7 +36,7 @@ async fn the_canary_holds_while_prometheus_is_down_and_completes_when_it_is_back
     .await;
     wait_weight_at_least(&client, &ns, 20, Duration::from_secs(60)).await;
 
-    let restart = Restart;
+    let restart = StartOnDrop("prometheus");
     prometheus("stop");
     let held = wait_for(
         "the canary to hold on the unreachable Prometheus",

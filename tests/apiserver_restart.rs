@@ -7,27 +7,15 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 use serin::api::Phase;
-use serin_e2e::podinfo::{deployment, image_of, record_weights, route_weight, setup, wait_phase};
-use serin_e2e::{SerinProcess, apply, repo_dir, wait_for};
+use serin_e2e::podinfo::{
+    deployment, image_of, record_weights, setup, wait_phase, wait_weight_at_least,
+};
+use serin_e2e::{SerinProcess, StartOnDrop, apply, cluster_script};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
 fn apiserver(action: &str) {
-    let script = repo_dir().join("e2e/cluster/apiserver");
-    let ok = std::process::Command::new(&script)
-        .arg(action)
-        .status()
-        .unwrap_or_else(|e| panic!("running {} {action}: {e}", script.display()))
-        .success();
-    assert!(ok, "e2e/cluster/apiserver {action} failed");
-}
-
-/// Brings the API server back however the test ends.
-struct Restart;
-impl Drop for Restart {
-    fn drop(&mut self) {
-        apiserver("start");
-    }
+    cluster_script("apiserver", action);
 }
 
 #[tokio::test]
@@ -42,19 +30,8 @@ async fn serin_holds_through_an_api_server_restart_and_resumes_at_the_same_weigh
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     let (seen, recorder) = record_weights(client.clone(), ns.clone());
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
-    wait_for(
-        "weight 20",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match route_weight(&client, &ns).await {
-                Some(w) if w >= 20 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
-    let _restart = Restart;
+    wait_weight_at_least(&client, &ns, 20, Duration::from_secs(30)).await;
+    let _restart = StartOnDrop("apiserver");
     // The script blocks: off the test's runtime, so the weight recorder keeps sampling.
     let run = |action: &'static str| tokio::task::spawn_blocking(move || apiserver(action));
     run("stop").await.unwrap();

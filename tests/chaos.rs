@@ -13,6 +13,7 @@ use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin_e2e::podinfo::{
     deployment, image_of, record_weights, route_weight, setup, status, wait_phase,
+    wait_weight_at_least,
 };
 use serin_e2e::{SerinProcess, apply, wait_for};
 
@@ -215,18 +216,7 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
     let (seen, recorder) = record_weights(client.clone(), ns.clone());
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     // Freeze the leader just after a step, when its tick's writes are done.
-    wait_for(
-        "weight 20",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async {
-            match route_weight(&client, &ns).await {
-                Some(w) if w >= 20 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
+    wait_weight_at_least(&client, &ns, 20, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let writes = |serin: &SerinProcess| {
         let url = serin.metrics_url.clone();
@@ -261,18 +251,7 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
     .await;
     let takeover = frozen.elapsed();
     // b goes on with the analysis from where a left it.
-    wait_for(
-        "b to step",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match route_weight(&client, &ns).await {
-                Some(w) if w >= 30 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
+    wait_weight_at_least(&client, &ns, 30, Duration::from_secs(30)).await;
     a.signal("CONT");
     tokio::time::sleep(Duration::from_secs(6)).await;
     let after = writes(&a).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use serin::api::{Canary, CanaryStatus, Phase};
@@ -35,23 +36,40 @@ fn with_configs(image: &str) -> serde_json::Value {
     )
 }
 
-#[tokio::test]
-async fn a_secret_that_appears_after_the_canary_completes_initialization() {
+fn config_map() -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"level": "info"}})
+}
+
+fn secret() -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret"}, "stringData": {"TOKEN": "t0k3n"}})
+}
+
+/// A namespace of its own with the ConfigMap (and the Secret, if `with_secret`), podinfo 1.0.0 using both,
+/// and its Canary (progressDeadlineSeconds 120).
+async fn with_configs_set_up(
+    prefix: &str,
+    with_secret: bool,
+    analysis: serde_json::Value,
+) -> (Client, String) {
     let client = client().await;
     install_crds(&client).await;
-    let ns = namespace(&client, "configs-late").await;
-    apply::<ConfigMap>(
-        &client,
-        &ns,
-        json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "app-config"}, "data": {"level": "info"}}),
-    )
-    .await;
+    let ns = namespace(&client, prefix).await;
+    apply::<ConfigMap>(&client, &ns, config_map()).await;
+    if with_secret {
+        apply::<Secret>(&client, &ns, secret()).await;
+    }
     apply::<Deployment>(&client, &ns, with_configs("podinfo:1.0.0")).await;
-    apply::<Canary>(
-        &client,
-        &ns,
-        canary(json!({"analysis": {"interval": "1s", "stepWeight": 50}})),
+    let spec = json!({"analysis": analysis, "progressDeadlineSeconds": 120});
+    apply::<Canary>(&client, &ns, canary(spec)).await;
+    (client, ns)
+}
+
+#[tokio::test]
+async fn a_secret_that_appears_after_the_canary_completes_initialization() {
+    let (client, ns) = with_configs_set_up(
+        "configs-late",
+        false,
+        json!({"interval": "1s", "stepWeight": 50}),
     )
     .await;
     let _serin = SerinProcess::start(SERIN, &ns, "a").await;
@@ -84,13 +102,7 @@ async fn a_secret_that_appears_after_the_canary_completes_initialization() {
         "no primary without its config"
     );
 
-    apply::<Secret>(
-        &client,
-        &ns,
-        json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "app-secret"}, "stringData": {"TOKEN": "t0k3n"}}),
-    )
-    .await;
+    apply::<Secret>(&client, &ns, secret()).await;
     let s = wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     assert_eq!(s.last_promoted_spec, s.last_applied_spec);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -106,26 +118,10 @@ async fn a_secret_that_appears_after_the_canary_completes_initialization() {
 
 #[tokio::test]
 async fn a_config_map_deleted_and_restored_mid_analysis_holds_then_resumes() {
-    let client = client().await;
-    install_crds(&client).await;
-    let ns = namespace(&client, "configs-gap").await;
-    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"level": "info"}});
-    apply::<ConfigMap>(&client, &ns, config.clone()).await;
-    apply::<Secret>(
-        &client,
-        &ns,
-        json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "app-secret"}, "stringData": {"TOKEN": "t0k3n"}}),
-    )
-    .await;
-    apply::<Deployment>(&client, &ns, with_configs("podinfo:1.0.0")).await;
-    apply::<Canary>(
-        &client,
-        &ns,
-        canary(
-            json!({"analysis": {"interval": "2s", "stepWeight": 10, "maxWeight": 50},
-        "progressDeadlineSeconds": 120}),
-        ),
+    let (client, ns) = with_configs_set_up(
+        "configs-gap",
+        true,
+        json!({"interval": "2s", "stepWeight": 10, "maxWeight": 50}),
     )
     .await;
     let _serin = SerinProcess::start(SERIN, &ns, "a").await;
@@ -172,7 +168,7 @@ async fn a_config_map_deleted_and_restored_mid_analysis_holds_then_resumes() {
         (Some(Phase::Progressing), held.canary_weight)
     );
     assert_eq!(still.last_applied_spec, revision);
-    apply::<ConfigMap>(&client, &ns, config).await;
+    apply::<ConfigMap>(&client, &ns, config_map()).await;
     let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
     assert!(
         weights.windows(2).all(|w| w[1] > w[0] || w[1] == 0),

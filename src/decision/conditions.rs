@@ -122,9 +122,28 @@ pub fn after_failed_act(
     if failure == ActFailure::Transient {
         return status;
     }
-    let reason = failure.reason();
-    set(
+    not_ready(
         &mut status,
+        failure.reason(),
+        true,
+        message,
+        now,
+        generation,
+    );
+    status
+}
+
+/// Ready False, and Stalled as `stalled` says, both for `reason`.
+fn not_ready(
+    status: &mut CanaryStatus,
+    reason: &str,
+    stalled: bool,
+    message: &str,
+    now: Timestamp,
+    generation: i64,
+) {
+    set(
+        status,
         ConditionType::Ready,
         "False",
         reason,
@@ -132,16 +151,16 @@ pub fn after_failed_act(
         now,
         generation,
     );
+    let s = if stalled { "True" } else { "False" };
     set(
-        &mut status,
+        status,
         ConditionType::Stalled,
-        "True",
+        s,
         reason,
         message,
         now,
         generation,
     );
-    status
 }
 
 /// The status of a Canary that can't be observed yet: its target is missing (it may come: not stalled),
@@ -154,25 +173,7 @@ pub fn blocked(
     now: Timestamp,
     generation: i64,
 ) -> CanaryStatus {
-    set(
-        &mut status,
-        ConditionType::Ready,
-        "False",
-        reason,
-        message,
-        now,
-        generation,
-    );
-    let s = if stalled { "True" } else { "False" };
-    set(
-        &mut status,
-        ConditionType::Stalled,
-        s,
-        reason,
-        message,
-        now,
-        generation,
-    );
+    not_ready(&mut status, reason, stalled, message, now, generation);
     status.observed_generation = Some(generation);
     status
 }

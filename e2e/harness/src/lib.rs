@@ -52,6 +52,28 @@ impl ClusterEnv {
 
 static ENV: OnceCell<ClusterEnv> = OnceCell::const_new();
 
+/// Runs one of the local cluster's scripts, `e2e/cluster/<script> <action>` (`prometheus stop`, say), and
+/// fails the test if it fails.
+pub fn cluster_script(script: &str, action: &str) {
+    let path = repo_dir().join("e2e/cluster").join(script);
+    let ok = std::process::Command::new(&path)
+        .arg(action)
+        .status()
+        .unwrap_or_else(|e| panic!("running {} {action}: {e}", path.display()))
+        .success();
+    assert!(ok, "e2e/cluster/{script} {action} failed");
+}
+
+/// Starts a component of the local cluster again (`e2e/cluster/<script> start`) when dropped, however
+/// the test that stopped it ends.
+pub struct StartOnDrop(pub &'static str);
+
+impl Drop for StartOnDrop {
+    fn drop(&mut self) {
+        cluster_script(self.0, "start");
+    }
+}
+
 /// The local cluster, brought up on first use (or found already up).
 pub async fn cluster() -> &'static ClusterEnv {
     ENV.get_or_init(|| async {
