@@ -139,21 +139,20 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Deployment) -> Resul
         .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas))
         .filter(|r| *r > 0)
         .unwrap_or(1);
-    let deployments = ApiResource::erase::<Deployment>(&());
     let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": target_name, "namespace": ns},
         "spec": {"replicas": replicas}});
-    let mut writes = u32::from(
-        apply(
-            &ctx.client,
-            &deployments,
-            Some(to_json(target)),
-            &scale,
-            true,
+    // Sent every time and judged from the answer, not the cache: a cache that has not yet seen the scale
+    // to zero of the last tick would show the target ready while its pods are going.
+    let stored = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            &target_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&scale),
         )
-        .await?,
-    );
-    let ready = target.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
-        && readiness(target, 100) == Readiness::Ready;
+        .await?;
+    let mut writes = 1;
+    let ready = stored.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
+        && readiness(&stored, 100) == Readiness::Ready;
     if !ready {
         // Traffic stays on the primary until the target's pods serve.
         ctx.metrics.api_writes.inc_by(u64::from(writes));
