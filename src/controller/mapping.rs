@@ -24,26 +24,38 @@ where
     }
 }
 
-/// Canaries an object concerns: those owning it, and those targeting it (by name in its namespace).
-pub fn canaries_of(meta: &ObjectMeta, canaries: &Store<Canary>) -> Vec<ObjectRef<Canary>> {
+/// The Canaries owning an object.
+fn owners(meta: &ObjectMeta) -> impl Iterator<Item = ObjectRef<Canary>> + '_ {
     let ns = meta.namespace.clone().unwrap_or_default();
-    let mut refs: Vec<ObjectRef<Canary>> = meta
-        .owner_references
+    meta.owner_references
         .iter()
         .flatten()
         .filter(|o| o.kind == "Canary" && o.api_version.starts_with("serin.dev/"))
-        .map(|o| ObjectRef::new(&o.name).within(&ns))
-        .collect();
+        .map(move |o| ObjectRef::new(&o.name).within(&ns))
+}
+
+/// The Canaries in `ns` that `concerns` picks.
+fn canaries_in<'a>(
+    canaries: &'a Store<Canary>,
+    ns: &'a str,
+    concerns: impl Fn(&Canary) -> bool + 'a,
+) -> impl Iterator<Item = ObjectRef<Canary>> + 'a {
+    canaries
+        .state()
+        .into_iter()
+        .filter(move |c| c.namespace().as_deref() == Some(ns) && concerns(c))
+        .map(|c| ObjectRef::from_obj(&*c))
+}
+
+/// Canaries an object concerns: those owning it, and those targeting it (by name in its namespace).
+pub fn canaries_of(meta: &ObjectMeta, canaries: &Store<Canary>) -> Vec<ObjectRef<Canary>> {
+    let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    refs.extend(
-        canaries
-            .state()
-            .iter()
-            .filter(|c| c.namespace().as_deref() == Some(&ns))
-            .filter(|c| c.spec.target_ref.name == name)
-            .map(|c| ObjectRef::from_obj(&**c)),
-    );
-    refs
+    owners(meta)
+        .chain(canaries_in(canaries, &ns, |c| {
+            c.spec.target_ref.name == name
+        }))
+        .collect()
 }
 
 /// Canaries a ConfigMap or Secret concerns: those owning it (its `-primary` copy), and those whose target's
@@ -59,26 +71,13 @@ pub fn canaries_using(
         kind,
         name: meta.name.clone().unwrap_or_default(),
     };
-    let mut refs = canaries_of(
-        &ObjectMeta {
-            // Only ownership: a config is never a target.
-            name: None,
-            ..meta.clone()
-        },
-        canaries,
-    );
-    refs.extend(
-        canaries
-            .state()
-            .iter()
-            .filter(|c| c.namespace().as_deref() == Some(&ns))
-            .filter(|c| {
-                deployments
-                    .get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns))
-                    .and_then(|d| d.spec.as_ref()?.template.spec.as_ref().map(referenced))
-                    .is_some_and(|used| used.contains(&config))
-            })
-            .map(|c| ObjectRef::from_obj(&**c)),
-    );
-    refs
+    let uses = |c: &Canary| {
+        deployments
+            .get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns))
+            .and_then(|d| d.spec.as_ref()?.template.spec.as_ref().map(referenced))
+            .is_some_and(|used| used.contains(&config))
+    };
+    owners(meta)
+        .chain(canaries_in(canaries, &ns, uses))
+        .collect()
 }

@@ -92,65 +92,54 @@ impl Context {
         self.routes.get(&ar.kind)
     }
 
-    /// Waits up to `wait` for every cache this Canary is observed from to hold a full list; Err names
-    /// those that don't yet.
-    async fn caches_synced(&self, canary: &Canary, wait: Duration) -> Result<(), String> {
-        let route = router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
+    /// The route cache a Canary is observed from, if its provider has one.
+    fn route_resource(&self, canary: &Canary) -> Option<ApiResource> {
+        router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
             .and_then(|k| k.router().resource())
-            .and_then(|ar| self.route_store(&ar).map(|s| (ar.kind.clone(), s)));
-        let all = async {
-            let _ = futures::join!(
-                self.deployments.wait_until_ready(),
-                self.services.wait_until_ready(),
-                self.config_maps.wait_until_ready(),
-                self.secrets.wait_until_ready(),
-                self.templates.wait_until_ready(),
-            );
-            if let Some((_, s)) = &route {
-                let _ = s.wait_until_ready().await;
-            }
-        };
-        if tokio::time::timeout(wait, all).await.is_ok() {
-            return Ok(());
-        }
-        let synced = |ready: Option<Result<(), reflector::store::WriterDropped>>| {
-            matches!(ready, Some(Ok(())))
-        };
-        let mut missing = Vec::new();
-        for (name, ok) in [
-            (
-                "Deployments",
-                synced(self.deployments.wait_until_ready().now_or_never()),
-            ),
-            (
-                "Services",
-                synced(self.services.wait_until_ready().now_or_never()),
-            ),
-            (
-                "ConfigMaps",
-                synced(self.config_maps.wait_until_ready().now_or_never()),
-            ),
-            (
-                "Secrets",
-                synced(self.secrets.wait_until_ready().now_or_never()),
-            ),
-            (
-                "MetricTemplates",
-                synced(self.templates.wait_until_ready().now_or_never()),
-            ),
-        ] {
-            if !ok {
-                missing.push(name.to_string());
-            }
-        }
-        if let Some((kind, s)) = &route
-            && !synced(s.wait_until_ready().now_or_never())
+    }
+
+    /// The caches that do not hold a full list yet: the ones every Canary is observed from, and the
+    /// route cache of `route`'s kind.
+    fn unsynced(&self, route: Option<&ApiResource>) -> Vec<String> {
+        let mut missing: Vec<String> = [
+            ("Deployments", synced(&self.deployments)),
+            ("Services", synced(&self.services)),
+            ("ConfigMaps", synced(&self.config_maps)),
+            ("Secrets", synced(&self.secrets)),
+            ("MetricTemplates", synced(&self.templates)),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name.to_string())
+        .collect();
+        if let Some(ar) = route
+            && !self.route_store(ar).is_some_and(synced)
         {
             missing.push(format!(
-                "{kind}s (is its CRD installed, and may Serin list it?)"
+                "{}s (is its CRD installed, and may Serin list it?)",
+                ar.kind
             ));
         }
-        Err(missing.join(", "))
+        missing
+    }
+
+    /// Waits up to `wait` for those caches to hold a full list; Err names those that don't yet.
+    async fn caches_synced(
+        &self,
+        route: Option<&ApiResource>,
+        wait: Duration,
+    ) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let missing = self.unsynced(route);
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= wait {
+                return Err(missing.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn wrote(&self, canary: &ObjectRef<Canary>, resource_version: &str) {
@@ -360,13 +349,9 @@ async fn lead(
     let synced = {
         let (ctx, ready) = (ctx.clone(), ready.clone());
         async move {
-            let _ = futures::join!(
-                ctx.deployments.wait_until_ready(),
-                ctx.services.wait_until_ready(),
-                ctx.config_maps.wait_until_ready(),
-                ctx.secrets.wait_until_ready(),
-                ctx.templates.wait_until_ready()
-            );
+            while let Err(missing) = ctx.caches_synced(None, Duration::from_secs(60)).await {
+                warn!(%missing, "caches not synced yet");
+            }
             ready.store(true, Ordering::Relaxed);
             info!("caches synced");
         }
@@ -397,6 +382,15 @@ async fn lead(
         _ = controller => {}
         _ = futures::future::join(templates, synced) => {}
     }
+}
+
+/// Whether a watch cache holds its first full list.
+fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    matches!(store.wait_until_ready().now_or_never(), Some(Ok(())))
 }
 
 async fn shutdown_signal() {

@@ -58,7 +58,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
     let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
     async move {
         // Acting on half-synced caches would see a Deployment or a config missing that is there.
-        if let Err(not_synced) = ctx.caches_synced(&canary, SYNC_WAIT).await {
+        let route = ctx.route_resource(&canary);
+        if let Err(not_synced) = ctx.caches_synced(route.as_ref(), SYNC_WAIT).await {
             warn!(%not_synced, "waiting for the watch caches to sync before acting");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -74,7 +75,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
         let result = reconcile_one(&canary, &ctx).await;
         ctx.metrics.reconciled(start.elapsed(), result.is_err());
         if result.is_ok() {
-            ctx.succeeded(&ObjectRef::from_obj(&*canary));
+            ctx.succeeded(&key);
         }
         result
     }
