@@ -12,6 +12,7 @@ use serin::api::duration::parse_duration;
 use serin::controller::RunConfig;
 use serin::decision::ControllerDefaults;
 use serin::telemetry::{LogFormat, init_logging};
+use serin::workload::metadata::IncludePrefixes;
 
 /// Serin runs new revisions of a workload as canaries beside the stable primary, shifts traffic to them step
 /// by step, and promotes or rolls them back on what the metrics say.
@@ -64,6 +65,10 @@ struct RunArgs {
     /// How long one metrics query may take; a slower one holds the canary, as no data does.
     #[arg(long, default_value = "5s", value_parser = duration_arg)]
     metrics_timeout: Duration,
+    /// Which of a target's labels and annotations its primary carries: a comma-separated list of key
+    /// prefixes, `*` for all (Flux's keys never). As Flagger, none by default.
+    #[arg(long, default_value = "")]
+    include_label_prefix: String,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
                 namespace: args.namespace,
                 metrics_server: args.metrics_server,
                 metrics_timeout: args.metrics_timeout,
+                include_label_prefix: IncludePrefixes::parse(&args.include_label_prefix),
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

@@ -4,15 +4,19 @@
 use kube::api::ApiResource;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::apply::{apply, conflict_message, to_json};
 use super::observe::Observation;
+use super::reconcile::publish;
 use super::{Context, Error};
 use crate::api::Canary;
 use crate::decision::{Desired, Scale};
-use crate::routing::services::services;
-use crate::workload::primary::primary_deployment;
+use crate::routing::ServiceNames;
+use crate::routing::services::{can_take_over, ports, services, take_over, taken_over};
+use crate::workload::Workload;
+use crate::workload::primary::{PrimaryParams, primary_object};
+use crate::workload::scale::{ScaleTo, is_at, scale_apply};
 
 fn owned_by(meta: &kube::api::ObjectMeta, canary: &Canary) -> bool {
     let uid = canary.uid();
@@ -40,30 +44,32 @@ pub async fn act(
     let owner = canary
         .controller_owner_ref(&())
         .ok_or_else(|| Error::NotOwned("the Canary has no uid yet".into()))?;
-    let deployments = ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&());
-    let target_name = obs.target.name_any();
+    let kind = obs.target.kind();
+    let workloads = kind.resource();
+    let target_name = obs.target.name();
     let revision = &obs.observed.target.revision;
 
     if let Some(p) = &obs.primary
-        && !owned_by(&p.metadata, canary)
+        && !owned_by(p.meta(), canary)
     {
-        return Err(conflict("Deployment", &p.name_any(), canary));
+        return Err(conflict(kind.as_str(), &p.name(), canary));
     }
     if let Some(wanted) = &desired.create_primary
         && obs.primary.is_none()
         && wanted == revision
     {
         writes += copy_configs(ctx, obs).await?;
-        let replicas = obs
-            .target
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .filter(|r| *r > 0)
-            .unwrap_or(1);
-        let primary = primary_deployment(&obs.target, owner.clone(), revision, replicas)?;
-        writes +=
-            u32::from(apply(&ctx.client, &deployments, None, &to_json(&primary), false).await?);
+        let replicas = obs.target.replicas().filter(|r| *r > 0).unwrap_or(1);
+        let primary = primary_object(
+            &obs.target,
+            &PrimaryParams {
+                owner: owner.clone(),
+                revision,
+                replicas,
+                include: &ctx.include_label_prefix,
+            },
+        )?;
+        writes += u32::from(apply(&ctx.client, &workloads, None, &primary, false).await?);
     }
     if desired.primary_configs {
         // Copies that went missing come back; those that exist already hold the same data (the target
@@ -73,14 +79,39 @@ pub async fn act(
 
     if desired.bootstrap {
         let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
-        for svc in services(canary, &obs.target_selector, &obs.primary_selector) {
+        let ports = ports(canary, obs.target.template());
+        let apex = ServiceNames::of(canary).apex;
+        for svc in services(canary, &obs.target_selector, &obs.primary_selector, &ports) {
             let cached = ctx
                 .services
                 .get(&ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default()));
             if let Some(c) = &cached
                 && !owned_by(&c.metadata, canary)
             {
-                return Err(conflict("Service", &svc.name_any(), canary));
+                if svc.name_any() != apex || !can_take_over(c) {
+                    return Err(conflict("Service", &svc.name_any(), canary));
+                }
+                // The user's own apex Service: taken over, as Flagger does.
+                let first = !taken_over(c);
+                let want = take_over(c, &obs.primary_selector, &ports);
+                let wrote = write(
+                    apply(
+                        &ctx.client,
+                        &service_resource,
+                        Some(to_json(&**c)),
+                        &want,
+                        true,
+                    )
+                    .await,
+                )?;
+                writes += u32::from(wrote);
+                if wrote && first {
+                    let message = format!(
+                        "Service {apex} existed: it now selects the primary's pods, and Flux and Helm leave it alone while the Canary runs (its selector was recorded, to be given back with revertOnDeletion)"
+                    );
+                    publish(ctx, canary, false, "ServiceTakenOver", &message).await;
+                }
+                continue;
             }
             writes += u32::from(write(
                 apply(
@@ -102,19 +133,21 @@ pub async fn act(
         let replicas = obs
             .primary
             .as_ref()
-            .and_then(|p| p.spec.as_ref())
-            .and_then(|s| s.replicas)
+            .and_then(Workload::replicas)
             .unwrap_or(1);
-        let primary = to_json(&primary_deployment(
+        let primary = primary_object(
             &obs.target,
-            owner.clone(),
-            revision,
-            replicas,
-        )?);
+            &PrimaryParams {
+                owner: owner.clone(),
+                revision,
+                replicas,
+                include: &ctx.include_label_prefix,
+            },
+        )?;
         writes += copy_configs(ctx, obs).await?;
-        let cached = obs.primary.as_ref().map(|p| to_json(&**p));
+        let cached = obs.primary.as_ref().map(Workload::to_json);
         writes += u32::from(write(
-            apply(&ctx.client, &deployments, cached, &primary, false).await,
+            apply(&ctx.client, &workloads, cached, &primary, false).await,
         )?);
     }
 
@@ -142,33 +175,24 @@ pub async fn act(
             )?);
         }
     }
-    let replicas = match desired.canary_scale {
+    let scale = match desired.canary_scale {
         Scale::Keep => None,
-        Scale::Zero => Some(0),
+        Scale::Zero => Some(ScaleTo::Zero),
         // The canary runs as many replicas as the primary.
-        Scale::Up => Some(
+        Scale::Up => Some(ScaleTo::Running(
             obs.primary
                 .as_ref()
-                .and_then(|p| p.spec.as_ref())
-                .and_then(|s| s.replicas)
+                .and_then(Workload::replicas)
                 .filter(|r| *r > 0)
                 .unwrap_or(1),
-        ),
+        )),
     };
-    if let Some(replicas) = replicas {
-        let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": target_name, "namespace": obs.target.namespace()}, "spec": {"replicas": replicas}});
-        // Forced: Serin must drive the target's replicas for canaries to run (as Flagger does).
-        writes += u32::from(
-            apply(
-                &ctx.client,
-                &deployments,
-                Some(to_json(&*obs.target)),
-                &scale,
-                true,
-            )
-            .await?,
-        );
+    if let Some(to) = scale
+        && !is_at(&obs.target, to)
+    {
+        let want = scale_apply(kind, &obs.target.namespace(), &target_name, to);
+        // Forced: Serin must drive the target's scale for canaries to run (as Flagger does).
+        writes += u32::from(apply(&ctx.client, &workloads, None, &want, true).await?);
     }
 
     Ok(writes)

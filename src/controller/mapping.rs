@@ -5,9 +5,9 @@ use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
-use k8s_openapi::api::apps::v1::Deployment;
-
+use super::Workloads;
 use crate::api::Canary;
+use crate::workload::WorkloadKind;
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
 
 /// An Api over the watched namespace, or all of them.
@@ -64,7 +64,7 @@ pub fn canaries_using(
     meta: &ObjectMeta,
     kind: ConfigKind,
     canaries: &Store<Canary>,
-    deployments: &Store<Deployment>,
+    workloads: &Workloads,
 ) -> Vec<ObjectRef<Canary>> {
     let ns = meta.namespace.clone().unwrap_or_default();
     let config = ConfigRef {
@@ -72,9 +72,9 @@ pub fn canaries_using(
         name: meta.name.clone().unwrap_or_default(),
     };
     let uses = |c: &Canary| {
-        deployments
-            .get(&ObjectRef::new(&c.spec.target_ref.name).within(&ns))
-            .and_then(|d| d.spec.as_ref()?.template.spec.as_ref().map(referenced))
+        WorkloadKind::of(c.spec.target_ref.kind)
+            .and_then(|kind| workloads.get(kind, &ns, &c.spec.target_ref.name))
+            .and_then(|w| w.template()?.spec.as_ref().map(referenced))
             .is_some_and(|used| used.contains(&config))
     };
     owners(meta)

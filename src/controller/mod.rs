@@ -11,6 +11,7 @@ pub mod observe;
 mod reconcile;
 mod revert;
 mod server;
+mod workloads;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self as kube_controller, Controller};
@@ -34,10 +35,12 @@ use crate::metrics::{Analyzer, CheckRunner};
 use crate::routing::{RouterKind, router_for};
 use crate::telemetry::Metrics;
 use crate::workload::configs::ConfigKind;
+use crate::workload::metadata::IncludePrefixes;
 use apply::FIELD_MANAGER;
 use events::Events;
 use mapping::{canaries_of, canaries_using, scoped};
 use reconcile::{error_policy, reconcile};
+pub use workloads::Workloads;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,12 +70,15 @@ pub struct RunConfig {
     pub metrics_server: String,
     /// How long one metrics query may take.
     pub metrics_timeout: Duration,
+    /// Which of a target's labels and annotations its primary carries (--include-label-prefix).
+    pub include_label_prefix: IncludePrefixes,
 }
 
 pub struct Context {
     pub client: Client,
     pub defaults: ControllerDefaults,
-    pub deployments: Store<Deployment>,
+    pub workloads: Workloads,
+    pub include_label_prefix: IncludePrefixes,
     pub services: Store<Service>,
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
@@ -102,7 +108,6 @@ impl Context {
     /// route cache of `route`'s kind.
     fn unsynced(&self, route: Option<&ApiResource>) -> Vec<String> {
         let mut missing: Vec<String> = [
-            ("Deployments", synced(&self.deployments)),
             ("Services", synced(&self.services)),
             ("ConfigMaps", synced(&self.config_maps)),
             ("Secrets", synced(&self.secrets)),
@@ -111,6 +116,7 @@ impl Context {
         .into_iter()
         .filter(|(_, ok)| !ok)
         .map(|(name, _)| name.to_string())
+        .chain(self.workloads.unsynced().into_iter().map(String::from))
         .collect();
         if let Some(ar) = route
             && !self.route_store(ar).is_some_and(synced)
@@ -278,26 +284,33 @@ async fn lead(
         }};
     }
     let (deployments, deployment_events) = cache!(Deployment);
+    let (daemon_sets, daemon_set_events) = cache!(DaemonSet);
     let (services, service_events) = cache!(Service);
     let (config_maps, config_map_events) = cache!(ConfigMap);
     let (secrets, secret_events) = cache!(Secret);
     // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
     let (templates, template_events) = cache!(MetricTemplate);
 
+    let workloads = Workloads {
+        deployments,
+        daemon_sets,
+    };
     let mut routes = HashMap::new();
     let mut controller = {
         let s = canary_store.clone();
+        let s1 = canary_store.clone();
         let s2 = canary_store.clone();
-        let (s3, d3) = (canary_store.clone(), deployments.clone());
-        let (s4, d4) = (canary_store.clone(), deployments.clone());
+        let (s3, w3) = (canary_store.clone(), workloads.clone());
+        let (s4, w4) = (canary_store.clone(), workloads.clone());
         controller
             .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &s))
+            .watches_stream(daemon_set_events, move |d| canaries_of(&d.metadata, &s1))
             .watches_stream(service_events, move |d| canaries_of(&d.metadata, &s2))
             .watches_stream(config_map_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &d3)
+                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &w3)
             })
             .watches_stream(secret_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &d4)
+                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &w4)
             })
     };
     for kind in [RouterKind::GatewayApi, RouterKind::Kubernetes] {
@@ -326,7 +339,8 @@ async fn lead(
     let ctx = Arc::new(Context {
         client: client.clone(),
         defaults: config.defaults.clone(),
-        deployments: deployments.clone(),
+        workloads,
+        include_label_prefix: config.include_label_prefix.clone(),
         services: services.clone(),
         config_maps: config_maps.clone(),
         secrets: secrets.clone(),

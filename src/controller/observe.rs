@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
@@ -19,15 +18,15 @@ use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
 use crate::workload::readiness::readiness;
 use crate::workload::revision::{checksum, revision};
-use crate::workload::{PRIMARY_SUFFIX, REVISION_ANNOTATION, WorkloadError};
+use crate::workload::{PRIMARY_SUFFIX, REVISION_ANNOTATION, Workload, WorkloadError, WorkloadKind};
 
 /// The annotation whose new value retries a failed revision.
 pub const RETRY_ANNOTATION: &str = "serin.dev/retry";
 
 pub struct Observation {
     pub observed: Observed,
-    pub target: Arc<Deployment>,
-    pub primary: Option<Arc<Deployment>>,
+    pub target: Workload,
+    pub primary: Option<Workload>,
     pub target_selector: Labels,
     pub primary_selector: Labels,
     /// The ConfigMaps and Secrets the target uses, as the objects to apply for the primary's copies.
@@ -40,8 +39,14 @@ pub struct Observation {
 /// Why a Canary can't be observed yet.
 #[derive(Debug, thiserror::Error)]
 pub enum Blocked {
-    #[error("target Deployment {0} not found")]
-    TargetNotFound(String),
+    #[error("target {kind} {namespace}/{name} not found")]
+    TargetNotFound {
+        kind: WorkloadKind,
+        namespace: String,
+        name: String,
+    },
+    #[error("spec.targetRef.kind: {0} is not supported (supported: Deployment, DaemonSet)")]
+    UnsupportedKind(String),
     #[error(transparent)]
     Workload(#[from] WorkloadError),
 }
@@ -49,16 +54,26 @@ pub enum Blocked {
 pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     let ns = canary.namespace().unwrap_or_default();
     let target_name = &canary.spec.target_ref.name;
-    let target = ctx
-        .deployments
-        .get(&ObjectRef::new(target_name).within(&ns))
-        .ok_or_else(|| Blocked::TargetNotFound(format!("{ns}/{target_name}")))?;
+    let kind = WorkloadKind::of(canary.spec.target_ref.kind).ok_or_else(|| {
+        Blocked::UnsupportedKind(
+            canary
+                .spec
+                .target_ref
+                .kind
+                .map(|k| format!("{k:?}"))
+                .unwrap_or_default(),
+        )
+    })?;
+    let target =
+        ctx.workloads
+            .get(kind, &ns, target_name)
+            .ok_or_else(|| Blocked::TargetNotFound {
+                kind,
+                namespace: ns.clone(),
+                name: target_name.clone(),
+            })?;
     let (target_selector, primary_selector) = selectors(&target)?;
-    let template = target
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let template = target.revision_template();
     let owner = canary.controller_owner_ref(&());
 
     let mut tracked_configs = BTreeMap::new();
@@ -94,9 +109,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         .as_ref()
         .map_or(100, |s| s.primary_ready_threshold);
 
-    let primary = ctx
-        .deployments
-        .get(&ObjectRef::new(&primary_name(target_name)).within(&ns));
+    let primary = ctx.workloads.get(kind, &ns, &primary_name(target_name));
     let primary_state = match &primary {
         None => Primary {
             revision: None,
@@ -104,8 +117,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         },
         Some(p) => Primary {
             revision: Some(
-                p.annotations()
-                    .get(REVISION_ANNOTATION)
+                p.annotation(REVISION_ANNOTATION)
                     .cloned()
                     .unwrap_or_default(),
             ),

@@ -171,7 +171,8 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
 async fn report_blocked(ctx: &Context, canary: &Canary, b: &Blocked) -> Result<Action, Error> {
     let old = canary.status.clone().unwrap_or_default();
     let (reason, stalled) = match b {
-        Blocked::TargetNotFound(_) => ("TargetNotFound", false),
+        Blocked::TargetNotFound { .. } => ("TargetNotFound", false),
+        Blocked::UnsupportedKind(_) => ("NotSupported", true),
         Blocked::Workload(_) => ("InvalidTarget", true),
     };
     let message = b.to_string();

@@ -15,8 +15,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ApiResource, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -28,11 +27,12 @@ use super::reconcile::publish;
 use super::{Context, Error};
 use crate::api::Canary;
 use crate::decision::{Readiness, Settings};
-use crate::routing::services::services;
+use crate::routing::services::{give_back, ports, services, taken_over};
 use crate::routing::{ServiceNames, router_for};
-use crate::workload::PRIMARY_SUFFIX;
 use crate::workload::primary::{primary_name, selectors};
 use crate::workload::readiness::readiness;
+use crate::workload::scale::{ScaleTo, is_at, scale_apply};
+use crate::workload::{PRIMARY_SUFFIX, Workload, WorkloadKind};
 
 pub const FINALIZER: &str = "serin.dev/revert-on-deletion";
 
@@ -80,9 +80,8 @@ enum Revert {
 pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
     let ns = canary.namespace().unwrap_or_default();
     let target_name = &canary.spec.target_ref.name;
-    let Some(target) = ctx
-        .deployments
-        .get(&ObjectRef::new(target_name).within(&ns))
+    let Some(target) = WorkloadKind::of(canary.spec.target_ref.kind)
+        .and_then(|kind| ctx.workloads.get(kind, &ns, target_name))
     else {
         set_finalizer(ctx, canary, false).await?;
         return Ok(Action::await_change());
@@ -129,21 +128,21 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
     }
 }
 
-async fn to_target(ctx: &Context, canary: &Canary, target: &Deployment) -> Result<Action, Error> {
+async fn to_target(ctx: &Context, canary: &Canary, target: &Workload) -> Result<Action, Error> {
     let ns = canary.namespace().unwrap_or_default();
-    let target_name = target.name_any();
-    let primary = ctx
-        .deployments
-        .get(&ObjectRef::new(&primary_name(&target_name)).within(&ns));
+    let target_name = target.name();
+    let kind = target.kind();
+    let primary = ctx.workloads.get(kind, &ns, &primary_name(&target_name));
     let replicas = primary
-        .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas))
+        .as_ref()
+        .and_then(Workload::replicas)
         .filter(|r| *r > 0)
         .unwrap_or(1);
-    let scale = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": target_name, "namespace": ns},
-        "spec": {"replicas": replicas}});
+    let to = ScaleTo::Running(replicas);
+    let scale = scale_apply(kind, &ns, &target_name, to);
     // Sent every time and judged from the answer, not the cache: a cache that has not yet seen the scale
     // to zero of the last tick would show the target ready while its pods are going.
-    let stored = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+    let answer = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &kind.resource())
         .patch(
             &target_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -151,8 +150,10 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Deployment) -> Resul
         )
         .await?;
     let mut writes = 1;
-    let ready = stored.spec.as_ref().and_then(|s| s.replicas) == Some(replicas)
-        && readiness(&stored, 100) == Readiness::Ready;
+    let stored = Workload::from_dynamic(kind, answer).ok();
+    let ready = stored
+        .as_ref()
+        .is_some_and(|w| is_at(w, to) && readiness(w, 100) == Readiness::Ready);
     if !ready {
         // Traffic stays on the primary until the target's pods serve.
         ctx.metrics.api_writes.inc_by(u64::from(writes));
@@ -160,11 +161,15 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Deployment) -> Resul
     }
     writes += hand_back_route(ctx, canary).await?;
     let (target_selector, _) = selectors(target)?;
-    writes += release_apex(ctx, canary, &target_selector).await?;
+    writes += release_apex(ctx, canary, &target_selector, target, true).await?;
     ctx.metrics.api_writes.inc_by(u64::from(writes));
     let apex = ServiceNames::of(canary).apex;
+    let running = match kind {
+        WorkloadKind::DaemonSet => "runs on its nodes again".to_string(),
+        WorkloadKind::Deployment => format!("runs {replicas} replicas again"),
+    };
     let message = format!(
-        "{target_name} runs {replicas} replicas again and Service {apex} selects it; the route sends all traffic to {apex}"
+        "{kind} {target_name} {running} and Service {apex} selects it; the route sends all traffic to {apex}"
     );
     publish(ctx, canary, false, "Reverted", &message).await;
     set_finalizer(ctx, canary, false).await?;
@@ -176,26 +181,26 @@ async fn keep_primary(ctx: &Context, canary: &Canary, why: &str) -> Result<Actio
     let target_name = &canary.spec.target_ref.name;
     let primary_name = primary_name(target_name);
     let mut writes = hand_back_route(ctx, canary).await?;
-    let primary = ctx
-        .deployments
-        .get(&ObjectRef::new(&primary_name).within(&ns));
+    let primary = WorkloadKind::of(canary.spec.target_ref.kind)
+        .and_then(|kind| ctx.workloads.get(kind, &ns, &primary_name));
     if let Some(primary) = &primary {
         let (primary_selector, _) = selectors(primary)?;
-        // The primary's own labels are its selector already; the apex Service keeps selecting them.
-        writes += release_apex(ctx, canary, &primary_selector).await?;
-        writes += release::<Deployment>(ctx, canary, &primary.metadata).await?;
+        // The primary's own labels are its selector already; the apex Service keeps selecting them (one
+        // Serin took over keeps its hands-off annotations: a GitOps tool must not point it back at the
+        // target now).
+        writes += release_apex(ctx, canary, &primary_selector, primary, false).await?;
+        writes += release(ctx, canary, &primary.kind().resource(), primary.meta()).await?;
         // Its configs, or its pods could not start again once the collector took them.
         for cm in ctx.config_maps.state() {
             if owned_copy(&cm.metadata, canary) {
-                writes +=
-                    release::<k8s_openapi::api::core::v1::ConfigMap>(ctx, canary, &cm.metadata)
-                        .await?;
+                let ar = ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+                writes += release(ctx, canary, &ar, &cm.metadata).await?;
             }
         }
         for s in ctx.secrets.state() {
             if owned_copy(&s.metadata, canary) {
-                writes +=
-                    release::<k8s_openapi::api::core::v1::Secret>(ctx, canary, &s.metadata).await?;
+                let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&());
+                writes += release(ctx, canary, &ar, &s.metadata).await?;
             }
         }
     }
@@ -222,18 +227,17 @@ fn owned_copy(meta: &kube::api::ObjectMeta, canary: &Canary) -> bool {
 
 /// Drops the Canary from an object's owners (others stay), so the garbage collector keeps it. `cached` is
 /// the watch cache's metadata; the patch carries its resourceVersion, so a stale cache is a conflict.
-async fn release<K>(
+async fn release(
     ctx: &Context,
     canary: &Canary,
+    ar: &ApiResource,
     cached: &kube::api::ObjectMeta,
-) -> Result<u32, Error>
-where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+) -> Result<u32, Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &canary.namespace().unwrap_or_default(),
+        ar,
+    );
     let name = cached.name.clone().unwrap_or_default();
     let uid = canary.uid();
     let owners = cached.owner_references.clone().unwrap_or_default();
@@ -276,19 +280,33 @@ async fn hand_back_route(ctx: &Context, canary: &Canary) -> Result<u32, Error> {
     Ok(writes)
 }
 
-/// The apex Service on `selector`'s pods, no longer owned by the Canary.
+/// The apex Service on `selector`'s pods (those of `pods`), no longer owned by the Canary. One Serin took
+/// over is given back when traffic returns to the target, and left as it is (on the primary) otherwise.
 async fn release_apex(
     ctx: &Context,
     canary: &Canary,
     selector: &crate::workload::primary::Labels,
+    pods: &Workload,
+    to_target: bool,
 ) -> Result<u32, Error> {
-    let mut apex = services(canary, selector, selector).remove(0);
-    apex.metadata.owner_references = None;
+    let ports = ports(canary, pods.template());
     let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
-    let cached: Option<Value> = ctx
+    let name = ServiceNames::of(canary).apex;
+    let existing = ctx
         .services
-        .get(&ObjectRef::new(&apex.name_any()).within(&canary.namespace().unwrap_or_default()))
-        .map(|s| to_json(&*s));
+        .get(&ObjectRef::new(&name).within(&canary.namespace().unwrap_or_default()));
+    if let Some(existing) = existing.as_ref().filter(|s| taken_over(s)) {
+        if !to_target {
+            return Ok(0);
+        }
+        let want = give_back(existing, selector, &ports);
+        return Ok(u32::from(
+            apply(&ctx.client, &service_resource, None, &want, true).await?,
+        ));
+    }
+    let mut apex = services(canary, selector, selector, &ports).remove(0);
+    apex.metadata.owner_references = None;
+    let cached: Option<Value> = existing.map(|s| to_json(&*s));
     let still_owned = cached.as_ref().is_some_and(|c| {
         c["metadata"]["ownerReferences"]
             .as_array()

@@ -15,9 +15,9 @@ pub fn blocking(spec: &CanarySpec, provider: Provider) -> Option<String> {
         ));
     }
     match spec.target_ref.kind {
-        None | Some(TargetKind::Deployment) => None,
+        None | Some(TargetKind::Deployment | TargetKind::DaemonSet) => None,
         Some(kind) => Some(format!(
-            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment)"
+            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment, DaemonSet)"
         )),
     }
 }
@@ -35,13 +35,6 @@ pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
     note(spec.route_ref.is_some(), "spec.routeRef");
     note(spec.upstream_ref.is_some(), "spec.upstreamRef");
     let s = &spec.service;
-    note(s.port_discovery, "spec.service.portDiscovery");
-    note(s.headless, "spec.service.headless");
-    note(s.app_protocol.is_some(), "spec.service.appProtocol");
-    note(
-        s.traffic_distribution.is_some(),
-        "spec.service.trafficDistribution",
-    );
     note(s.timeout.is_some(), "spec.service.timeout");
     note(s.backend_timeout.is_some(), "spec.service.backendTimeout");
     note(!s.gateways.is_empty(), "spec.service.gateways");

@@ -1,15 +1,17 @@
 //! The primary: a copy of the target that serves the stable revision. Its selector and pod labels take the
-//! target's selector values suffixed `-primary`, so the two never select each other's pods.
+//! target's selector values suffixed `-primary`, so the two never select each other's pods; pod affinity
+//! and topology spread terms that name the target's pods are pointed at the primary's the same way.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use kube::ResourceExt;
+use serde_json::Value;
 
 use super::configs::rewire_to_primary;
-use super::{PRIMARY_SUFFIX, REVISION_ANNOTATION, WorkloadError};
+use super::metadata::{IncludePrefixes, pod_metadata};
+use super::{PRIMARY_SUFFIX, REVISION_ANNOTATION, Workload, WorkloadError, WorkloadKind};
 
 /// Label keys to values, as selectors and pod templates hold them.
 pub type Labels = BTreeMap<String, String>;
@@ -19,23 +21,27 @@ pub fn primary_name(target: &str) -> String {
 }
 
 /// The target's selector labels, and the primary's (values suffixed `-primary`).
-pub fn selectors(target: &Deployment) -> Result<(Labels, Labels), WorkloadError> {
-    let (namespace, name) = (target.namespace().unwrap_or_default(), target.name_any());
-    let selector = target
-        .spec
-        .as_ref()
-        .map(|s| s.selector.clone())
-        .unwrap_or_default();
+pub fn selectors(target: &Workload) -> Result<(Labels, Labels), WorkloadError> {
+    let (kind, namespace, name) = (target.kind(), target.namespace(), target.name());
+    let selector = target.selector().cloned().unwrap_or_default();
     if selector
         .match_expressions
         .as_ref()
         .is_some_and(|e| !e.is_empty())
     {
-        return Err(WorkloadError::SelectorExpressions { namespace, name });
+        return Err(WorkloadError::SelectorExpressions {
+            kind,
+            namespace,
+            name,
+        });
     }
     let labels = selector.match_labels.unwrap_or_default();
     if labels.is_empty() {
-        return Err(WorkloadError::NoSelector { namespace, name });
+        return Err(WorkloadError::NoSelector {
+            kind,
+            namespace,
+            name,
+        });
     }
     let primary = labels
         .iter()
@@ -44,82 +50,213 @@ pub fn selectors(target: &Deployment) -> Result<(Labels, Labels), WorkloadError>
     Ok((labels, primary))
 }
 
-/// The primary's pod template: the target's, at the primary's labels and configs.
-pub fn primary_template(target: &Deployment) -> Result<PodTemplateSpec, WorkloadError> {
-    let (_, primary_selector) = selectors(target)?;
-    let mut template = target
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .ok_or_else(|| WorkloadError::NoTemplate {
-            namespace: target.namespace().unwrap_or_default(),
-            name: target.name_any(),
-        })?;
+/// The primary's pod template: the target's as the user wrote it, at the primary's labels and configs,
+/// annotated with its revision (so a revision that changes only a config still rolls the primary's pods).
+pub fn primary_template(
+    target: &Workload,
+    revision: &str,
+) -> Result<PodTemplateSpec, WorkloadError> {
+    let (target_selector, primary_selector) = selectors(target)?;
+    if target.template().is_none() {
+        return Err(WorkloadError::NoTemplate {
+            kind: target.kind(),
+            namespace: target.namespace(),
+            name: target.name(),
+        });
+    }
+    let mut template = target.revision_template();
     let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
-    meta.labels
-        .get_or_insert_with(BTreeMap::new)
-        .extend(primary_selector);
+    let mut labels = pod_metadata(meta.labels.as_ref());
+    labels.extend(primary_selector);
+    meta.labels = Some(labels);
+    let mut annotations = pod_metadata(meta.annotations.as_ref());
+    annotations.insert(REVISION_ANNOTATION.into(), revision.into());
+    meta.annotations = Some(annotations);
     if let Some(spec) = template.spec.as_mut() {
         rewire_to_primary(spec);
+        point_at_primary(spec, &target_selector);
     }
     Ok(template)
 }
 
-/// The primary Deployment as Serin applies it: owned by the Canary, annotated with its revision.
-pub fn primary_deployment(
-    target: &Deployment,
-    owner: OwnerReference,
-    revision: &str,
-    replicas: i32,
-) -> Result<Deployment, WorkloadError> {
+/// Affinity and topology spread selectors that pick the target's pods by its selector labels pick the
+/// primary's instead (spreading the primary against itself, as the user spread the target).
+fn point_at_primary(spec: &mut PodSpec, target_selector: &Labels) {
+    let fix = |selector: &mut Option<LabelSelector>| {
+        let Some(s) = selector.as_mut() else { return };
+        for (k, v) in s.match_labels.iter_mut().flatten() {
+            if target_selector.get(k) == Some(v) {
+                v.push_str(PRIMARY_SUFFIX);
+            }
+        }
+        for e in s.match_expressions.iter_mut().flatten() {
+            if let Some(value) = target_selector.get(&e.key) {
+                for v in e.values.iter_mut().flatten() {
+                    if v == value {
+                        v.push_str(PRIMARY_SUFFIX);
+                    }
+                }
+            }
+        }
+    };
+    for c in spec.topology_spread_constraints.iter_mut().flatten() {
+        fix(&mut c.label_selector);
+    }
+    if let Some(a) = spec.affinity.as_mut() {
+        for terms in [
+            a.pod_affinity.as_mut().and_then(|p| {
+                p.required_during_scheduling_ignored_during_execution
+                    .as_mut()
+            }),
+            a.pod_anti_affinity.as_mut().and_then(|p| {
+                p.required_during_scheduling_ignored_during_execution
+                    .as_mut()
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            terms.iter_mut().for_each(|t| fix(&mut t.label_selector));
+        }
+        for terms in [
+            a.pod_affinity.as_mut().and_then(|p| {
+                p.preferred_during_scheduling_ignored_during_execution
+                    .as_mut()
+            }),
+            a.pod_anti_affinity.as_mut().and_then(|p| {
+                p.preferred_during_scheduling_ignored_during_execution
+                    .as_mut()
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            terms
+                .iter_mut()
+                .for_each(|t| fix(&mut t.pod_affinity_term.label_selector));
+        }
+    }
+}
+
+/// What Serin writes into the primary besides the target's template.
+pub struct PrimaryParams<'a> {
+    pub owner: OwnerReference,
+    pub revision: &'a str,
+    /// The primary's replicas, for the kinds that have them.
+    pub replicas: i32,
+    /// Which of the target's labels and annotations the primary carries.
+    pub include: &'a IncludePrefixes,
+}
+
+/// The primary as Serin applies it: owned by the Canary, annotated with its revision, JSON of its kind.
+pub fn primary_object(target: &Workload, p: &PrimaryParams) -> Result<Value, WorkloadError> {
     let (_, primary_selector) = selectors(target)?;
-    let template = primary_template(target)?;
-    let spec = target.spec.clone().unwrap_or_default();
-    let mut labels = target.labels().clone();
+    let template = primary_template(target, p.revision)?;
+    let mut labels = p.include.copied(target.meta().labels.as_ref());
     labels.extend(primary_selector.clone());
-    Ok(Deployment {
-        metadata: ObjectMeta {
-            name: Some(primary_name(&target.name_any())),
-            namespace: target.namespace(),
-            labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                REVISION_ANNOTATION.to_string(),
-                revision.to_string(),
-            )])),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(primary_selector),
-                match_expressions: None,
-            },
-            template,
-            strategy: spec.strategy,
-            min_ready_seconds: spec.min_ready_seconds,
-            revision_history_limit: spec.revision_history_limit,
-            progress_deadline_seconds: spec.progress_deadline_seconds,
-            paused: None,
-        }),
-        status: None,
-    })
+    let mut annotations = p.include.copied(target.meta().annotations.as_ref());
+    annotations.insert(REVISION_ANNOTATION.into(), p.revision.into());
+    let metadata = ObjectMeta {
+        name: Some(primary_name(&target.name())),
+        namespace: Some(target.namespace()),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        owner_references: Some(vec![p.owner.clone()]),
+        ..ObjectMeta::default()
+    };
+    let selector = LabelSelector {
+        match_labels: Some(primary_selector),
+        match_expressions: None,
+    };
+    let json = match target {
+        Workload::Deployment(d) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            serde_json::to_value(Deployment {
+                metadata,
+                spec: Some(DeploymentSpec {
+                    replicas: Some(p.replicas),
+                    selector,
+                    template,
+                    strategy: spec.strategy,
+                    min_ready_seconds: spec.min_ready_seconds,
+                    revision_history_limit: spec.revision_history_limit,
+                    progress_deadline_seconds: spec.progress_deadline_seconds,
+                    paused: None,
+                }),
+                status: None,
+            })
+        }
+        Workload::DaemonSet(d) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let strategy = spec.update_strategy.as_ref().and_then(|s| s.type_.clone());
+            if let Some(other) = strategy.filter(|t| t != "RollingUpdate") {
+                return Err(WorkloadError::UpdateStrategy {
+                    kind: WorkloadKind::DaemonSet,
+                    namespace: target.namespace(),
+                    name: target.name(),
+                    strategy: other,
+                });
+            }
+            serde_json::to_value(DaemonSet {
+                metadata,
+                spec: Some(DaemonSetSpec {
+                    selector,
+                    template,
+                    update_strategy: spec.update_strategy,
+                    min_ready_seconds: spec.min_ready_seconds,
+                    revision_history_limit: spec.revision_history_limit,
+                }),
+                status: None,
+            })
+        }
+    };
+    let mut json = json.unwrap_or(Value::Null);
+    let resource = target.kind().resource();
+    json["apiVersion"] = Value::String(resource.api_version);
+    json["kind"] = Value::String(resource.kind);
+    Ok(json)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
 
-    fn target() -> Deployment {
-        serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "podinfo", "namespace": "apps", "labels": {"app": "podinfo", "team": "web"}},
-            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}}, "minReadySeconds": 5,
-                "template": {"metadata": {"labels": {"app": "podinfo", "version": "v1"}},
-                    "spec": {"containers": [{"name": "podinfo", "image": "podinfo:1", "envFrom": [{"configMapRef": {"name": "podinfo-env"}}]}]}}}
-        }))
-        .unwrap()
+    fn target() -> Workload {
+        Workload::Deployment(Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "podinfo", "namespace": "apps", "labels": {"app": "podinfo", "team": "web",
+                    "kustomize.toolkit.fluxcd.io/name": "apps"},
+                    "annotations": {"team.example.com/owner": "web", "deployment.kubernetes.io/revision": "4"}},
+                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "podinfo"}}, "minReadySeconds": 5,
+                    "template": {"metadata": {"labels": {"app": "podinfo", "version": "v1"},
+                        "annotations": {"prometheus.io/scrape": "true", "kustomize.toolkit.fluxcd.io/checksum": "x"}},
+                        "spec": {"containers": [{"name": "podinfo", "image": "podinfo:1",
+                            "envFrom": [{"configMapRef": {"name": "podinfo-env"}}]}],
+                            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                                "labelSelector": {"matchLabels": {"app": "podinfo"}}}],
+                            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                                "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchExpressions":
+                                    [{"key": "app", "operator": "In", "values": ["podinfo", "other"]}]}}}]}}}}}
+            }))
+            .unwrap(),
+        ))
+    }
+
+    fn daemon_set(strategy: Value) -> Workload {
+        Workload::DaemonSet(Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "agent", "namespace": "ops", "labels": {"app": "agent"}},
+                "spec": {"selector": {"matchLabels": {"app": "agent"}}, "updateStrategy": strategy,
+                    "template": {"metadata": {"labels": {"app": "agent"}},
+                        "spec": {"nodeSelector": {"disk": "ssd", "serin.dev/scale-to-zero": "true"},
+                            "containers": [{"name": "agent", "image": "agent:1"}]}}}
+            }))
+            .unwrap(),
+        ))
     }
 
     fn owner() -> OwnerReference {
@@ -133,55 +270,110 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_primary_selects_its_own_pods_and_uses_its_own_configs() {
-        let p = primary_deployment(&target(), owner(), "abc", 3).unwrap();
-        assert_eq!(p.metadata.name.as_deref(), Some("podinfo-primary"));
-        assert_eq!(
-            p.annotations().get(REVISION_ANNOTATION).map(String::as_str),
-            Some("abc")
-        );
-        assert_eq!(
-            p.labels().get("app").map(String::as_str),
-            Some("podinfo-primary")
-        );
-        assert_eq!(p.labels().get("team").map(String::as_str), Some("web"));
-        let spec = p.spec.unwrap();
-        assert_eq!(
-            spec.selector
-                .match_labels
-                .unwrap()
-                .get("app")
-                .map(String::as_str),
-            Some("podinfo-primary")
-        );
-        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-        assert_eq!(
-            pod_labels.get("app").map(String::as_str),
-            Some("podinfo-primary")
-        );
-        assert_eq!(pod_labels.get("version").map(String::as_str), Some("v1"));
-        let container = &spec.template.spec.unwrap().containers[0];
-        assert_eq!(
-            container.env_from.as_ref().unwrap()[0]
-                .config_map_ref
-                .as_ref()
-                .unwrap()
-                .name,
-            "podinfo-env-primary"
-        );
-        assert_eq!((spec.replicas, spec.min_ready_seconds), (Some(3), Some(5)));
-        assert_eq!(p.metadata.owner_references.unwrap()[0].kind, "Canary");
+    fn params<'a>(include: &'a IncludePrefixes) -> PrimaryParams<'a> {
+        PrimaryParams {
+            owner: owner(),
+            revision: "abc",
+            replicas: 3,
+            include,
+        }
     }
 
     #[test]
-    fn selectors_serin_cannot_copy_are_errors_naming_the_deployment() {
-        let mut t = target();
-        t.spec.as_mut().unwrap().selector = serde_json::from_value(
+    fn the_primary_deployment_golden() {
+        let include = IncludePrefixes::all();
+        let p = primary_object(&target(), &params(&include)).unwrap();
+        assert_eq!(
+            p,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "podinfo-primary", "namespace": "apps",
+                    "labels": {"app": "podinfo-primary", "team": "web"},
+                    "annotations": {"serin.dev/revision": "abc", "team.example.com/owner": "web"},
+                    "ownerReferences": [{"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "name": "podinfo", "uid": "u",
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "spec": {"replicas": 3, "minReadySeconds": 5, "selector": {"matchLabels": {"app": "podinfo-primary"}},
+                    "template": {"metadata": {"labels": {"app": "podinfo-primary", "version": "v1"},
+                        "annotations": {"prometheus.io/scrape": "true", "serin.dev/revision": "abc"}},
+                        "spec": {"containers": [{"name": "podinfo", "image": "podinfo:1",
+                            "envFrom": [{"configMapRef": {"name": "podinfo-env-primary"}}]}],
+                            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+                                "labelSelector": {"matchLabels": {"app": "podinfo-primary"}}}],
+                            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                                "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchExpressions":
+                                    [{"key": "app", "operator": "In", "values": ["podinfo-primary", "other"]}]}}}]}}}}}})
+        );
+    }
+
+    #[test]
+    fn by_default_the_primary_carries_only_its_selector_labels_and_revision() {
+        let p = primary_object(&target(), &params(&IncludePrefixes::default())).unwrap();
+        assert_eq!(p["metadata"]["labels"], json!({"app": "podinfo-primary"}));
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({"serin.dev/revision": "abc"})
+        );
+    }
+
+    #[test]
+    fn a_revision_that_changes_only_a_config_changes_the_primary_pods() {
+        let include = IncludePrefixes::default();
+        let a = primary_object(&target(), &params(&include)).unwrap();
+        let b = primary_object(
+            &target(),
+            &PrimaryParams {
+                revision: "def",
+                ..params(&include)
+            },
+        )
+        .unwrap();
+        assert_ne!(a["spec"]["template"], b["spec"]["template"]);
+    }
+
+    #[test]
+    fn the_primary_daemon_set_golden() {
+        let include = IncludePrefixes::default();
+        let p = primary_object(
+            &daemon_set(json!({"type": "RollingUpdate"})),
+            &params(&include),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "agent-primary", "namespace": "ops", "labels": {"app": "agent-primary"},
+                    "annotations": {"serin.dev/revision": "abc"},
+                    "ownerReferences": [{"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "name": "podinfo", "uid": "u",
+                        "controller": true, "blockOwnerDeletion": true}]},
+                "spec": {"selector": {"matchLabels": {"app": "agent-primary"}}, "updateStrategy": {"type": "RollingUpdate"},
+                    "template": {"metadata": {"labels": {"app": "agent-primary"}, "annotations": {"serin.dev/revision": "abc"}},
+                        "spec": {"nodeSelector": {"disk": "ssd"}, "containers": [{"name": "agent", "image": "agent:1"}]}}}})
+        );
+    }
+
+    #[test]
+    fn workloads_serin_cannot_copy_are_errors_naming_them() {
+        let e = primary_object(
+            &daemon_set(json!({"type": "OnDelete"})),
+            &params(&IncludePrefixes::default()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "DaemonSet ops/agent: spec.updateStrategy.type is OnDelete; Serin needs RollingUpdate to roll the primary to a promoted revision"
+        );
+        let mut d: Deployment = match target() {
+            Workload::Deployment(d) => (*d).clone(),
+            _ => unreachable!(),
+        };
+        d.spec.as_mut().unwrap().selector = serde_json::from_value(
             json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
         )
         .unwrap();
-        let e = primary_deployment(&t, owner(), "abc", 1).unwrap_err();
+        let e = primary_object(
+            &Workload::Deployment(Arc::new(d)),
+            &params(&IncludePrefixes::default()),
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Deployment apps/podinfo: spec.selector.matchExpressions is not supported; select pods with matchLabels"

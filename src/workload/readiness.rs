@@ -1,13 +1,22 @@
-//! Whether a Deployment's rollout is done enough to count as ready, with the reason when it is not (the
+//! Whether a workload's rollout is done enough to count as ready, with the reason when it is not (the
 //! reason ends up in the Canary's status and events).
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 
+use super::Workload;
+use super::scale::is_marked;
 use crate::vocabulary::Readiness;
+
+pub fn readiness(w: &Workload, threshold_percent: i32) -> Readiness {
+    match w {
+        Workload::Deployment(d) => deployment_readiness(d, threshold_percent),
+        Workload::DaemonSet(d) => daemon_set_readiness(d, threshold_percent),
+    }
+}
 
 /// Ready when the controller has seen the latest spec, at least `threshold_percent` of the replicas are
 /// updated and available, and no old replica is left.
-pub fn readiness(d: &Deployment, threshold_percent: i32) -> Readiness {
+pub fn deployment_readiness(d: &Deployment, threshold_percent: i32) -> Readiness {
     let generation = d.metadata.generation.unwrap_or(0);
     let status = d.status.clone().unwrap_or_default();
     if status.observed_generation.unwrap_or(0) < generation {
@@ -48,15 +57,96 @@ pub fn readiness(d: &Deployment, threshold_percent: i32) -> Readiness {
     Readiness::Ready
 }
 
+/// Ready when the controller has seen the latest spec, every node that should run a pod runs the latest
+/// template, and at least `threshold_percent` of them are available (as `kubectl rollout status` and
+/// Flagger judge a DaemonSet). Scaled to zero (Serin's node selector), it is not ready.
+pub fn daemon_set_readiness(d: &DaemonSet, threshold_percent: i32) -> Readiness {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let status = d.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Readiness::NotReady(
+            "waiting for the DaemonSet controller to see the latest spec".into(),
+        );
+    }
+    if d.spec.as_ref().is_some_and(|s| is_marked(&s.template)) {
+        return Readiness::NotReady("scaled to zero".into());
+    }
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    if updated < desired {
+        return Readiness::NotReady(format!("{updated} of {desired} nodes run the latest pods"));
+    }
+    let needed = (desired * threshold_percent.clamp(0, 100) + 99) / 100;
+    let available = status.number_available.unwrap_or(0);
+    if available < needed {
+        return Readiness::NotReady(format!("{available} of {desired} pods available"));
+    }
+    Readiness::Ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn deployment(replicas: i32, status: serde_json::Value) -> Deployment {
-        serde_json::from_value(json!({"metadata": {"name": "podinfo", "generation": 2},
-            "spec": {"replicas": replicas, "selector": {}, "template": {}}, "status": status}))
-        .unwrap()
+    fn deployment(replicas: i32, status: serde_json::Value) -> Workload {
+        Workload::Deployment(std::sync::Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "podinfo", "generation": 2},
+                "spec": {"replicas": replicas, "selector": {}, "template": {}}, "status": status}))
+            .unwrap(),
+        ))
+    }
+
+    fn daemon_set(node_selector: serde_json::Value, status: serde_json::Value) -> Workload {
+        Workload::DaemonSet(std::sync::Arc::new(
+            serde_json::from_value(json!({"metadata": {"name": "agent", "generation": 2},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [], "nodeSelector": node_selector}}},
+                "status": status}))
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_daemon_set_is_ready_when_every_node_runs_the_latest_pods() {
+        let status = |observed: i64, updated: i32, available: i32| {
+            json!({"observedGeneration": observed, "desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                "numberMisscheduled": 0, "numberReady": available, "updatedNumberScheduled": updated,
+                "numberAvailable": available})
+        };
+        assert_eq!(
+            readiness(&daemon_set(json!({}), status(2, 3, 3)), 100),
+            Readiness::Ready
+        );
+        let cases = [
+            (daemon_set(json!({}), status(1, 3, 3)), "latest spec"),
+            (
+                daemon_set(json!({}), status(2, 2, 3)),
+                "2 of 3 nodes run the latest pods",
+            ),
+            (
+                daemon_set(json!({}), status(2, 3, 2)),
+                "2 of 3 pods available",
+            ),
+            (
+                daemon_set(
+                    json!({crate::workload::scale::SCALED_TO_ZERO_KEY: "true"}),
+                    status(2, 3, 3),
+                ),
+                "scaled to zero",
+            ),
+        ];
+        for (ds, why) in cases {
+            match readiness(&ds, 100) {
+                Readiness::NotReady(reason) => {
+                    assert!(reason.contains(why), "{reason} should say {why}")
+                }
+                Readiness::Ready => panic!("ready, but {why}"),
+            }
+        }
+        assert_eq!(
+            readiness(&daemon_set(json!({}), status(2, 3, 2)), 60),
+            Readiness::Ready
+        );
     }
 
     #[test]

@@ -1,0 +1,277 @@
+//! Workloads a Flagger user runs, end to end: a Deployment behind an apex Service that existed before the
+//! Canary (taken over, given back), and a DaemonSet target (scaled to zero by a node selector, promoted,
+//! rolled back, restored on deletion).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Service;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use serin::api::{Canary, Phase};
+use serin_e2e::podinfo::{canary, deployment, wait_phase};
+use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, wait_for};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+/// A metric that always fails: the next revision is rolled back.
+fn failing_metric() -> Value {
+    json!([{"name": "always-bad", "query": "vector(1)", "thresholdRange": {"max": 0.5}}])
+}
+
+async fn set_metrics(client: &Client, ns: &str, metrics: Value) {
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"analysis": {"metrics": metrics}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The user's own Service, as their GitOps tool applies it (its own field manager).
+async fn users_service(client: &Client, ns: &str) -> Service {
+    let svc = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo", "annotations": {"team.example.com/owner": "web"}, "labels": {"team": "web"}},
+        "spec": {"sessionAffinity": "ClientIP", "selector": {"app": "podinfo"},
+            "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}});
+    Api::<Service>::namespaced(client.clone(), ns)
+        .patch(
+            "podinfo",
+            &PatchParams::apply("kustomize-controller").force(),
+            &Patch::Apply(&svc),
+        )
+        .await
+        .unwrap()
+}
+
+async fn service(client: &Client, ns: &str) -> Service {
+    Api::<Service>::namespaced(client.clone(), ns)
+        .get("podinfo")
+        .await
+        .expect("the apex Service")
+}
+
+fn selector(s: &Service) -> Value {
+    json!(s.spec.as_ref().and_then(|s| s.selector.clone()))
+}
+
+fn annotation(s: &Service, key: &str) -> Option<String> {
+    s.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+/// What the user wrote survives Serin's takeover.
+fn assert_users_fields_kept(s: &Service) {
+    assert_eq!(
+        annotation(s, "team.example.com/owner").as_deref(),
+        Some("web")
+    );
+    assert_eq!(
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("team"))
+            .map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(
+        s.spec.as_ref().and_then(|s| s.session_affinity.as_deref()),
+        Some("ClientIP")
+    );
+    assert!(
+        s.metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(|o| o.is_empty()),
+        "the user's Service is never owned by the Canary"
+    );
+}
+
+async fn setup_with_users_service(prefix: &str, extra: Value) -> (Client, String) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:1.0.0", json!({}))).await;
+    users_service(&client, &ns).await;
+    let mut spec = json!({"analysis": {"interval": "1s", "stepWeight": 50}});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    apply::<Canary>(&client, &ns, canary(spec)).await;
+    (client, ns)
+}
+
+#[tokio::test]
+async fn an_existing_apex_service_is_taken_over_through_promotion_and_rollback() {
+    let (client, ns) = setup_with_users_service("takeover", json!({})).await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    let s = service(&client, &ns).await;
+    assert_eq!(selector(&s), json!({"app": "podinfo-primary"}));
+    assert_eq!(
+        annotation(&s, "kustomize.toolkit.fluxcd.io/reconcile").as_deref(),
+        Some("disabled")
+    );
+    assert_eq!(
+        annotation(&s, "helm.toolkit.fluxcd.io/driftDetection").as_deref(),
+        Some("disabled")
+    );
+    assert_users_fields_kept(&s);
+
+    apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    let s = service(&client, &ns).await;
+    assert_eq!(selector(&s), json!({"app": "podinfo-primary"}));
+    assert_users_fields_kept(&s);
+
+    set_metrics(&client, &ns, failing_metric()).await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:3.0.0", json!({}))).await;
+    wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+    let s = service(&client, &ns).await;
+    assert_eq!(selector(&s), json!({"app": "podinfo-primary"}));
+    assert_users_fields_kept(&s);
+}
+
+#[tokio::test]
+async fn a_taken_over_apex_service_is_given_back_as_it_was_on_deletion() {
+    let (client, ns) =
+        setup_with_users_service("giveback", json!({"revertOnDeletion": true})).await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    assert_eq!(
+        selector(&service(&client, &ns).await),
+        json!({"app": "podinfo-primary"})
+    );
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    canaries
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the Canary to be gone",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            match canaries.get_opt("podinfo").await {
+                Ok(None) => Ok(()),
+                other => Err(format!("{:?}", other.map(|c| c.is_some()))),
+            }
+        },
+    )
+    .await;
+    // The garbage collector takes what the Canary owned; the user's Service must not be among it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = service(&client, &ns).await;
+    assert_eq!(selector(&s), json!({"app": "podinfo"}));
+    for key in [
+        "kustomize.toolkit.fluxcd.io/reconcile",
+        "helm.toolkit.fluxcd.io/driftDetection",
+        "serin.dev/original-selector",
+    ] {
+        assert_eq!(annotation(&s, key), None, "{key} is gone");
+    }
+    assert_users_fields_kept(&s);
+}
+
+/// A podinfo DaemonSet at `image` (one pod on each of the test world's three nodes).
+fn daemon_set(image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "podinfo"},
+        "spec": {"selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {"metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "podinfo", "image": image,
+                    "ports": [{"name": "http", "containerPort": 9898}]}]}}}})
+}
+
+/// A DaemonSet's image, whether Serin's scale-to-zero node selector is on it, and its available pods.
+async fn daemon_set_state(client: &Client, ns: &str, name: &str) -> (String, bool, i32) {
+    let ds = Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("the DaemonSet");
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    (
+        pod.containers[0].image.clone().unwrap_or_default(),
+        pod.node_selector
+            .is_some_and(|n| n.contains_key("serin.dev/scale-to-zero")),
+        ds.status.and_then(|s| s.number_available).unwrap_or(0),
+    )
+}
+
+async fn wait_daemon_set(client: &Client, ns: &str, name: &str, want: (&str, bool, i32)) {
+    wait_for(
+        &format!("DaemonSet {name} at {want:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let got = daemon_set_state(client, ns, name).await;
+            if (got.0.as_str(), got.1, got.2) == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_daemon_set_is_promoted_rolled_back_and_restored_on_deletion() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "daemonset").await;
+    apply::<DaemonSet>(&client, &ns, daemon_set("podinfo:1.0.0")).await;
+    apply::<Canary>(
+        &client,
+        &ns,
+        canary(
+            json!({"targetRef": {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "podinfo"},
+            "revertOnDeletion": true, "analysis": {"interval": "1s", "stepWeight": 50}}),
+        ),
+    )
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    // The primary runs on every node; the target's pods are gone from all of them.
+    wait_daemon_set(&client, &ns, "podinfo-primary", ("podinfo:1.0.0", false, 3)).await;
+    wait_daemon_set(&client, &ns, "podinfo", ("podinfo:1.0.0", true, 0)).await;
+
+    apply::<DaemonSet>(&client, &ns, daemon_set("podinfo:2.0.0")).await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    wait_daemon_set(&client, &ns, "podinfo-primary", ("podinfo:2.0.0", false, 3)).await;
+    wait_daemon_set(&client, &ns, "podinfo", ("podinfo:2.0.0", true, 0)).await;
+    let events = serin_e2e::podinfo::status(&client, &ns).await;
+    assert_eq!(events.failed_checks, 0);
+
+    set_metrics(&client, &ns, failing_metric()).await;
+    apply::<DaemonSet>(&client, &ns, daemon_set("podinfo:3.0.0")).await;
+    wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+    wait_daemon_set(&client, &ns, "podinfo-primary", ("podinfo:2.0.0", false, 3)).await;
+    wait_daemon_set(&client, &ns, "podinfo", ("podinfo:3.0.0", true, 0)).await;
+
+    // Back to the promoted revision in git, then the Canary is deleted: the target runs again on every
+    // node and the apex Service selects it.
+    apply::<DaemonSet>(&client, &ns, daemon_set("podinfo:2.0.0")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Api::<Canary>::namespaced(client.clone(), &ns)
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    wait_daemon_set(&client, &ns, "podinfo", ("podinfo:2.0.0", false, 3)).await;
+    wait_for(
+        "the apex Service to select the target",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            match Api::<Service>::namespaced(client.clone(), &ns)
+                .get("podinfo")
+                .await
+            {
+                Ok(s) if selector(&s) == json!({"app": "podinfo"}) => Ok(()),
+                other => Err(format!("{:?}", other.map(|s| selector(&s)))),
+            }
+        },
+    )
+    .await;
+}
