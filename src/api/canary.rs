@@ -248,16 +248,24 @@ pub struct CrossNamespaceRef {
 pub struct AutoscalerRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// HorizontalPodAutoscaler or ScaledObject.
+    /// HorizontalPodAutoscaler (autoscaling/v2; the default) or ScaledObject (KEDA, keda.sh/v1alpha1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
+    pub kind: Option<AutoscalerKind>,
+    #[x_kube(validation = Rule::new("self != ''").message("autoscalerRef.name must name the target's autoscaler"))]
     pub name: String,
-    /// KEDA: queries of the primary's ScaledObject, by trigger name.
+    /// KEDA: queries of the primary's ScaledObject, by trigger name (default: each trigger's `query` with
+    /// the target's name replaced by the primary's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_queries: Option<BTreeMap<String, String>>,
     /// Replica bounds of the primary's scaler, when they differ from the target's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_replicas: Option<ScalerReplicas>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoscalerKind {
+    HorizontalPodAutoscaler,
+    ScaledObject,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

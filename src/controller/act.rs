@@ -6,17 +6,19 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use super::apply::{apply, conflict_message, to_json};
+use super::apply::{FIELD_MANAGER, apply, conflict_message, to_json};
 use super::observe::Observation;
 use super::reconcile::publish;
 use super::{Context, Error};
 use crate::api::Canary;
+use crate::api::canary::AutoscalerKind;
 use crate::decision::{Desired, Scale};
 use crate::routing::ServiceNames;
 use crate::routing::services::{can_take_over, ports, services, take_over, taken_over};
 use crate::workload::Workload;
 use crate::workload::primary::{PrimaryParams, primary_object};
 use crate::workload::scale::{ScaleTo, is_at, scale_apply};
+use crate::workload::scaler::{self as scalers, ScalerParams, primary_scaler};
 
 fn owned_by(meta: &kube::api::ObjectMeta, canary: &Canary) -> bool {
     let uid = canary.uid();
@@ -71,6 +73,7 @@ pub async fn act(
         )?;
         writes += u32::from(apply(&ctx.client, &workloads, None, &primary, false).await?);
     }
+    let autoscaled = canary.spec.autoscaler_ref.is_some();
     if desired.primary_configs {
         // Copies that went missing come back; those that exist already hold the same data (the target
         // runs the primary's revision), so this writes nothing otherwise.
@@ -146,8 +149,10 @@ pub async fn act(
         )?;
         writes += copy_configs(ctx, obs).await?;
         let cached = obs.primary.as_ref().map(Workload::to_json);
+        // With an autoscaler the primary's replicas are its autoscaler's: forced, so a value it set after
+        // the cache was read is a moment's correction, not a refused promotion.
         writes += u32::from(write(
-            apply(&ctx.client, &workloads, cached, &primary, false).await,
+            apply(&ctx.client, &workloads, cached, &primary, autoscaled).await,
         )?);
     }
 
@@ -175,9 +180,36 @@ pub async fn act(
             )?);
         }
     }
+    if desired.bootstrap
+        && (obs.primary.is_some() || desired.create_primary.is_some())
+        && let (Some(reference), Some(scaler)) = (&canary.spec.autoscaler_ref, &obs.scaler)
+    {
+        let want = primary_scaler(
+            scaler,
+            &ScalerParams {
+                reference,
+                owner: owner.clone(),
+                target: &target_name,
+                include: &ctx.include_label_prefix,
+            },
+        )?;
+        let ar = scalers::resource(scalers::kind_of(reference));
+        if let Some(c) = &obs.primary_scaler
+            && !owned_by(&c.metadata, canary)
+        {
+            return Err(conflict(&ar.kind, &c.name_any(), canary));
+        }
+        let cached = obs.primary_scaler.as_ref().map(|c| to_json(&**c));
+        writes += u32::from(write(apply(&ctx.client, &ar, cached, &want, false).await)?);
+    }
+
     let scale = match desired.canary_scale {
         Scale::Keep => None,
         Scale::Zero => Some(ScaleTo::Zero),
+        // With an autoscaler, the canary starts at its minimum and is the autoscaler's from then on.
+        Scale::Up if let (Some(r), Some(s)) = (&canary.spec.autoscaler_ref, &obs.scaler) => Some(
+            ScaleTo::Started(scalers::starting_replicas(scalers::kind_of(r), s)),
+        ),
         // The canary runs as many replicas as the primary.
         Scale::Up => Some(ScaleTo::Running(
             obs.primary
@@ -187,6 +219,22 @@ pub async fn act(
                 .unwrap_or(1),
         )),
     };
+    // A ScaledObject would start the canary from zero by itself: paused while it should stay there.
+    if let (Some(to), Some(r), Some(so)) = (scale, &canary.spec.autoscaler_ref, &obs.scaler)
+        && scalers::kind_of(r) == AutoscalerKind::ScaledObject
+        && match to {
+            ScaleTo::Zero => !scalers::is_paused(so),
+            _ => scalers::paused_by(so, FIELD_MANAGER),
+        }
+    {
+        let want = scalers::pause_apply(
+            &so.namespace().unwrap_or_default(),
+            &so.name_any(),
+            to == ScaleTo::Zero,
+        );
+        let ar = scalers::resource(AutoscalerKind::ScaledObject);
+        writes += u32::from(apply(&ctx.client, &ar, None, &want, true).await?);
+    }
     if let Some(to) = scale
         && !is_at(&obs.target, to)
     {

@@ -47,13 +47,18 @@ fn canaries_in<'a>(
         .map(|c| ObjectRef::from_obj(&*c))
 }
 
-/// Canaries an object concerns: those owning it, and those targeting it (by name in its namespace).
+/// Canaries an object concerns: those owning it, and those targeting it or naming it as the target's
+/// autoscaler (by name in its namespace).
 pub fn canaries_of(meta: &ObjectMeta, canaries: &Store<Canary>) -> Vec<ObjectRef<Canary>> {
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     owners(meta)
         .chain(canaries_in(canaries, &ns, |c| {
             c.spec.target_ref.name == name
+                || c.spec
+                    .autoscaler_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
         }))
         .collect()
 }

@@ -29,6 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, error, info, warn};
 
+use crate::api::canary::AutoscalerKind;
 use crate::api::{Canary, MetricTemplate};
 use crate::decision::ControllerDefaults;
 use crate::metrics::{Analyzer, CheckRunner};
@@ -36,6 +37,7 @@ use crate::routing::{RouterKind, router_for};
 use crate::telemetry::Metrics;
 use crate::workload::configs::ConfigKind;
 use crate::workload::metadata::IncludePrefixes;
+use crate::workload::scaler;
 use apply::FIELD_MANAGER;
 use events::Events;
 use mapping::{canaries_of, canaries_using, scoped};
@@ -50,6 +52,8 @@ pub enum Error {
     Workload(#[from] crate::workload::WorkloadError),
     #[error(transparent)]
     Routing(#[from] crate::routing::RoutingError),
+    #[error(transparent)]
+    Scaler(#[from] crate::workload::scaler::ScalerError),
     #[error("{0}")]
     NotOwned(String),
     #[error("a field Serin sets is owned by another manager: {0}")]
@@ -83,7 +87,8 @@ pub struct Context {
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
-    routes: HashMap<String, Store<DynamicObject>>,
+    /// The caches of the kinds Serin reads untyped, by kind: routes and autoscalers.
+    dynamic: HashMap<String, Store<DynamicObject>>,
     pub recorder: Events,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
@@ -94,19 +99,26 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn route_store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
-        self.routes.get(&ar.kind)
+    pub fn dynamic_store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
+        self.dynamic.get(&ar.kind)
     }
 
-    /// The route cache a Canary is observed from, if its provider has one.
-    fn route_resource(&self, canary: &Canary) -> Option<ApiResource> {
-        router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
-            .and_then(|k| k.router().resource())
+    /// The untyped caches a Canary is observed from besides every Canary's: its provider's routes, its
+    /// autoscaler's kind.
+    fn resources_of(&self, canary: &Canary) -> Vec<ApiResource> {
+        let route = router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
+            .and_then(|k| k.router().resource());
+        let scaler = canary
+            .spec
+            .autoscaler_ref
+            .as_ref()
+            .map(|r| scaler::resource(scaler::kind_of(r)));
+        route.into_iter().chain(scaler).collect()
     }
 
     /// The caches that do not hold a full list yet: the ones every Canary is observed from, and the
-    /// route cache of `route`'s kind.
-    fn unsynced(&self, route: Option<&ApiResource>) -> Vec<String> {
+    /// untyped caches of `extra` kinds.
+    fn unsynced(&self, extra: &[ApiResource]) -> Vec<String> {
         let mut missing: Vec<String> = [
             ("Services", synced(&self.services)),
             ("ConfigMaps", synced(&self.config_maps)),
@@ -118,26 +130,22 @@ impl Context {
         .map(|(name, _)| name.to_string())
         .chain(self.workloads.unsynced().into_iter().map(String::from))
         .collect();
-        if let Some(ar) = route
-            && !self.route_store(ar).is_some_and(synced)
-        {
-            missing.push(format!(
-                "{}s (is its CRD installed, and may Serin list it?)",
-                ar.kind
-            ));
+        for ar in extra {
+            if !self.dynamic_store(ar).is_some_and(synced) {
+                missing.push(format!(
+                    "{}s (is its CRD installed, and may Serin list it?)",
+                    ar.kind
+                ));
+            }
         }
         missing
     }
 
     /// Waits up to `wait` for those caches to hold a full list; Err names those that don't yet.
-    async fn caches_synced(
-        &self,
-        route: Option<&ApiResource>,
-        wait: Duration,
-    ) -> Result<(), String> {
+    async fn caches_synced(&self, extra: &[ApiResource], wait: Duration) -> Result<(), String> {
         let start = tokio::time::Instant::now();
         loop {
-            let missing = self.unsynced(route);
+            let missing = self.unsynced(extra);
             if missing.is_empty() {
                 return Ok(());
             }
@@ -295,7 +303,7 @@ async fn lead(
         deployments,
         daemon_sets,
     };
-    let mut routes = HashMap::new();
+    let mut dynamic = HashMap::new();
     let mut controller = {
         let s = canary_store.clone();
         let s1 = canary_store.clone();
@@ -313,10 +321,16 @@ async fn lead(
                 canaries_using(&c.metadata, ConfigKind::Secret, &s4, &w4)
             })
     };
-    for kind in [RouterKind::GatewayApi, RouterKind::Kubernetes] {
-        let Some(ar) = kind.router().resource() else {
-            continue;
-        };
+    let routes = [RouterKind::GatewayApi, RouterKind::Kubernetes]
+        .into_iter()
+        .filter_map(|kind| kind.router().resource());
+    let scalers = [
+        AutoscalerKind::HorizontalPodAutoscaler,
+        AutoscalerKind::ScaledObject,
+    ]
+    .into_iter()
+    .map(scaler::resource);
+    for ar in routes.chain(scalers) {
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let reader = writer.as_reader();
         let api = match &config.namespace {
@@ -332,7 +346,7 @@ async fn lead(
             move |r| canaries_of(&r.metadata, &s),
             ar.clone(),
         );
-        routes.insert(ar.kind.clone(), reader);
+        dynamic.insert(ar.kind.clone(), reader);
     }
 
     let recorder = Events::new(client.clone(), FIELD_MANAGER, &config.identity);
@@ -345,7 +359,7 @@ async fn lead(
         config_maps: config_maps.clone(),
         secrets: secrets.clone(),
         templates: templates.clone(),
-        routes,
+        dynamic,
         recorder,
         metrics: metrics.clone(),
         checks: Box::new(Analyzer::new(
@@ -363,7 +377,7 @@ async fn lead(
     let synced = {
         let (ctx, ready) = (ctx.clone(), ready.clone());
         async move {
-            while let Err(missing) = ctx.caches_synced(None, Duration::from_secs(60)).await {
+            while let Err(missing) = ctx.caches_synced(&[], Duration::from_secs(60)).await {
                 warn!(%missing, "caches not synced yet");
             }
             ready.store(true, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
 use crate::workload::readiness::readiness;
 use crate::workload::revision::{checksum, revision};
+use crate::workload::scaler;
 use crate::workload::{PRIMARY_SUFFIX, REVISION_ANNOTATION, Workload, WorkloadError, WorkloadKind};
 
 /// The annotation whose new value retries a failed revision.
@@ -34,6 +35,9 @@ pub struct Observation {
     pub tracked_configs: BTreeMap<String, String>,
     pub router: Option<&'static dyn Router>,
     pub routes: Vec<Arc<DynamicObject>>,
+    /// The target's autoscaler (autoscalerRef), and the primary's copy of it if it exists.
+    pub scaler: Option<Arc<DynamicObject>>,
+    pub primary_scaler: Option<Arc<DynamicObject>>,
 }
 
 /// Why a Canary can't be observed yet.
@@ -47,6 +51,12 @@ pub enum Blocked {
     },
     #[error("spec.targetRef.kind: {0} is not supported (supported: Deployment, DaemonSet)")]
     UnsupportedKind(String),
+    #[error("{kind} {namespace}/{name} (spec.autoscalerRef) not found")]
+    AutoscalerNotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
     #[error(transparent)]
     Workload(#[from] WorkloadError),
 }
@@ -74,6 +84,25 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
             })?;
     let (target_selector, primary_selector) = selectors(&target)?;
     let template = target.revision_template();
+    let (scaler, primary_scaler) = match &canary.spec.autoscaler_ref {
+        None => (None, None),
+        Some(r) => {
+            let kind = scaler::kind_of(r);
+            let ar = scaler::resource(kind);
+            let store = ctx.dynamic_store(&ar);
+            let get = |name: &str| {
+                store.and_then(|s| s.get(&ObjectRef::new_with(name, ar.clone()).within(&ns)))
+            };
+            let Some(found) = get(&r.name) else {
+                return Err(Blocked::AutoscalerNotFound {
+                    kind: scaler::kind_name(kind),
+                    namespace: ns.clone(),
+                    name: r.name.clone(),
+                });
+            };
+            (Some(found), get(&scaler::primary_scaler_name(&r.name)))
+        }
+    };
     let owner = canary.controller_owner_ref(&());
 
     let mut tracked_configs = BTreeMap::new();
@@ -129,7 +158,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     let names = ServiceNames::of(canary);
     let routes: Vec<Arc<DynamicObject>> = match (router, router.and_then(|r| r.resource())) {
         (Some(_), Some(ar)) => ctx
-            .route_store(&ar)
+            .dynamic_store(&ar)
             .and_then(|s| s.get(&ObjectRef::new_with(&names.apex, ar.clone()).within(&ns)))
             .into_iter()
             .collect(),
@@ -163,6 +192,8 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         tracked_configs,
         router,
         routes,
+        scaler,
+        primary_scaler,
     })
 }
 

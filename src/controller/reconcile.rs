@@ -35,7 +35,7 @@ fn failure(e: &Error) -> ActFailure {
     match e {
         Error::NotOwned(_) => ActFailure::NotOwned,
         Error::FieldConflict(_) => ActFailure::FieldConflict,
-        Error::Routing(_) | Error::Workload(_) => ActFailure::InvalidSpec,
+        Error::Routing(_) | Error::Workload(_) | Error::Scaler(_) => ActFailure::InvalidSpec,
         // Refused for good: forbidden, invalid. Not found, conflicts, throttling and server errors pass.
         Error::Kube(kube::Error::Api(s))
             if (400..500).contains(&s.code) && ![404, 409, 429].contains(&s.code) =>
@@ -58,8 +58,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
     let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
     async move {
         // Acting on half-synced caches would see a Deployment or a config missing that is there.
-        let route = ctx.route_resource(&canary);
-        if let Err(not_synced) = ctx.caches_synced(route.as_ref(), SYNC_WAIT).await {
+        let extra = ctx.resources_of(&canary);
+        if let Err(not_synced) = ctx.caches_synced(&extra, SYNC_WAIT).await {
             warn!(%not_synced, "waiting for the watch caches to sync before acting");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -173,6 +173,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, b: &Blocked) -> Result<A
     let (reason, stalled) = match b {
         Blocked::TargetNotFound { .. } => ("TargetNotFound", false),
         Blocked::UnsupportedKind(_) => ("NotSupported", true),
+        Blocked::AutoscalerNotFound { .. } => ("AutoscalerNotFound", false),
         Blocked::Workload(_) => ("InvalidTarget", true),
     };
     let message = b.to_string();

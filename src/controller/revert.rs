@@ -26,12 +26,14 @@ use super::observe::observe;
 use super::reconcile::publish;
 use super::{Context, Error};
 use crate::api::Canary;
+use crate::api::canary::AutoscalerKind;
 use crate::decision::{Readiness, Settings};
 use crate::routing::services::{give_back, ports, services, taken_over};
 use crate::routing::{ServiceNames, router_for};
 use crate::workload::primary::{primary_name, selectors};
 use crate::workload::readiness::readiness;
 use crate::workload::scale::{ScaleTo, is_at, scale_apply};
+use crate::workload::scaler;
 use crate::workload::{PRIMARY_SUFFIX, Workload, WorkloadKind};
 
 pub const FINALIZER: &str = "serin.dev/revert-on-deletion";
@@ -150,6 +152,19 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Workload) -> Result<
         )
         .await?;
     let mut writes = 1;
+    // The target's own ScaledObject scales it again from here.
+    // (An apply would create it if it were gone: only one the cache holds, paused.)
+    let so = scaler::resource(AutoscalerKind::ScaledObject);
+    if let Some(r) = &canary.spec.autoscaler_ref
+        && scaler::kind_of(r) == AutoscalerKind::ScaledObject
+        && ctx
+            .dynamic_store(&so)
+            .and_then(|s| s.get(&ObjectRef::new_with(&r.name, so.clone()).within(&ns)))
+            .is_some_and(|o| scaler::paused_by(&o, FIELD_MANAGER))
+    {
+        let want = scaler::pause_apply(&ns, &r.name, false);
+        writes += u32::from(apply(&ctx.client, &so, None, &want, true).await?);
+    }
     let stored = Workload::from_dynamic(kind, answer).ok();
     let ready = stored
         .as_ref()
@@ -190,6 +205,17 @@ async fn keep_primary(ctx: &Context, canary: &Canary, why: &str) -> Result<Actio
         // target now).
         writes += release_apex(ctx, canary, &primary_selector, primary, false).await?;
         writes += release(ctx, canary, &primary.kind().resource(), primary.meta()).await?;
+        // Its autoscaler, or it would be stuck at its replicas of the moment.
+        if let Some(r) = &canary.spec.autoscaler_ref {
+            let ar = scaler::resource(scaler::kind_of(r));
+            let name = scaler::primary_scaler_name(&r.name);
+            if let Some(s) = ctx
+                .dynamic_store(&ar)
+                .and_then(|s| s.get(&ObjectRef::new_with(&name, ar.clone()).within(&ns)))
+            {
+                writes += release(ctx, canary, &ar, &s.metadata).await?;
+            }
+        }
         // Its configs, or its pods could not start again once the collector took them.
         for cm in ctx.config_maps.state() {
             if owned_copy(&cm.metadata, canary) {

@@ -177,6 +177,15 @@ impl Settings {
             ));
         }
 
+        if spec.autoscaler_ref.is_some()
+            && spec.target_ref.kind == Some(crate::api::canary::TargetKind::DaemonSet)
+        {
+            problems.push(problem(
+                "spec.autoscalerRef",
+                "a DaemonSet has no replicas to autoscale: remove autoscalerRef",
+            ));
+        }
+
         if !problems.is_empty() {
             return Err(problems);
         }

@@ -30,7 +30,6 @@ pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
             out.push(path.to_string());
         }
     };
-    note(spec.autoscaler_ref.is_some(), "spec.autoscalerRef");
     note(spec.ingress_ref.is_some(), "spec.ingressRef");
     note(spec.route_ref.is_some(), "spec.routeRef");
     note(spec.upstream_ref.is_some(), "spec.upstreamRef");

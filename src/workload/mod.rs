@@ -8,6 +8,7 @@ pub mod primary;
 pub mod readiness;
 pub mod revision;
 pub mod scale;
+pub mod scaler;
 
 use std::sync::Arc;
 

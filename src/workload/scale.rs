@@ -19,6 +19,8 @@ pub enum ScaleTo {
     Zero,
     /// Running: these replicas for a Deployment, every node for a DaemonSet.
     Running(i32),
+    /// Running at whatever its autoscaler says; from zero, at these replicas.
+    Started(i32),
 }
 
 /// Whether the DaemonSet pod template carries Serin's scale-to-zero mark.
@@ -46,9 +48,13 @@ pub fn unmark(template: &mut PodTemplateSpec) {
 pub fn is_at(target: &Workload, to: ScaleTo) -> bool {
     match (target, to) {
         (Workload::DaemonSet(_), ScaleTo::Zero) => target.template().is_some_and(is_marked),
-        (Workload::DaemonSet(_), ScaleTo::Running(_)) => !target.template().is_some_and(is_marked),
+        (Workload::DaemonSet(_), ScaleTo::Running(_) | ScaleTo::Started(_)) => {
+            !target.template().is_some_and(is_marked)
+        }
         (Workload::Deployment(_), ScaleTo::Zero) => target.replicas() == Some(0),
         (Workload::Deployment(_), ScaleTo::Running(n)) => target.replicas() == Some(n),
+        // Absent replicas are 1 to the API server.
+        (Workload::Deployment(_), ScaleTo::Started(_)) => target.replicas().unwrap_or(1) > 0,
     }
 }
 
@@ -59,13 +65,15 @@ pub fn scale_apply(kind: WorkloadKind, namespace: &str, name: &str, to: ScaleTo)
         "metadata": {"name": name, "namespace": namespace}});
     match (kind, to) {
         (WorkloadKind::Deployment, ScaleTo::Zero) => object["spec"] = json!({"replicas": 0}),
-        (WorkloadKind::Deployment, ScaleTo::Running(n)) => object["spec"] = json!({"replicas": n}),
+        (WorkloadKind::Deployment, ScaleTo::Running(n) | ScaleTo::Started(n)) => {
+            object["spec"] = json!({"replicas": n})
+        }
         (WorkloadKind::DaemonSet, ScaleTo::Zero) => {
             object["spec"] =
                 json!({"template": {"spec": {"nodeSelector": {SCALED_TO_ZERO_KEY: "true"}}}})
         }
         // Nothing: the key Serin owned goes, the user's node selector stays.
-        (WorkloadKind::DaemonSet, ScaleTo::Running(_)) => {}
+        (WorkloadKind::DaemonSet, ScaleTo::Running(_) | ScaleTo::Started(_)) => {}
     }
     object
 }
@@ -109,6 +117,24 @@ mod tests {
                 .node_selector,
             None
         );
+    }
+
+    #[test]
+    fn a_deployment_with_an_autoscaler_is_only_started_from_zero() {
+        let at = |replicas: i32| {
+            Workload::Deployment(Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "podinfo"},
+                    "spec": {"replicas": replicas, "selector": {}, "template": {}}}))
+                .unwrap(),
+            ))
+        };
+        assert!(!is_at(&at(0), ScaleTo::Started(2)));
+        assert!(
+            is_at(&at(1), ScaleTo::Started(2)),
+            "its autoscaler's business now"
+        );
+        assert!(is_at(&at(5), ScaleTo::Started(2)));
+        assert!(!is_at(&at(5), ScaleTo::Running(2)));
     }
 
     #[test]
