@@ -10,7 +10,7 @@ use serin::api::Phase;
 use serin_e2e::podinfo::{
     deployment, image_of, record_weights, setup, wait_phase, wait_weight_at_least,
 };
-use serin_e2e::{SerinProcess, StartOnDrop, apply, cluster_script};
+use serin_e2e::{SerinProcess, StartOnDrop, apply, cluster_script, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -31,6 +31,22 @@ async fn serin_holds_through_an_api_server_restart_and_resumes_at_the_same_weigh
     let (seen, recorder) = record_weights(client.clone(), ns.clone());
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     wait_weight_at_least(&client, &ns, 20, Duration::from_secs(30)).await;
+    // The recorder is a reader of its own: the API server goes only once it has seen the weight too, or
+    // the step would be missing from its record though Serin took it.
+    wait_for(
+        "the recorder to see weight 20",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            let seen = seen.lock().unwrap().clone();
+            if seen.iter().any(|w| *w >= 20) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
     let _restart = StartOnDrop("apiserver");
     // The script blocks: off the test's runtime, so the weight recorder keeps sampling.
     let run = |action: &'static str| tokio::task::spawn_blocking(move || apiserver(action));
