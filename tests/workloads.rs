@@ -275,3 +275,157 @@ async fn a_daemon_set_is_promoted_rolled_back_and_restored_on_deletion() {
     )
     .await;
 }
+
+/// podinfo as a StatefulSet of 2 at `image`, governed by the headless Service podinfo-headless, each pod
+/// with a volume claim of its own.
+fn stateful_set(image: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "podinfo"},
+        "spec": {"replicas": 2, "serviceName": "podinfo-headless", "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {"metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "podinfo", "image": image,
+                    "ports": [{"name": "http", "containerPort": 9898}],
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"storageClassName": "", "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}]}})
+}
+
+/// A PersistentVolume for each claim the test's StatefulSets will make, bound to it in advance (the test
+/// world has no storage provisioner; kube-controller-manager's volume binder does the binding).
+async fn volumes_for(client: &Client, ns: &str, claims: &[&str]) -> Vec<String> {
+    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for claim in claims {
+        let name = format!("{ns}-{claim}");
+        let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": format!("/tmp/serin-pv/{name}")},
+                "claimRef": {"namespace": ns, "name": claim}}});
+        pvs.patch(
+            &name,
+            &PatchParams::apply("serin-e2e").force(),
+            &Patch::Apply(&pv),
+        )
+        .await
+        .unwrap();
+        names.push(name);
+    }
+    names
+}
+
+async fn stateful_set_state(client: &Client, ns: &str, name: &str) -> (String, i32, i32) {
+    let sts = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("the StatefulSet");
+    let spec = sts.spec.unwrap();
+    (
+        spec.template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default(),
+        spec.replicas.unwrap_or(1),
+        sts.status.and_then(|s| s.available_replicas).unwrap_or(0),
+    )
+}
+
+async fn wait_stateful_set(client: &Client, ns: &str, name: &str, want: (&str, i32, i32)) {
+    wait_for(
+        &format!("StatefulSet {name} at {want:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let got = stateful_set_state(client, ns, name).await;
+            if (got.0.as_str(), got.1, got.2) == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stateful_set_is_promoted_with_volumes_and_a_governing_service_of_its_own() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "statefulset").await;
+    let pvs = volumes_for(
+        &client,
+        &ns,
+        &[
+            "data-podinfo-0",
+            "data-podinfo-1",
+            "data-podinfo-primary-0",
+            "data-podinfo-primary-1",
+        ],
+    )
+    .await;
+    apply::<Service>(
+        &client,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "podinfo-headless"},
+            "spec": {"clusterIP": "None", "selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}}),
+    )
+    .await;
+    apply::<k8s_openapi::api::apps::v1::StatefulSet>(&client, &ns, stateful_set("podinfo:1.0.0"))
+        .await;
+    apply::<Canary>(
+        &client,
+        &ns,
+        canary(
+            json!({"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "podinfo"},
+            "analysis": {"interval": "1s", "stepWeight": 50}}),
+        ),
+    )
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(60)).await;
+    wait_stateful_set(&client, &ns, "podinfo-primary", ("podinfo:1.0.0", 2, 2)).await;
+    wait_stateful_set(&client, &ns, "podinfo", ("podinfo:1.0.0", 0, 0)).await;
+    let primary = Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(client.clone(), &ns)
+        .get("podinfo-primary")
+        .await
+        .unwrap();
+    assert_eq!(
+        primary.spec.unwrap().service_name.as_deref(),
+        Some("podinfo-headless-primary")
+    );
+    let governing = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("podinfo-headless-primary")
+        .await
+        .expect("the primary's governing Service");
+    let spec = governing.spec.unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(json!(spec.selector), json!({"app": "podinfo-primary"}));
+    // Each StatefulSet's pods have volumes of their own.
+    let claims: Vec<String> =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+    for claim in [
+        "data-podinfo-0",
+        "data-podinfo-1",
+        "data-podinfo-primary-0",
+        "data-podinfo-primary-1",
+    ] {
+        assert!(claims.iter().any(|c| c == claim), "{claim} in {claims:?}");
+    }
+
+    apply::<k8s_openapi::api::apps::v1::StatefulSet>(&client, &ns, stateful_set("podinfo:2.0.0"))
+        .await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(90)).await;
+    wait_stateful_set(&client, &ns, "podinfo-primary", ("podinfo:2.0.0", 2, 2)).await;
+    wait_stateful_set(&client, &ns, "podinfo", ("podinfo:2.0.0", 0, 0)).await;
+
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    for pv in pvs {
+        let _ = api.delete(&pv, &Default::default()).await;
+    }
+}

@@ -49,6 +49,7 @@ pub const TOTAL_WEIGHT: i32 = 100;
         type_ = "date",
         json_path = ".status.lastTransitionTime"
     ),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetRef.kind"),
     printcolumn(
         name = "Interval",
         type_ = "string",
@@ -205,8 +206,10 @@ impl std::fmt::Display for Provider {
 pub struct TargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
-    /// Deployment (default) or DaemonSet.
+    /// Deployment (default), DaemonSet, or StatefulSet (Serin's addition: Flagger has no StatefulSet
+    /// targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Deployment"))]
     pub kind: Option<TargetKind>,
     #[x_kube(validation = Rule::new("self != ''").message("targetRef.name must name the workload to run canaries of"))]
     pub name: String,
@@ -216,6 +219,7 @@ pub struct TargetRef {
 pub enum TargetKind {
     Deployment,
     DaemonSet,
+    StatefulSet,
     Service,
 }
 

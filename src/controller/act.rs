@@ -14,9 +14,11 @@ use crate::api::Canary;
 use crate::api::canary::AutoscalerKind;
 use crate::decision::{Desired, Scale};
 use crate::routing::ServiceNames;
-use crate::routing::services::{can_take_over, ports, services, take_over, taken_over};
+use crate::routing::services::{
+    can_take_over, governing_copy, ports, services, take_over, taken_over,
+};
 use crate::workload::Workload;
-use crate::workload::primary::{PrimaryParams, primary_object};
+use crate::workload::primary::{PrimaryParams, primary_object, primary_service_name};
 use crate::workload::scale::{ScaleTo, is_at, scale_apply};
 use crate::workload::scaler::{self as scalers, ScalerParams, primary_scaler};
 
@@ -50,6 +52,7 @@ pub async fn act(
     let workloads = kind.resource();
     let target_name = obs.target.name();
     let revision = &obs.observed.target.revision;
+    let apex_name = ServiceNames::of(canary).apex;
 
     if let Some(p) = &obs.primary
         && !owned_by(p.meta(), canary)
@@ -69,6 +72,7 @@ pub async fn act(
                 revision,
                 replicas,
                 include: &ctx.include_label_prefix,
+                apex: &apex_name,
             },
         )?;
         writes += u32::from(apply(&ctx.client, &workloads, None, &primary, false).await?);
@@ -83,7 +87,7 @@ pub async fn act(
     if desired.bootstrap {
         let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
         let ports = ports(canary, obs.target.template());
-        let apex = ServiceNames::of(canary).apex;
+        let apex = &apex_name;
         for svc in services(canary, &obs.target_selector, &obs.primary_selector, &ports) {
             let cached = ctx
                 .services
@@ -91,7 +95,7 @@ pub async fn act(
             if let Some(c) = &cached
                 && !owned_by(&c.metadata, canary)
             {
-                if svc.name_any() != apex || !can_take_over(c) {
+                if svc.name_any() != *apex || !can_take_over(c) {
                     return Err(conflict("Service", &svc.name_any(), canary));
                 }
                 // The user's own apex Service: taken over, as Flagger does.
@@ -127,6 +131,7 @@ pub async fn act(
                 .await,
             )?);
         }
+        writes += governing_service(ctx, canary, obs, &apex_name).await?;
     }
 
     if let Some(promoted) = &desired.promote_primary
@@ -145,6 +150,7 @@ pub async fn act(
                 revision,
                 replicas,
                 include: &ctx.include_label_prefix,
+                apex: &apex_name,
             },
         )?;
         writes += copy_configs(ctx, obs).await?;
@@ -244,6 +250,42 @@ pub async fn act(
     }
 
     Ok(writes)
+}
+
+/// A StatefulSet target's governing Service, copied for the primary as `<serviceName>-primary` (unless it
+/// is the apex, which selects the primary already). Made only when the target's exists.
+async fn governing_service(
+    ctx: &Context,
+    canary: &Canary,
+    obs: &Observation,
+    apex: &str,
+) -> Result<u32, Error> {
+    let Workload::StatefulSet(sts) = &obs.target else {
+        return Ok(0);
+    };
+    let governing = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_name.clone())
+        .unwrap_or_default();
+    let Some(name) = primary_service_name(&governing, apex).filter(|n| n != apex) else {
+        return Ok(0);
+    };
+    let ns = obs.target.namespace();
+    let Some(source) = ctx.services.get(&ObjectRef::new(&governing).within(&ns)) else {
+        return Ok(0);
+    };
+    let cached = ctx.services.get(&ObjectRef::new(&name).within(&ns));
+    if let Some(c) = &cached
+        && !owned_by(&c.metadata, canary)
+    {
+        return Err(conflict("Service", &name, canary));
+    }
+    let want = governing_copy(canary, &source, &name, &obs.primary_selector);
+    let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+    Ok(u32::from(write(
+        apply(&ctx.client, &ar, cached.map(|c| to_json(&*c)), &want, false).await,
+    )?))
 }
 
 async fn copy_configs(ctx: &Context, obs: &Observation) -> Result<u32, Error> {

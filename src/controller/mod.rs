@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::controller::{self as kube_controller, Controller};
@@ -293,6 +293,7 @@ async fn lead(
     }
     let (deployments, deployment_events) = cache!(Deployment);
     let (daemon_sets, daemon_set_events) = cache!(DaemonSet);
+    let (stateful_sets, stateful_set_events) = cache!(StatefulSet);
     let (services, service_events) = cache!(Service);
     let (config_maps, config_map_events) = cache!(ConfigMap);
     let (secrets, secret_events) = cache!(Secret);
@@ -302,17 +303,20 @@ async fn lead(
     let workloads = Workloads {
         deployments,
         daemon_sets,
+        stateful_sets,
     };
     let mut dynamic = HashMap::new();
     let mut controller = {
         let s = canary_store.clone();
         let s1 = canary_store.clone();
+        let s5 = canary_store.clone();
         let s2 = canary_store.clone();
         let (s3, w3) = (canary_store.clone(), workloads.clone());
         let (s4, w4) = (canary_store.clone(), workloads.clone());
         controller
             .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &s))
             .watches_stream(daemon_set_events, move |d| canaries_of(&d.metadata, &s1))
+            .watches_stream(stateful_set_events, move |d| canaries_of(&d.metadata, &s5))
             .watches_stream(service_events, move |d| canaries_of(&d.metadata, &s2))
             .watches_stream(config_map_events, move |c| {
                 canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &w3)

@@ -181,7 +181,9 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Workload) -> Result<
     let apex = ServiceNames::of(canary).apex;
     let running = match kind {
         WorkloadKind::DaemonSet => "runs on its nodes again".to_string(),
-        WorkloadKind::Deployment => format!("runs {replicas} replicas again"),
+        WorkloadKind::Deployment | WorkloadKind::StatefulSet => {
+            format!("runs {replicas} replicas again")
+        }
     };
     let message = format!(
         "{kind} {target_name} {running} and Service {apex} selects it; the route sends all traffic to {apex}"
@@ -205,6 +207,15 @@ async fn keep_primary(ctx: &Context, canary: &Canary, why: &str) -> Result<Actio
         // target now).
         writes += release_apex(ctx, canary, &primary_selector, primary, false).await?;
         writes += release(ctx, canary, &primary.kind().resource(), primary.meta()).await?;
+        // A StatefulSet's governing Service copy, or its pods would lose their DNS names.
+        if let Workload::StatefulSet(sts) = primary
+            && let Some(name) = sts.spec.as_ref().and_then(|s| s.service_name.clone())
+            && let Some(svc) = ctx.services.get(&ObjectRef::new(&name).within(&ns))
+            && owned_copy(&svc.metadata, canary)
+        {
+            let ar = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
+            writes += release(ctx, canary, &ar, &svc.metadata).await?;
+        }
         // Its autoscaler, or it would be stuck at its replicas of the moment.
         if let Some(r) = &canary.spec.autoscaler_ref {
             let ar = scaler::resource(scaler::kind_of(r));

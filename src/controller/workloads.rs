@@ -1,6 +1,6 @@
 //! The watch caches of the workload kinds a Canary can target, read as [`Workload`]s.
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::synced;
@@ -10,6 +10,7 @@ use crate::workload::{Workload, WorkloadKind};
 pub struct Workloads {
     pub deployments: Store<Deployment>,
     pub daemon_sets: Store<DaemonSet>,
+    pub stateful_sets: Store<StatefulSet>,
 }
 
 impl Workloads {
@@ -23,6 +24,10 @@ impl Workloads {
                 .daemon_sets
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(Workload::DaemonSet),
+            WorkloadKind::StatefulSet => self
+                .stateful_sets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(Workload::StatefulSet),
         }
     }
 
@@ -31,6 +36,7 @@ impl Workloads {
         [
             ("Deployments", synced(&self.deployments)),
             ("DaemonSets", synced(&self.daemon_sets)),
+            ("StatefulSets", synced(&self.stateful_sets)),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)

@@ -15,9 +15,11 @@ pub fn blocking(spec: &CanarySpec, provider: Provider) -> Option<String> {
         ));
     }
     match spec.target_ref.kind {
-        None | Some(TargetKind::Deployment | TargetKind::DaemonSet) => None,
+        None | Some(TargetKind::Deployment | TargetKind::DaemonSet | TargetKind::StatefulSet) => {
+            None
+        }
         Some(kind) => Some(format!(
-            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment, DaemonSet)"
+            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment, DaemonSet, StatefulSet)"
         )),
     }
 }

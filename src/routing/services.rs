@@ -123,6 +123,28 @@ pub fn services(
     ]
 }
 
+/// `<name>-primary`, the copy of a StatefulSet target's governing Service for its primary: the same
+/// Service (headless or not, its ports) on the primary's pods, owned by the Canary.
+pub fn governing_copy(
+    canary: &Canary,
+    source: &Service,
+    name: &str,
+    primary_selector: &Labels,
+) -> Value {
+    let spec = source.spec.clone().unwrap_or_default();
+    let mut copy = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": source.namespace(),
+            "ownerReferences": canary.controller_owner_ref(&()).into_iter().collect::<Vec<_>>()},
+        "spec": {"selector": primary_selector, "ports": spec.ports.unwrap_or_default()}});
+    if spec.cluster_ip.as_deref() == Some("None") {
+        copy["spec"]["clusterIP"] = json!("None");
+    }
+    if let Some(p) = spec.publish_not_ready_addresses {
+        copy["spec"]["publishNotReadyAddresses"] = json!(p);
+    }
+    copy
+}
+
 /// Whether an existing apex Service may be taken over: nothing controls it (no controller owner).
 pub fn can_take_over(existing: &Service) -> bool {
     !existing

@@ -1,6 +1,6 @@
 //! Workloads: the target a Canary runs new revisions of, and the primary Serin keeps beside it. A target is
-//! a Deployment or a DaemonSet (Flagger's kinds); [`Workload`] is what Serin reads of either, so the rest
-//! of the controller does not care which.
+//! a Deployment or a DaemonSet (Flagger's kinds), or a StatefulSet (ours); [`Workload`] is what Serin
+//! reads of any, so the rest of the controller does not care which.
 
 pub mod configs;
 pub mod metadata;
@@ -12,7 +12,7 @@ pub mod scaler;
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{ApiResource, DynamicObject};
@@ -29,6 +29,7 @@ pub const PRIMARY_SUFFIX: &str = "-primary";
 pub enum WorkloadKind {
     Deployment,
     DaemonSet,
+    StatefulSet,
 }
 
 impl WorkloadKind {
@@ -38,6 +39,7 @@ impl WorkloadKind {
         match kind {
             None | Some(TargetKind::Deployment) => Some(WorkloadKind::Deployment),
             Some(TargetKind::DaemonSet) => Some(WorkloadKind::DaemonSet),
+            Some(TargetKind::StatefulSet) => Some(WorkloadKind::StatefulSet),
             Some(TargetKind::Service) => None,
         }
     }
@@ -46,6 +48,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Deployment => "Deployment",
             WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::StatefulSet => "StatefulSet",
         }
     }
 
@@ -53,6 +56,7 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
             WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
         }
     }
 }
@@ -68,6 +72,7 @@ impl std::fmt::Display for WorkloadKind {
 pub enum Workload {
     Deployment(Arc<Deployment>),
     DaemonSet(Arc<DaemonSet>),
+    StatefulSet(Arc<StatefulSet>),
 }
 
 impl Workload {
@@ -75,6 +80,7 @@ impl Workload {
         match self {
             Workload::Deployment(_) => WorkloadKind::Deployment,
             Workload::DaemonSet(_) => WorkloadKind::DaemonSet,
+            Workload::StatefulSet(_) => WorkloadKind::StatefulSet,
         }
     }
 
@@ -82,6 +88,7 @@ impl Workload {
         match self {
             Workload::Deployment(d) => &d.metadata,
             Workload::DaemonSet(d) => &d.metadata,
+            Workload::StatefulSet(d) => &d.metadata,
         }
     }
 
@@ -102,6 +109,7 @@ impl Workload {
         match self {
             Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
             Workload::DaemonSet(d) => d.spec.as_ref().map(|s| &s.selector),
+            Workload::StatefulSet(d) => d.spec.as_ref().map(|s| &s.selector),
         }
     }
 
@@ -109,6 +117,7 @@ impl Workload {
         match self {
             Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
             Workload::DaemonSet(d) => d.spec.as_ref().map(|s| &s.template),
+            Workload::StatefulSet(d) => d.spec.as_ref().map(|s| &s.template),
         }
     }
 
@@ -126,6 +135,7 @@ impl Workload {
     pub fn replicas(&self) -> Option<i32> {
         match self {
             Workload::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
+            Workload::StatefulSet(d) => d.spec.as_ref().and_then(|s| s.replicas),
             Workload::DaemonSet(_) => None,
         }
     }
@@ -139,6 +149,7 @@ impl Workload {
         match self {
             Workload::Deployment(d) => serde_json::to_value(&**d),
             Workload::DaemonSet(d) => serde_json::to_value(&**d),
+            Workload::StatefulSet(d) => serde_json::to_value(&**d),
         }
         .unwrap_or(serde_json::Value::Null)
     }
@@ -153,6 +164,9 @@ impl Workload {
             WorkloadKind::DaemonSet => Workload::DaemonSet(Arc::new(
                 serde_json::from_value(value).map_err(|e| e.to_string())?,
             )),
+            WorkloadKind::StatefulSet => Workload::StatefulSet(Arc::new(
+                serde_json::from_value(value).map_err(|e| e.to_string())?,
+            )),
         })
     }
 }
@@ -160,6 +174,12 @@ impl Workload {
 impl From<Arc<Deployment>> for Workload {
     fn from(d: Arc<Deployment>) -> Self {
         Workload::Deployment(d)
+    }
+}
+
+impl From<Arc<StatefulSet>> for Workload {
+    fn from(d: Arc<StatefulSet>) -> Self {
+        Workload::StatefulSet(d)
     }
 }
 
@@ -199,5 +219,14 @@ pub enum WorkloadError {
         namespace: String,
         name: String,
         strategy: String,
+    },
+    #[error(
+        "{kind} {namespace}/{name}: spec.updateStrategy.rollingUpdate.partition is {partition}; the primary must roll every pod to a promoted revision, so Serin needs no partition"
+    )]
+    Partition {
+        kind: WorkloadKind,
+        namespace: String,
+        name: String,
+        partition: i32,
     },
 }

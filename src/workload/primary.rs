@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use serde_json::Value;
@@ -146,6 +148,19 @@ pub struct PrimaryParams<'a> {
     pub replicas: i32,
     /// Which of the target's labels and annotations the primary carries.
     pub include: &'a IncludePrefixes,
+    /// The apex Service's name (a StatefulSet's governing Service may be it).
+    pub apex: &'a str,
+}
+
+/// The governing Service of a StatefulSet's primary: the apex Service when the target's is the apex
+/// (taken over, it selects the primary's pods), else `<serviceName>-primary`, a copy Serin makes of the
+/// target's on the primary's pods (so each primary pod gets its own DNS name, as the target's do).
+pub fn primary_service_name(target_service_name: &str, apex: &str) -> Option<String> {
+    match target_service_name {
+        "" => None,
+        s if s == apex => Some(apex.to_string()),
+        s => Some(format!("{s}{PRIMARY_SUFFIX}")),
+    }
 }
 
 /// The primary as Serin applies it: owned by the Canary, annotated with its revision, JSON of its kind.
@@ -205,6 +220,54 @@ pub fn primary_object(target: &Workload, p: &PrimaryParams) -> Result<Value, Wor
                     update_strategy: spec.update_strategy,
                     min_ready_seconds: spec.min_ready_seconds,
                     revision_history_limit: spec.revision_history_limit,
+                }),
+                status: None,
+            })
+        }
+        Workload::StatefulSet(d) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let strategy = spec.update_strategy.clone().unwrap_or_default();
+            let (kind, namespace, name) =
+                (WorkloadKind::StatefulSet, target.namespace(), target.name());
+            if let Some(other) = strategy.type_.clone().filter(|t| t != "RollingUpdate") {
+                return Err(WorkloadError::UpdateStrategy {
+                    kind,
+                    namespace,
+                    name,
+                    strategy: other,
+                });
+            }
+            if let Some(partition) = strategy
+                .rolling_update
+                .and_then(|r| r.partition)
+                .filter(|p| *p > 0)
+            {
+                return Err(WorkloadError::Partition {
+                    kind,
+                    namespace,
+                    name,
+                    partition,
+                });
+            }
+            serde_json::to_value(StatefulSet {
+                metadata,
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(p.replicas),
+                    selector,
+                    template,
+                    service_name: spec
+                        .service_name
+                        .as_deref()
+                        .and_then(|s| primary_service_name(s, p.apex)),
+                    // Claims are named after the StatefulSet: the primary's volumes are its own.
+                    volume_claim_templates: spec.volume_claim_templates,
+                    pod_management_policy: spec.pod_management_policy,
+                    update_strategy: spec.update_strategy,
+                    min_ready_seconds: spec.min_ready_seconds,
+                    revision_history_limit: spec.revision_history_limit,
+                    persistent_volume_claim_retention_policy: spec
+                        .persistent_volume_claim_retention_policy,
+                    ordinals: spec.ordinals,
                 }),
                 status: None,
             })
@@ -276,7 +339,76 @@ mod tests {
             revision: "abc",
             replicas: 3,
             include,
+            apex: "podinfo",
         }
+    }
+
+    fn stateful_set(service_name: &str, strategy: Value) -> Workload {
+        Workload::StatefulSet(Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "db", "namespace": "shop"},
+                "spec": {"replicas": 2, "serviceName": service_name, "selector": {"matchLabels": {"app": "db"}},
+                    "podManagementPolicy": "Parallel", "updateStrategy": strategy,
+                    "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "db:1",
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}
+            }))
+            .unwrap(),
+        ))
+    }
+
+    #[test]
+    fn the_primary_stateful_set_golden() {
+        let include = IncludePrefixes::default();
+        let p = primary_object(
+            &stateful_set("db-headless", json!({"type": "RollingUpdate"})),
+            &params(&include),
+        )
+        .unwrap();
+        assert_eq!(
+            p["spec"],
+            json!({"replicas": 3, "serviceName": "db-headless-primary", "selector": {"matchLabels": {"app": "db-primary"}},
+                "podManagementPolicy": "Parallel", "updateStrategy": {"type": "RollingUpdate"},
+                "template": {"metadata": {"labels": {"app": "db-primary"}, "annotations": {"serin.dev/revision": "abc"}},
+                    "spec": {"containers": [{"name": "db", "image": "db:1", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+                "volumeClaimTemplates": [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]})
+        );
+        assert_eq!(
+            (p["kind"].as_str(), p["metadata"]["name"].as_str()),
+            (Some("StatefulSet"), Some("db-primary"))
+        );
+        // Governed by the apex: the primary is too (the apex, taken over, selects its pods).
+        let p = primary_object(&stateful_set("podinfo", json!({})), &params(&include)).unwrap();
+        assert_eq!(p["spec"]["serviceName"], "podinfo");
+        assert_eq!(primary_service_name("", "podinfo"), None);
+    }
+
+    #[test]
+    fn a_stateful_set_the_primary_could_not_roll_is_refused() {
+        let include = IncludePrefixes::default();
+        let e = primary_object(
+            &stateful_set(
+                "db",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}),
+            ),
+            &params(&include),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "StatefulSet shop/db: spec.updateStrategy.rollingUpdate.partition is 1"
+            ),
+            "{e}"
+        );
+        let e = primary_object(
+            &stateful_set("db", json!({"type": "OnDelete"})),
+            &params(&include),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("OnDelete"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Whether a workload's rollout is done enough to count as ready, with the reason when it is not (the
 //! reason ends up in the Canary's status and events).
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 
 use super::Workload;
 use super::scale::is_marked;
@@ -11,6 +11,7 @@ pub fn readiness(w: &Workload, threshold_percent: i32) -> Readiness {
     match w {
         Workload::Deployment(d) => deployment_readiness(d, threshold_percent),
         Workload::DaemonSet(d) => daemon_set_readiness(d, threshold_percent),
+        Workload::StatefulSet(s) => stateful_set_readiness(s, threshold_percent),
     }
 }
 
@@ -84,6 +85,40 @@ pub fn daemon_set_readiness(d: &DaemonSet, threshold_percent: i32) -> Readiness 
     Readiness::Ready
 }
 
+/// Ready when the controller has seen the latest spec, at least `threshold_percent` of the replicas run
+/// the latest revision and are available, and no pod of an older revision is left.
+pub fn stateful_set_readiness(s: &StatefulSet, threshold_percent: i32) -> Readiness {
+    let generation = s.metadata.generation.unwrap_or(0);
+    let status = s.status.clone().unwrap_or_default();
+    if status.observed_generation.unwrap_or(0) < generation {
+        return Readiness::NotReady(
+            "waiting for the StatefulSet controller to see the latest spec".into(),
+        );
+    }
+    let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if wanted == 0 {
+        return Readiness::NotReady("scaled to zero".into());
+    }
+    let needed = (wanted * threshold_percent.clamp(0, 100) + 99) / 100;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < needed {
+        return Readiness::NotReady(format!("{updated} of {wanted} replicas updated"));
+    }
+    if status.replicas > updated {
+        return Readiness::NotReady(format!(
+            "{} old replicas pending termination",
+            status.replicas - updated
+        ));
+    }
+    if available < needed {
+        return Readiness::NotReady(format!(
+            "{available} of {updated} updated replicas available"
+        ));
+    }
+    Readiness::Ready
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +139,48 @@ mod tests {
                 "status": status}))
             .unwrap(),
         ))
+    }
+
+    #[test]
+    fn a_stateful_set_is_ready_when_its_pods_run_the_latest_revision() {
+        let sts = |replicas: i32, status: serde_json::Value| {
+            Workload::StatefulSet(std::sync::Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "db", "generation": 2},
+                    "spec": {"replicas": replicas, "selector": {}, "template": {}}, "status": status}))
+                .unwrap(),
+            ))
+        };
+        let full = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+        assert_eq!(readiness(&sts(2, full.clone()), 100), Readiness::Ready);
+        let cases = [
+            (
+                sts(2, json!({"observedGeneration": 1, "replicas": 2})),
+                "latest spec",
+            ),
+            (
+                sts(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}),
+                ),
+                "1 of 2 replicas updated",
+            ),
+            (
+                sts(
+                    2,
+                    json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
+                ),
+                "1 of 2 updated replicas available",
+            ),
+            (sts(0, full), "scaled to zero"),
+        ];
+        for (s, why) in cases {
+            match readiness(&s, 100) {
+                Readiness::NotReady(reason) => {
+                    assert!(reason.contains(why), "{reason} should say {why}")
+                }
+                Readiness::Ready => panic!("ready, but {why}"),
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Scaling a target: a Deployment by its replicas; a DaemonSet, which has none, as Flagger does it, by a
+//! Scaling a target: a Deployment or a StatefulSet by its replicas; a DaemonSet, which has none, as Flagger does it, by a
 //! node selector no node matches, so its pods go from every node (and come back when it is removed).
 //!
 //! The writes are server-side applies under Serin's field manager that hold only the field Serin drives,
@@ -51,10 +51,16 @@ pub fn is_at(target: &Workload, to: ScaleTo) -> bool {
         (Workload::DaemonSet(_), ScaleTo::Running(_) | ScaleTo::Started(_)) => {
             !target.template().is_some_and(is_marked)
         }
-        (Workload::Deployment(_), ScaleTo::Zero) => target.replicas() == Some(0),
-        (Workload::Deployment(_), ScaleTo::Running(n)) => target.replicas() == Some(n),
+        (Workload::Deployment(_) | Workload::StatefulSet(_), ScaleTo::Zero) => {
+            target.replicas() == Some(0)
+        }
+        (Workload::Deployment(_) | Workload::StatefulSet(_), ScaleTo::Running(n)) => {
+            target.replicas() == Some(n)
+        }
         // Absent replicas are 1 to the API server.
-        (Workload::Deployment(_), ScaleTo::Started(_)) => target.replicas().unwrap_or(1) > 0,
+        (Workload::Deployment(_) | Workload::StatefulSet(_), ScaleTo::Started(_)) => {
+            target.replicas().unwrap_or(1) > 0
+        }
     }
 }
 
@@ -64,10 +70,13 @@ pub fn scale_apply(kind: WorkloadKind, namespace: &str, name: &str, to: ScaleTo)
     let mut object = json!({"apiVersion": resource.api_version, "kind": resource.kind,
         "metadata": {"name": name, "namespace": namespace}});
     match (kind, to) {
-        (WorkloadKind::Deployment, ScaleTo::Zero) => object["spec"] = json!({"replicas": 0}),
-        (WorkloadKind::Deployment, ScaleTo::Running(n) | ScaleTo::Started(n)) => {
-            object["spec"] = json!({"replicas": n})
+        (WorkloadKind::Deployment | WorkloadKind::StatefulSet, ScaleTo::Zero) => {
+            object["spec"] = json!({"replicas": 0})
         }
+        (
+            WorkloadKind::Deployment | WorkloadKind::StatefulSet,
+            ScaleTo::Running(n) | ScaleTo::Started(n),
+        ) => object["spec"] = json!({"replicas": n}),
         (WorkloadKind::DaemonSet, ScaleTo::Zero) => {
             object["spec"] =
                 json!({"template": {"spec": {"nodeSelector": {SCALED_TO_ZERO_KEY: "true"}}}})
