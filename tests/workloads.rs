@@ -199,13 +199,19 @@ async fn daemon_set_state(client: &Client, ns: &str, name: &str) -> (String, boo
     )
 }
 
-async fn wait_daemon_set(client: &Client, ns: &str, name: &str, want: (&str, bool, i32)) {
+/// Waits until `read` (a workload's image and two figures) gives `want`.
+async fn wait_state<T, F, Fut>(what: &str, want: (&str, T, i32), read: F)
+where
+    T: PartialEq + std::fmt::Debug + Copy,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (String, T, i32)>,
+{
     wait_for(
-        &format!("DaemonSet {name} at {want:?}"),
+        &format!("{what} at {want:?}"),
         Duration::from_secs(30),
         Duration::from_millis(100),
         || async {
-            let got = daemon_set_state(client, ns, name).await;
+            let got = read().await;
             if (got.0.as_str(), got.1, got.2) == want {
                 Ok(())
             } else {
@@ -213,6 +219,13 @@ async fn wait_daemon_set(client: &Client, ns: &str, name: &str, want: (&str, boo
             }
         },
     )
+    .await;
+}
+
+async fn wait_daemon_set(client: &Client, ns: &str, name: &str, want: (&str, bool, i32)) {
+    wait_state(&format!("DaemonSet {name}"), want, || {
+        daemon_set_state(client, ns, name)
+    })
     .await;
 }
 
@@ -330,19 +343,9 @@ async fn stateful_set_state(client: &Client, ns: &str, name: &str) -> (String, i
 }
 
 async fn wait_stateful_set(client: &Client, ns: &str, name: &str, want: (&str, i32, i32)) {
-    wait_for(
-        &format!("StatefulSet {name} at {want:?}"),
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async {
-            let got = stateful_set_state(client, ns, name).await;
-            if (got.0.as_str(), got.1, got.2) == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        },
-    )
+    wait_state(&format!("StatefulSet {name}"), want, || {
+        stateful_set_state(client, ns, name)
+    })
     .await;
 }
 

@@ -59,22 +59,20 @@ pub async fn act(
     {
         return Err(conflict(kind.as_str(), &p.name(), canary));
     }
+    let params = |replicas: i32| PrimaryParams {
+        owner: owner.clone(),
+        revision,
+        replicas,
+        include: &ctx.include_label_prefix,
+        apex: &apex_name,
+    };
     if let Some(wanted) = &desired.create_primary
         && obs.primary.is_none()
         && wanted == revision
     {
         writes += copy_configs(ctx, obs).await?;
         let replicas = obs.target.replicas().filter(|r| *r > 0).unwrap_or(1);
-        let primary = primary_object(
-            &obs.target,
-            &PrimaryParams {
-                owner: owner.clone(),
-                revision,
-                replicas,
-                include: &ctx.include_label_prefix,
-                apex: &apex_name,
-            },
-        )?;
+        let primary = primary_object(&obs.target, &params(replicas))?;
         writes += u32::from(apply(&ctx.client, &workloads, None, &primary, false).await?);
     }
     let autoscaled = canary.spec.autoscaler_ref.is_some();
@@ -143,16 +141,7 @@ pub async fn act(
             .as_ref()
             .and_then(Workload::replicas)
             .unwrap_or(1);
-        let primary = primary_object(
-            &obs.target,
-            &PrimaryParams {
-                owner: owner.clone(),
-                revision,
-                replicas,
-                include: &ctx.include_label_prefix,
-                apex: &apex_name,
-            },
-        )?;
+        let primary = primary_object(&obs.target, &params(replicas))?;
         writes += copy_configs(ctx, obs).await?;
         let cached = obs.primary.as_ref().map(Workload::to_json);
         // With an autoscaler the primary's replicas are its autoscaler's: forced, so a value it set after

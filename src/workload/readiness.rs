@@ -33,14 +33,38 @@ pub fn deployment_readiness(d: &Deployment, threshold_percent: i32) -> Readiness
             c.message.clone().unwrap_or_default()
         ));
     }
-    let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    replicas_readiness(
+        Replicas {
+            wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            total: status.replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+        },
+        threshold_percent,
+    )
+}
+
+/// A workload's replica counts, as its controller reports them.
+struct Replicas {
+    wanted: i32,
+    updated: i32,
+    total: i32,
+    available: i32,
+}
+
+/// Ready when at least `threshold_percent` of the wanted replicas are updated and available, and no old
+/// one is left.
+fn replicas_readiness(r: Replicas, threshold_percent: i32) -> Readiness {
+    let Replicas {
+        wanted,
+        updated,
+        total,
+        available,
+    } = r;
     if wanted == 0 {
         return Readiness::NotReady("scaled to zero".into());
     }
     let needed = (wanted * threshold_percent.clamp(0, 100) + 99) / 100;
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let total = status.replicas.unwrap_or(0);
     if updated < needed {
         return Readiness::NotReady(format!("{updated} of {wanted} replicas updated"));
     }
@@ -95,28 +119,15 @@ pub fn stateful_set_readiness(s: &StatefulSet, threshold_percent: i32) -> Readin
             "waiting for the StatefulSet controller to see the latest spec".into(),
         );
     }
-    let wanted = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    if wanted == 0 {
-        return Readiness::NotReady("scaled to zero".into());
-    }
-    let needed = (wanted * threshold_percent.clamp(0, 100) + 99) / 100;
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    if updated < needed {
-        return Readiness::NotReady(format!("{updated} of {wanted} replicas updated"));
-    }
-    if status.replicas > updated {
-        return Readiness::NotReady(format!(
-            "{} old replicas pending termination",
-            status.replicas - updated
-        ));
-    }
-    if available < needed {
-        return Readiness::NotReady(format!(
-            "{available} of {updated} updated replicas available"
-        ));
-    }
-    Readiness::Ready
+    replicas_readiness(
+        Replicas {
+            wanted: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            total: status.replicas,
+            available: status.available_replicas.unwrap_or(0),
+        },
+        threshold_percent,
+    )
 }
 
 #[cfg(test)]
