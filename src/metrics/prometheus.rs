@@ -143,10 +143,13 @@ pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answe
     })
 }
 
+/// A TLS setup: the CA bundle to trust (PEM), and whether to skip verification.
+type TlsSetup = (Option<Vec<u8>>, bool);
+
 /// Sends instant queries; one HTTP client per distinct TLS setup, reused across ticks and canaries.
 pub struct Prometheus {
     timeout: Duration,
-    clients: Mutex<BTreeMap<(Option<Vec<u8>>, bool), reqwest::Client>>,
+    clients: Mutex<BTreeMap<TlsSetup, reqwest::Client>>,
 }
 
 impl Prometheus {
