@@ -85,7 +85,6 @@ pub async fn act(
     if desired.bootstrap {
         let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
         let ports = ports(canary, obs.target.template());
-        let apex = &apex_name;
         for svc in services(canary, &obs.target_selector, &obs.primary_selector, &ports) {
             let cached = ctx
                 .services
@@ -93,7 +92,7 @@ pub async fn act(
             if let Some(c) = &cached
                 && !owned_by(&c.metadata, canary)
             {
-                if svc.name_any() != *apex || !can_take_over(c) {
+                if svc.name_any() != apex_name || !can_take_over(c) {
                     return Err(conflict("Service", &svc.name_any(), canary));
                 }
                 // The user's own apex Service: taken over, as Flagger does.
@@ -112,7 +111,7 @@ pub async fn act(
                 writes += u32::from(wrote);
                 if wrote && first {
                     let message = format!(
-                        "Service {apex} existed: it now selects the primary's pods, and Flux and Helm leave it alone while the Canary runs (its selector was recorded, to be given back with revertOnDeletion)"
+                        "Service {apex_name} existed: it now selects the primary's pods, and Flux and Helm leave it alone while the Canary runs (its selector was recorded, to be given back with revertOnDeletion)"
                     );
                     publish(ctx, canary, false, "ServiceTakenOver", &message).await;
                 }
@@ -217,16 +216,8 @@ pub async fn act(
     // A ScaledObject would start the canary from zero by itself: paused while it should stay there.
     if let (Some(to), Some(r), Some(so)) = (scale, &canary.spec.autoscaler_ref, &obs.scaler)
         && scalers::kind_of(r) == AutoscalerKind::ScaledObject
-        && match to {
-            ScaleTo::Zero => !scalers::is_paused(so),
-            _ => scalers::paused_by(so, FIELD_MANAGER),
-        }
+        && let Some(want) = scalers::pause_change(so, to == ScaleTo::Zero, FIELD_MANAGER)
     {
-        let want = scalers::pause_apply(
-            &so.namespace().unwrap_or_default(),
-            &so.name_any(),
-            to == ScaleTo::Zero,
-        );
         let ar = scalers::resource(AutoscalerKind::ScaledObject);
         writes += u32::from(apply(&ctx.client, &ar, None, &want, true).await?);
     }

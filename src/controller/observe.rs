@@ -49,8 +49,8 @@ pub enum Blocked {
         namespace: String,
         name: String,
     },
-    #[error("spec.targetRef.kind: {0} is not supported (supported: Deployment, DaemonSet)")]
-    UnsupportedKind(String),
+    #[error("spec.targetRef.kind: {kind} is not supported (supported: {supported})", supported = WorkloadKind::ALL.map(WorkloadKind::as_str).join(", "))]
+    UnsupportedKind { kind: String },
     #[error("{kind} {namespace}/{name} (spec.autoscalerRef) not found")]
     AutoscalerNotFound {
         kind: &'static str,
@@ -64,16 +64,15 @@ pub enum Blocked {
 pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     let ns = canary.namespace().unwrap_or_default();
     let target_name = &canary.spec.target_ref.name;
-    let kind = WorkloadKind::of(canary.spec.target_ref.kind).ok_or_else(|| {
-        Blocked::UnsupportedKind(
-            canary
+    let kind =
+        WorkloadKind::of(canary.spec.target_ref.kind).ok_or_else(|| Blocked::UnsupportedKind {
+            kind: canary
                 .spec
                 .target_ref
                 .kind
                 .map(|k| format!("{k:?}"))
                 .unwrap_or_default(),
-        )
-    })?;
+        })?;
     let target =
         ctx.workloads
             .get(kind, &ns, target_name)

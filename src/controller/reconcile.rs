@@ -172,7 +172,7 @@ async fn report_blocked(ctx: &Context, canary: &Canary, b: &Blocked) -> Result<A
     let old = canary.status.clone().unwrap_or_default();
     let (reason, stalled) = match b {
         Blocked::TargetNotFound { .. } => ("TargetNotFound", false),
-        Blocked::UnsupportedKind(_) => ("NotSupported", true),
+        Blocked::UnsupportedKind { .. } => ("NotSupported", true),
         Blocked::AutoscalerNotFound { .. } => ("AutoscalerNotFound", false),
         Blocked::Workload(_) => ("InvalidTarget", true),
     };

@@ -103,7 +103,8 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
         .status
         .as_ref()
         .and_then(|s| s.last_promoted_spec.clone());
-    let plan = match observe(ctx, canary) {
+    let observed = observe(ctx, canary);
+    let plan = match &observed {
         Ok(obs) if !obs.observed.target.missing_configs.is_empty() => Revert::KeepPrimary(format!(
             "{target_name} needs {}, which does not exist",
             obs.observed.target.missing_configs.join(", ")
@@ -125,12 +126,21 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
         Err(e) => Revert::KeepPrimary(e.to_string()),
     };
     match plan {
-        Revert::ToTarget => to_target(ctx, canary, &target).await,
+        Revert::ToTarget => {
+            let autoscaler = observed.ok().and_then(|o| o.scaler);
+            to_target(ctx, canary, &target, autoscaler.as_deref()).await
+        }
         Revert::KeepPrimary(why) => keep_primary(ctx, canary, &why).await,
     }
 }
 
-async fn to_target(ctx: &Context, canary: &Canary, target: &Workload) -> Result<Action, Error> {
+/// `autoscaler`: the target's, as observed.
+async fn to_target(
+    ctx: &Context,
+    canary: &Canary,
+    target: &Workload,
+    autoscaler: Option<&DynamicObject>,
+) -> Result<Action, Error> {
     let ns = canary.namespace().unwrap_or_default();
     let target_name = target.name();
     let kind = target.kind();
@@ -153,17 +163,12 @@ async fn to_target(ctx: &Context, canary: &Canary, target: &Workload) -> Result<
         .await?;
     let mut writes = 1;
     // The target's own ScaledObject scales it again from here.
-    // (An apply would create it if it were gone: only one the cache holds, paused.)
-    let so = scaler::resource(AutoscalerKind::ScaledObject);
-    if let Some(r) = &canary.spec.autoscaler_ref
+    if let (Some(r), Some(so)) = (&canary.spec.autoscaler_ref, autoscaler)
         && scaler::kind_of(r) == AutoscalerKind::ScaledObject
-        && ctx
-            .dynamic_store(&so)
-            .and_then(|s| s.get(&ObjectRef::new_with(&r.name, so.clone()).within(&ns)))
-            .is_some_and(|o| scaler::paused_by(&o, FIELD_MANAGER))
+        && let Some(want) = scaler::pause_change(so, false, FIELD_MANAGER)
     {
-        let want = scaler::pause_apply(&ns, &r.name, false);
-        writes += u32::from(apply(&ctx.client, &so, None, &want, true).await?);
+        let ar = scaler::resource(AutoscalerKind::ScaledObject);
+        writes += u32::from(apply(&ctx.client, &ar, None, &want, true).await?);
     }
     let stored = Workload::from_dynamic(kind, answer).ok();
     let ready = stored

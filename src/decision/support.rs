@@ -1,27 +1,19 @@
 //! What of a Canary Serin can act on yet. A spec that needs something Serin lacks (a router for its
-//! provider, its target kind) stalls with the reason; optional fields Serin does not act on yet are named
-//! in a condition. Nothing is silently ignored.
+//! provider) stalls with the reason; optional fields Serin does not act on yet are named in a condition.
+//! Nothing is silently ignored. (A target kind Serin can't read is refused before any decision, where the
+//! target is observed.)
 
 use crate::api::CanarySpec;
-use crate::api::canary::TargetKind;
 use crate::api::{Analysis, Provider};
 use crate::vocabulary::router_for;
 
 /// Why a Canary can't run at all yet.
-pub fn blocking(spec: &CanarySpec, provider: Provider) -> Option<String> {
-    if router_for(provider).is_none() {
-        return Some(format!(
+pub fn blocking(provider: Provider) -> Option<String> {
+    router_for(provider).is_none().then(|| {
+        format!(
             "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, kubernetes)"
-        ));
-    }
-    match spec.target_ref.kind {
-        None | Some(TargetKind::Deployment | TargetKind::DaemonSet | TargetKind::StatefulSet) => {
-            None
-        }
-        Some(kind) => Some(format!(
-            "spec.targetRef.kind: {kind:?} is not supported yet (supported: Deployment, DaemonSet, StatefulSet)"
-        )),
-    }
+        )
+    })
 }
 
 /// Paths of the fields given in the spec that Serin accepts but does not act on yet.

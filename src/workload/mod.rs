@@ -33,6 +33,12 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [
+        WorkloadKind::Deployment,
+        WorkloadKind::DaemonSet,
+        WorkloadKind::StatefulSet,
+    ];
+
     /// The kind a targetRef names (Deployment when it names none); None for a kind that is not a workload
     /// Serin copies.
     pub fn of(kind: Option<TargetKind>) -> Option<Self> {
@@ -100,11 +106,6 @@ impl Workload {
         self.meta().namespace.clone().unwrap_or_default()
     }
 
-    /// `Deployment shop/podinfo`, for messages.
-    pub fn describe(&self) -> String {
-        format!("{} {}/{}", self.kind(), self.namespace(), self.name())
-    }
-
     pub fn selector(&self) -> Option<&LabelSelector> {
         match self {
             Workload::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
@@ -168,24 +169,6 @@ impl Workload {
                 serde_json::from_value(value).map_err(|e| e.to_string())?,
             )),
         })
-    }
-}
-
-impl From<Arc<Deployment>> for Workload {
-    fn from(d: Arc<Deployment>) -> Self {
-        Workload::Deployment(d)
-    }
-}
-
-impl From<Arc<StatefulSet>> for Workload {
-    fn from(d: Arc<StatefulSet>) -> Self {
-        Workload::StatefulSet(d)
-    }
-}
-
-impl From<Arc<DaemonSet>> for Workload {
-    fn from(d: Arc<DaemonSet>) -> Self {
-        Workload::DaemonSet(d)
     }
 }
 

@@ -17,7 +17,7 @@ pub fn readiness(w: &Workload, threshold_percent: i32) -> Readiness {
 
 /// Ready when the controller has seen the latest spec, at least `threshold_percent` of the replicas are
 /// updated and available, and no old replica is left.
-pub fn deployment_readiness(d: &Deployment, threshold_percent: i32) -> Readiness {
+fn deployment_readiness(d: &Deployment, threshold_percent: i32) -> Readiness {
     let generation = d.metadata.generation.unwrap_or(0);
     let status = d.status.clone().unwrap_or_default();
     if status.observed_generation.unwrap_or(0) < generation {
@@ -85,7 +85,7 @@ fn replicas_readiness(r: Replicas, threshold_percent: i32) -> Readiness {
 /// Ready when the controller has seen the latest spec, every node that should run a pod runs the latest
 /// template, and at least `threshold_percent` of them are available (as `kubectl rollout status` and
 /// Flagger judge a DaemonSet). Scaled to zero (Serin's node selector), it is not ready.
-pub fn daemon_set_readiness(d: &DaemonSet, threshold_percent: i32) -> Readiness {
+fn daemon_set_readiness(d: &DaemonSet, threshold_percent: i32) -> Readiness {
     let generation = d.metadata.generation.unwrap_or(0);
     let status = d.status.clone().unwrap_or_default();
     if status.observed_generation.unwrap_or(0) < generation {
@@ -111,7 +111,7 @@ pub fn daemon_set_readiness(d: &DaemonSet, threshold_percent: i32) -> Readiness 
 
 /// Ready when the controller has seen the latest spec, at least `threshold_percent` of the replicas run
 /// the latest revision and are available, and no pod of an older revision is left.
-pub fn stateful_set_readiness(s: &StatefulSet, threshold_percent: i32) -> Readiness {
+fn stateful_set_readiness(s: &StatefulSet, threshold_percent: i32) -> Readiness {
     let generation = s.metadata.generation.unwrap_or(0);
     let status = s.status.clone().unwrap_or_default();
     if status.observed_generation.unwrap_or(0) < generation {

@@ -134,10 +134,7 @@ pub fn primary_scaler(
             out.insert((*key).into(), v.clone());
         }
     }
-    let (min_key, max_key) = match kind {
-        AutoscalerKind::HorizontalPodAutoscaler => ("minReplicas", "maxReplicas"),
-        AutoscalerKind::ScaledObject => ("minReplicaCount", "maxReplicaCount"),
-    };
+    let (min_key, max_key) = replica_keys(kind);
     if let Some(min) = bounds.min_replicas {
         out.insert(min_key.into(), json!(min));
     }
@@ -217,21 +214,44 @@ fn primary_query(trigger: &mut Value, p: &ScalerParams) {
     *query = json!(replaced);
 }
 
+/// The spec fields of an autoscaler's replica bounds: minimum, maximum.
+fn replica_keys(kind: AutoscalerKind) -> (&'static str, &'static str) {
+    match kind {
+        AutoscalerKind::HorizontalPodAutoscaler => ("minReplicas", "maxReplicas"),
+        AutoscalerKind::ScaledObject => ("minReplicaCount", "maxReplicaCount"),
+    }
+}
+
 /// The replicas a canary starts at from zero: the autoscaler's minimum, at least 1 (as Flagger).
 pub fn starting_replicas(kind: AutoscalerKind, target_scaler: &DynamicObject) -> i32 {
-    let key = match kind {
-        AutoscalerKind::HorizontalPodAutoscaler => "minReplicas",
-        AutoscalerKind::ScaledObject => "minReplicaCount",
-    };
-    target_scaler.data["spec"][key]
+    target_scaler.data["spec"][replica_keys(kind).0]
         .as_i64()
         .and_then(|n| i32::try_from(n).ok())
         .unwrap_or(1)
         .max(1)
 }
 
+/// The apply that puts a ScaledObject's pause in line with its canary: paused while the canary is at zero
+/// (`paused`), not while it runs. None when it already is. Serin pauses one that is not paused at zero,
+/// and takes off only a pause its field manager `manager` holds (a pause of the user's own stays, and
+/// Serin does not try again and again).
+pub fn pause_change(scaled_object: &DynamicObject, paused: bool, manager: &str) -> Option<Value> {
+    let needed = if paused {
+        !is_paused(scaled_object)
+    } else {
+        paused_by(scaled_object, manager)
+    };
+    needed.then(|| {
+        pause_apply(
+            &scaled_object.metadata.namespace.clone().unwrap_or_default(),
+            &scaled_object.metadata.name.clone().unwrap_or_default(),
+            paused,
+        )
+    })
+}
+
 /// Whether a ScaledObject is paused at zero.
-pub fn is_paused(scaled_object: &DynamicObject) -> bool {
+fn is_paused(scaled_object: &DynamicObject) -> bool {
     scaled_object
         .metadata
         .annotations
@@ -241,8 +261,8 @@ pub fn is_paused(scaled_object: &DynamicObject) -> bool {
 }
 
 /// Whether `manager` (Serin's field manager) holds the pause annotation: only then does an apply without
-/// it take it off (a pause of the user's own stays, and Serin does not try again and again).
-pub fn paused_by(scaled_object: &DynamicObject, manager: &str) -> bool {
+/// it take it off.
+fn paused_by(scaled_object: &DynamicObject, manager: &str) -> bool {
     let key = format!("f:{KEDA_PAUSED_REPLICAS}");
     scaled_object
         .metadata
@@ -259,7 +279,7 @@ pub fn paused_by(scaled_object: &DynamicObject, manager: &str) -> bool {
 }
 
 /// The apply that pauses a ScaledObject at zero, or (`paused` false) takes Serin's pause off it.
-pub fn pause_apply(namespace: &str, name: &str, paused: bool) -> Value {
+fn pause_apply(namespace: &str, name: &str, paused: bool) -> Value {
     let r = resource(AutoscalerKind::ScaledObject);
     let mut object = json!({"apiVersion": r.api_version, "kind": r.kind,
         "metadata": {"name": name, "namespace": namespace}});
@@ -279,6 +299,15 @@ mod tests {
             "uid": "u", "controller": true, "blockOwnerDeletion": true}),
         )
         .unwrap()
+    }
+
+    fn params<'a>(reference: &'a AutoscalerRef, include: &'a IncludePrefixes) -> ScalerParams<'a> {
+        ScalerParams {
+            reference,
+            owner: owner(),
+            target: "podinfo",
+            include,
+        }
     }
 
     fn object(v: Value) -> DynamicObject {
@@ -308,12 +337,7 @@ mod tests {
             ..AutoscalerRef::default()
         };
         let include = IncludePrefixes::all();
-        let p = ScalerParams {
-            reference: &reference,
-            owner: owner(),
-            target: "podinfo",
-            include: &include,
-        };
+        let p = params(&reference, &include);
         assert_eq!(
             primary_scaler(&hpa(), &p).unwrap(),
             json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
@@ -351,12 +375,7 @@ mod tests {
             name: "podinfo-so".into(),
             ..AutoscalerRef::default()
         };
-        let p = ScalerParams {
-            reference: &plain,
-            owner: owner(),
-            target: "podinfo",
-            include: &include,
-        };
+        let p = params(&plain, &include);
         let got = primary_scaler(&so, &p).unwrap();
         assert_eq!(got["metadata"]["name"], "podinfo-so-primary");
         assert_eq!(
@@ -380,12 +399,7 @@ mod tests {
             )])),
             ..plain.clone()
         };
-        let p = ScalerParams {
-            reference: &with_queries,
-            owner: owner(),
-            target: "podinfo",
-            include: &include,
-        };
+        let p = params(&with_queries, &include);
         let got = primary_scaler(&so, &p).unwrap();
         assert_eq!(got["spec"]["triggers"][1]["metadata"]["query"], "new");
         assert_eq!(
@@ -402,6 +416,24 @@ mod tests {
             "fieldsV1": {"f:metadata": {"f:annotations": {"f:autoscaling.keda.sh/paused-replicas": {}}}}}))
         .unwrap()]);
         assert!(paused_by(&ours, "serin") && !paused_by(&ours, "kustomize-controller"));
+        // A pause is set at zero unless one is there; only Serin's own is taken off.
+        assert_eq!(pause_change(&so, true, "serin"), None);
+        assert_eq!(
+            pause_change(&so, false, "serin"),
+            None,
+            "the user's pause stays"
+        );
+        assert_eq!(
+            pause_change(&ours, false, "serin"),
+            Some(pause_apply("shop", "podinfo-so", false))
+        );
+        let mut running = so.clone();
+        running.metadata.annotations = None;
+        assert_eq!(
+            pause_change(&running, true, "serin"),
+            Some(pause_apply("shop", "podinfo-so", true))
+        );
+        assert_eq!(pause_change(&running, false, "serin"), None);
         assert_eq!(
             pause_apply("shop", "podinfo-so", true)["metadata"]["annotations"],
             json!({KEDA_PAUSED_REPLICAS: "0"})
@@ -421,12 +453,7 @@ mod tests {
             ..AutoscalerRef::default()
         };
         let include = IncludePrefixes::default();
-        let p = ScalerParams {
-            reference: &reference,
-            owner: owner(),
-            target: "podinfo",
-            include: &include,
-        };
+        let p = params(&reference, &include);
         assert_eq!(
             primary_scaler(&other, &p).unwrap_err().to_string(),
             r#"HorizontalPodAutoscaler shop/podinfo (spec.autoscalerRef) scales "frontend", not the target podinfo: point its scaleTargetRef at the target"#

@@ -34,7 +34,7 @@ pub fn decide(o: &Observed) -> Outcome {
             )));
         }
     };
-    if let Some(why) = blocking(&o.spec, settings.provider) {
+    if let Some(why) = blocking(settings.provider) {
         return Outcome::Act(Box::new(stalled(o, Reason::NotSupported, &why)));
     }
     let mut t = Tick::new(o, &settings);
