@@ -3,8 +3,10 @@
 pub mod api;
 pub mod controller;
 pub mod decision;
+pub mod loadtester;
 pub mod metrics;
 pub mod routing;
 pub mod telemetry;
 pub mod vocabulary;
+pub mod webhooks;
 pub mod workload;

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG, ~/.kube/config, or the in-cluster service account).
     Run(RunArgs),
+    /// Serve Flagger's load tester API: load commands (hey, ghz) run by Serin's own client, and the gates.
+    Loadtester(LoadtesterArgs),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds {
         /// The smallest analysis interval the API server accepts; match the controller's --min-interval.
@@ -74,6 +76,32 @@ struct RunArgs {
     log_format: LogFormat,
 }
 
+#[derive(clap::Args, Debug)]
+struct LoadtesterArgs {
+    /// Address to serve on (Flagger's chart: port 8080 behind a Service on port 80).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// The longest a command may run.
+    #[arg(long, default_value = "1h", value_parser = duration_arg)]
+    timeout: Duration,
+    /// Refuse (403) payloads from namespaces that do not match this regular expression.
+    #[arg(long)]
+    namespace_regexp: Option<String>,
+    /// Run commands other than hey and ghz through a shell, and the bash, helm and kubectl task types, as
+    /// Flagger's load tester does. Off: such payloads are refused (400).
+    #[arg(long)]
+    allow_shell: bool,
+    /// Keep the gates in this file, so they survive a restart (default: in memory, as Flagger's).
+    #[arg(long)]
+    state_file: Option<std::path::PathBuf>,
+    /// Log every command's output.
+    #[arg(long)]
+    log_cmd_output: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
 fn provider_arg(s: &str) -> Result<Provider, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("{s:?} is not a provider Serin knows"))
@@ -115,6 +143,40 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("serin run: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Loadtester(args) => {
+            init_logging(args.log_format);
+            let namespaces = match args.namespace_regexp.as_deref().map(regex::Regex::new) {
+                None => None,
+                Some(Ok(re)) => Some(re),
+                Some(Err(e)) => {
+                    eprintln!("serin loadtester: --namespace-regexp: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let config = serin::loadtester::Config {
+                listen: args.listen,
+                timeout: args.timeout,
+                namespaces,
+                allow_shell: args.allow_shell,
+                state_file: args.state_file,
+                log_output: args.log_cmd_output,
+            };
+            let result = tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        let runner = std::sync::Arc::new(serin::loadtester::load::HttpLoad::new()?);
+                        serin::loadtester::serve(config, runner).await
+                    })
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("serin loadtester: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -56,6 +56,14 @@ pub struct MetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The webhook's type (confirm-rollout, rollout, ...).
+    pub r#type: String,
+    /// passed (answered 202 or less) or failed.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// watch, list, get, create, patch, update, delete.
     pub verb: String,
@@ -82,6 +90,8 @@ pub struct Metrics {
     pub fenced_writes: Counter,
     /// Writes Serin made to the API server: a settled Canary makes none.
     pub api_writes: Counter,
+    /// Webhook calls, by type and result.
+    pub webhook_calls: Family<WebhookLabels, Counter>,
     /// The checks with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
@@ -160,8 +170,15 @@ impl Default for Metrics {
             "Writes to the API server (object applies, status applies, events)",
             api_writes.clone(),
         );
+        let webhook_calls = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_calls",
+            "Canary webhook calls by type and result (passed: answered 202 or less)",
+            webhook_calls.clone(),
+        );
         Metrics {
             registry,
+            webhook_calls,
             metric_value,
             api_requests,
             check_rounds,
@@ -181,6 +198,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn webhook_called(&self, kind: crate::api::analysis::HookType, passed: bool) {
+        let result = if passed { "passed" } else { "failed" };
+        self.webhook_calls
+            .get_or_create(&WebhookLabels {
+                r#type: kind.as_str().into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
     pub fn observe_canary(
         &self,
         name: &str,

@@ -58,6 +58,16 @@ pub enum Checks {
     },
 }
 
+/// One webhook call: passed when it answered 202 or less (Flagger's rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    /// The webhook's name in the analysis.
+    pub name: String,
+    pub passed: bool,
+    /// The answer, or why there was none ("HTTP 403: closed", "timed out after 10s").
+    pub message: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
     Split(Weights),

@@ -176,7 +176,19 @@ impl Webhook {
     }
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum HookType {
     /// Flagger's CRD admits the empty string, meaning rollout.
@@ -190,6 +202,50 @@ pub enum HookType {
     PostRollout,
     Rollback,
     Event,
+}
+
+impl HookType {
+    /// The name Flagger's manifests give the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookType::Unset | HookType::Rollout => "rollout",
+            HookType::ConfirmRollout => "confirm-rollout",
+            HookType::PreRollout => "pre-rollout",
+            HookType::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            HookType::ConfirmPromotion => "confirm-promotion",
+            HookType::PostRollout => "post-rollout",
+            HookType::Rollback => "rollback",
+            HookType::Event => "event",
+        }
+    }
+}
+
+impl std::fmt::Display for HookType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Severity {
+    /// Whether an alert entry of this severity receives an alert of severity `alert`: info receives
+    /// everything, warn receives warnings and errors, error only errors. An entry without a severity is
+    /// info, as Flagger documents (Flagger v1.44 itself sends such an entry nothing).
+    pub fn receives(self, alert: Severity) -> bool {
+        let rank = |s: Severity| match s {
+            Severity::Unset | Severity::Info => 0,
+            Severity::Warn => 1,
+            Severity::Error => 2,
+        };
+        rank(alert) >= rank(self)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Unset | Severity::Info => "info",
+            Severity::Warn => "warn",
+            Severity::Error => "error",
+        }
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -404,3 +404,10 @@ pub struct UnmanagedMetadata {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<String>,
 }
+
+impl CanarySpec {
+    /// The analysis in force: `analysis`, else the deprecated `canaryAnalysis`.
+    pub fn active_analysis(&self) -> Option<&Analysis> {
+        self.analysis.as_ref().or(self.canary_analysis.as_ref())
+    }
+}

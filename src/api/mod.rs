@@ -14,7 +14,10 @@ pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use analysis::Analysis;
 pub use canary::{Canary, CanarySpec, Provider};
 pub use metric_template::{MetricTemplate, MetricTemplateSpec};
-pub use status::{CanaryStatus, CheckStatus, CheckVerdict, Condition, ConditionType, Phase};
+pub use status::{
+    CanaryStatus, CheckStatus, CheckVerdict, Condition, ConditionType, HookResult, ManualStatus,
+    Phase, WebhookStatus,
+};
 
 /// Serin's API group.
 pub const GROUP: &str = "serin.dev";

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::ThresholdRange;
+use super::analysis::{HookType, ThresholdRange};
 
 /// The most check results status.checks holds (the CRD's maxItems).
 pub const MAX_STATUS_CHECKS: usize = 32;
@@ -57,6 +57,13 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_STATUS_CHECKS))]
     pub checks: Vec<CheckStatus>,
+    /// Serin: each webhook's last call, so `kubectl get canary -o yaml` says which gate is closed and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub webhooks: Vec<WebhookStatus>,
+    /// Serin: the manual control annotations (serin.dev/promote, abort, pause) last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<ManualStatus>,
     /// The Canary generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -80,6 +87,43 @@ pub struct CheckStatus {
     /// What was measured or what went wrong, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The last call of one webhook.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub hook_type: HookType,
+    /// Passed: answered 202 or less (a gate is open; a rollback webhook asks for the rollback). Failed:
+    /// anything else, or no answer (a gate is closed; a pre-rollout or rollout webhook failed a check).
+    pub result: HookResult,
+    /// The answer, or why there was none, in words.
+    pub message: String,
+    pub last_call_time: MicroTime,
+}
+
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum HookResult {
+    #[default]
+    Passed,
+    Failed,
+}
+
+/// The manual control annotations' values Serin last acted on: a value acts once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<String>,
+    /// The analysis is paused (serin.dev/pause): it holds its weight; checks go on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A check's verdict. NoData and Error never pass and never count as a failed check: the canary holds.

@@ -89,9 +89,10 @@ pub struct Context {
     pub templates: Store<MetricTemplate>,
     /// The caches of the kinds Serin reads untyped, by kind: routes and autoscalers.
     dynamic: HashMap<String, Store<DynamicObject>>,
-    pub recorder: Events,
+    pub recorder: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
+    pub webhooks: crate::webhooks::Caller,
     /// Failed reconciles in a row, by Canary, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
     /// The resourceVersion of each Canary's last status written by this replica.
@@ -353,7 +354,14 @@ async fn lead(
         dynamic.insert(ar.kind.clone(), reader);
     }
 
-    let recorder = Events::new(client.clone(), FIELD_MANAGER, &config.identity);
+    let recorder = Arc::new(Events::new(client.clone(), FIELD_MANAGER, &config.identity));
+    let webhooks = match crate::webhooks::Caller::new() {
+        Ok(w) => w,
+        Err(e) => {
+            error!(error = %e, "building the webhooks' HTTP client");
+            return;
+        }
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         defaults: config.defaults.clone(),
@@ -374,6 +382,7 @@ async fn lead(
             config.metrics_timeout,
             metrics.metric_queries.clone(),
         )),
+        webhooks,
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
     });

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::Context;
 use crate::api::Canary;
 use crate::decision::settings::Settings;
-use crate::decision::{Observed, Primary, Readiness, Target};
+use crate::decision::{Manual, Observed, Primary, Readiness, Target};
 use crate::routing::{Router, ServiceNames, router_for};
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
@@ -23,6 +23,12 @@ use crate::workload::{PRIMARY_SUFFIX, REVISION_ANNOTATION, Workload, WorkloadErr
 
 /// The annotation whose new value retries a failed revision.
 pub const RETRY_ANNOTATION: &str = "serin.dev/retry";
+/// A new value promotes the revision under analysis now (one starting with "force": even while checks fail).
+pub const PROMOTE_ANNOTATION: &str = "serin.dev/promote";
+/// A new value rolls the revision under analysis back now.
+pub const ABORT_ANNOTATION: &str = "serin.dev/abort";
+/// "true" holds the analysis at its weight; the checks go on.
+pub const PAUSE_ANNOTATION: &str = "serin.dev/pause";
 
 pub struct Observation {
     pub observed: Observed,
@@ -179,7 +185,16 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         primary: primary_state,
         routed,
         checks: None,
+        hooks: BTreeMap::new(),
         retry: canary.annotations().get(RETRY_ANNOTATION).cloned(),
+        manual: Manual {
+            promote: canary.annotations().get(PROMOTE_ANNOTATION).cloned(),
+            abort: canary.annotations().get(ABORT_ANNOTATION).cloned(),
+            pause: canary
+                .annotations()
+                .get(PAUSE_ANNOTATION)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        },
     };
     Ok(Observation {
         observed,

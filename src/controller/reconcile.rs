@@ -14,8 +14,12 @@ use tracing::{Instrument, info_span, warn};
 use super::apply::FIELD_MANAGER;
 use super::observe::{Blocked, observe};
 use super::{Context, Error, act, revert};
-use crate::api::{Canary, CanaryStatus};
-use crate::decision::{ActFailure, Decision, Outcome, after_failed_act, blocked, decide};
+use crate::api::analysis::HookType;
+use crate::api::{Canary, CanaryStatus, Phase};
+use crate::decision::{
+    ActFailure, Decision, Need, Observed, Outcome, after_failed_act, blocked, decide,
+};
+use crate::webhooks::{Payload, payload_phase};
 
 /// The first retry after a failed reconcile; each further failure doubles it, up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -99,26 +103,7 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         Ok(obs) => obs,
         Err(b) => return report_blocked(ctx, canary, &b).await,
     };
-    let decision: Decision = match decide(&obs.observed) {
-        Outcome::Act(d) => *d,
-        Outcome::RunChecks => {
-            let mut observed = obs.observed.clone();
-            let at = observed.now.as_millisecond() as f64 / 1000.0;
-            let round = ctx.checks.run(canary, at).await;
-            ctx.metrics.check_rounds.inc();
-            ctx.metrics.observe_checks(
-                &canary.name_any(),
-                &canary.namespace().unwrap_or_default(),
-                &round.results,
-            );
-            observed.checks = Some(round);
-            match decide(&observed) {
-                Outcome::Act(d) => *d,
-                // The core asks once per tick; a second ask would be a bug in it.
-                Outcome::RunChecks => unreachable!("the decision core asked for checks twice"),
-            }
-        }
-    };
+    let decision = decide_gathering(ctx, canary, obs.observed.clone()).await;
     let mut status = decision.status.clone();
     status.tracked_configs = (!obs.tracked_configs.is_empty()).then(|| obs.tracked_configs.clone());
     let acted = act::act(ctx, canary, &obs, &decision.desired).await;
@@ -139,6 +124,9 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
     };
     write_status(ctx, canary, &old, &status).await?;
     if acted.is_ok() {
+        if let Some(ended) = decision.post_rollout {
+            post_rollout(ctx, canary, &status, ended);
+        }
         for event in &decision.events {
             publish(
                 ctx,
@@ -166,6 +154,96 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         // Persistent: said in the status; the watch brings the fix (a spec or object change) sooner.
         Err(_) => Ok(Action::requeue(Duration::from_secs(60))),
     }
+}
+
+/// Decides the tick, gathering the evidence the core asks for (checks, webhook calls) as it asks.
+async fn decide_gathering(ctx: &Context, canary: &Canary, mut observed: Observed) -> Decision {
+    loop {
+        match decide(&observed) {
+            Outcome::Act(d) => return *d,
+            Outcome::Need(Need::Checks) if observed.checks.is_none() => {
+                let at = observed.now.as_millisecond() as f64 / 1000.0;
+                let round = ctx.checks.run(canary, at).await;
+                ctx.metrics.check_rounds.inc();
+                ctx.metrics.observe_checks(
+                    &canary.name_any(),
+                    &canary.namespace().unwrap_or_default(),
+                    &round.results,
+                );
+                observed.checks = Some(round);
+            }
+            Outcome::Need(Need::Hooks(kind)) if !observed.hooks.contains_key(&kind) => {
+                let current = observed.status.phase.unwrap_or(Phase::Initializing);
+                let payload = hook_payload(canary, &observed.target.revision, kind, current, None);
+                let hooks = canary
+                    .spec
+                    .active_analysis()
+                    .map(|a| a.webhooks.as_slice())
+                    .unwrap_or_default();
+                let calls = ctx.webhooks.run(hooks, kind, &payload).await;
+                for call in &calls {
+                    ctx.metrics.webhook_called(kind, call.passed);
+                }
+                observed.hooks.insert(kind, calls);
+            }
+            // The core asks for each piece of evidence once per tick; a second ask is a bug in it.
+            Outcome::Need(need) => unreachable!("the decision core asked twice for {need:?}"),
+        }
+    }
+}
+
+/// What a webhook of `kind` is sent.
+fn hook_payload(
+    canary: &Canary,
+    revision: &str,
+    kind: HookType,
+    current: Phase,
+    ended: Option<Phase>,
+) -> Payload {
+    Payload {
+        name: canary.name_any(),
+        namespace: canary.namespace().unwrap_or_default(),
+        phase: payload_phase(kind, current, ended),
+        checksum: revision.to_string(),
+        metadata: Default::default(),
+    }
+}
+
+/// The post-rollout webhooks, off the reconcile path: the analysis has ended, and nothing waits on them.
+/// A failure is told in an event, as Flagger logs it.
+fn post_rollout(ctx: &Context, canary: &Canary, status: &CanaryStatus, ended: Phase) {
+    let Some(hooks) = canary.spec.active_analysis().map(|a| a.webhooks.clone()) else {
+        return;
+    };
+    if !hooks.iter().any(|h| h.kind() == HookType::PostRollout) {
+        return;
+    }
+    let revision = status.last_applied_spec.clone().unwrap_or_default();
+    let payload = hook_payload(canary, &revision, HookType::PostRollout, ended, Some(ended));
+    let (caller, recorder, metrics) = (
+        ctx.webhooks.clone(),
+        ctx.recorder.clone(),
+        ctx.metrics.clone(),
+    );
+    let regarding = canary.object_ref(&());
+    tokio::spawn(async move {
+        for call in caller.run(&hooks, HookType::PostRollout, &payload).await {
+            metrics.webhook_called(HookType::PostRollout, call.passed);
+            if !call.passed {
+                let msg = format!(
+                    "Post-rollout webhook {} failed: {}",
+                    call.name, call.message
+                );
+                metrics.api_writes.inc();
+                if let Err(e) = recorder
+                    .publish(&regarding, true, "WebhookFailed", &msg)
+                    .await
+                {
+                    warn!(error = %e, "publishing an event");
+                }
+            }
+        }
+    });
 }
 
 async fn report_blocked(ctx: &Context, canary: &Canary, b: &Blocked) -> Result<Action, Error> {

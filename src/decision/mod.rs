@@ -2,9 +2,10 @@
 //! no clock, no randomness, so every tick can be tested without a server.
 //!
 //! The controller observes (watch caches), calls [`decide`], and acts on the [`Decision`]: it brings the
-//! objects to the desired state, writes the status once, records the events, and requeues. When the
-//! analysis needs evidence, [`decide`] answers [`Outcome::RunChecks`] first; the controller runs the checks
-//! and calls it again with their result.
+//! objects to the desired state, writes the status once, records the events, sends the notices, and
+//! requeues. When the tick needs evidence only I/O can bring (the metric checks, a kind of webhook), [`decide`]
+//! answers [`Outcome::Need`] first; the controller gathers it and calls it again with the answer, until it
+//! decides. It never asks for the same evidence twice in a tick.
 
 mod conditions;
 pub mod settings;
@@ -17,8 +18,11 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{CanarySpec, CanaryStatus};
-pub use crate::vocabulary::{CheckRound, Checks, Readiness, Traffic, Weights};
+use std::collections::BTreeMap;
+
+use crate::api::analysis::{HookType, Severity};
+use crate::api::{CanarySpec, CanaryStatus, Phase};
+pub use crate::vocabulary::{CheckRound, Checks, HookCall, Readiness, Traffic, Weights};
 pub use conditions::{ActFailure, after_failed_act, blocked, set as set_condition};
 pub use settings::{ControllerDefaults, Settings, SpecProblem, Steps, Strategy};
 pub use tick::decide;
@@ -39,8 +43,24 @@ pub struct Observed {
     pub routed: Option<Traffic>,
     /// The checks' results, when the controller has run them this tick.
     pub checks: Option<CheckRound>,
+    /// The webhooks called this tick, by type, in the order called (a list stops where its type's rule
+    /// says: gates and checks at the first failure, rollback webhooks at the first pass).
+    pub hooks: BTreeMap<HookType, Vec<HookCall>>,
     /// The serin.dev/retry annotation: a new value retries a failed revision.
     pub retry: Option<String>,
+    /// The manual control annotations.
+    pub manual: Manual,
+}
+
+/// The manual control annotations as the Canary carries them now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Manual {
+    /// serin.dev/promote: a new value promotes the revision under analysis now.
+    pub promote: Option<String>,
+    /// serin.dev/abort: a new value rolls it back now.
+    pub abort: Option<String>,
+    /// serin.dev/pause is "true": the analysis holds its weight.
+    pub pause: bool,
 }
 
 /// The target workload: its revision (a hash of its pod template and the configs it uses) and readiness.
@@ -63,8 +83,18 @@ pub struct Primary {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    RunChecks,
+    /// Gather this and decide again.
+    Need(Need),
     Act(Box<Decision>),
+}
+
+/// Evidence the core asks the controller for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Run the metric checks (into [`Observed::checks`]).
+    Checks,
+    /// Call the webhooks of this type (into [`Observed::hooks`]).
+    Hooks(HookType),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +103,24 @@ pub struct Decision {
     pub status: CanaryStatus,
     pub desired: Desired,
     pub events: Vec<Event>,
+    /// Alerts for the Canary's alert providers (or the controller's default ones).
+    pub notices: Vec<Notice>,
+    /// Call the post-rollout webhooks with this phase (Succeeded or Failed): the analysis just ended.
+    pub post_rollout: Option<Phase>,
     pub requeue_after: Duration,
+}
+
+/// An alert: Flagger's message at Flagger's severity, on Flagger's occasions (and a few of Serin's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub severity: Severity,
+    /// Flagger's words where Flagger alerts ("Failed checks threshold reached 2").
+    pub message: String,
+    /// Carry the Canary's settings (target, threshold, deadline, traffic routing), as Flagger's
+    /// initialization and new-revision alerts do.
+    pub settings: bool,
+    /// Serin's additions, as (title, value): the deciding check, the revision, the traffic split.
+    pub details: Vec<(String, String)>,
 }
 
 /// The state the controller brings the objects to this tick. None of it is done when the spec is invalid.
@@ -128,6 +175,14 @@ pub enum Reason {
     RoutingToPrimary,
     Promoted,
     RolledBack,
+    GateClosed,
+    GateOpened,
+    RollbackRequested,
+    ManualPromotion,
+    ManualAbort,
+    ManualRefused,
+    Paused,
+    Resumed,
     PrimaryMissing,
     ConfigNotFound,
     ProgressDeadlineExceeded,
@@ -151,6 +206,14 @@ impl Reason {
             Reason::RoutingToPrimary => "RoutingToPrimary",
             Reason::Promoted => "Promoted",
             Reason::RolledBack => "RolledBack",
+            Reason::GateClosed => "GateClosed",
+            Reason::GateOpened => "GateOpened",
+            Reason::RollbackRequested => "RollbackRequested",
+            Reason::ManualPromotion => "ManualPromotion",
+            Reason::ManualAbort => "ManualAbort",
+            Reason::ManualRefused => "ManualRefused",
+            Reason::Paused => "Paused",
+            Reason::Resumed => "Resumed",
             Reason::PrimaryMissing => "PrimaryMissing",
             Reason::ConfigNotFound => "ConfigNotFound",
             Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",

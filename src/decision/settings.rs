@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::api::analysis::{HookType, Webhook};
 use crate::api::canary::{
     DEFAULT_INTERVAL, DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_READY_THRESHOLD, TOTAL_WEIGHT,
 };
@@ -32,6 +33,8 @@ pub struct Settings {
     /// Percent of replicas available for the canary, and the primary, to count as ready.
     pub canary_ready_threshold: i32,
     pub primary_ready_threshold: i32,
+    /// The analysis' webhooks, in spec order.
+    pub webhooks: Vec<Webhook>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +76,17 @@ impl Strategy {
         }
     }
 }
+
+/// How long one call of a webhook may take: its timeout, 10s by default. As Flagger, a value shorter than
+/// two characters ("", "5") means the default.
+pub fn webhook_timeout(hook: &Webhook) -> Result<Duration, String> {
+    match hook.timeout.as_deref() {
+        Some(t) if t.len() >= 2 => parse_duration(t).map_err(|e| e.to_string()),
+        _ => Ok(DEFAULT_WEBHOOK_TIMEOUT),
+    }
+}
+
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A spec problem CEL can't catch, with the path of the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,6 +191,19 @@ impl Settings {
             ));
         }
 
+        for (i, hook) in analysis.webhooks.iter().enumerate() {
+            if let Err(e) = webhook_timeout(hook) {
+                problems.push(problem(&format!("{path}.webhooks[{i}].timeout"), e));
+            }
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                // The URL itself is not repeated: it may carry a token.
+                problems.push(problem(
+                    &format!("{path}.webhooks[{i}].url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+
         if spec.autoscaler_ref.is_some()
             && spec.target_ref.kind == Some(crate::api::canary::TargetKind::DaemonSet)
         {
@@ -208,7 +235,13 @@ impl Settings {
             primary_ready_threshold: analysis
                 .primary_ready_threshold
                 .unwrap_or(DEFAULT_READY_THRESHOLD),
+            webhooks: analysis.webhooks,
         })
+    }
+
+    /// Whether the analysis has webhooks of this type.
+    pub fn has_hooks(&self, kind: HookType) -> bool {
+        self.webhooks.iter().any(|h| h.kind() == kind)
     }
 
     /// Whether the provider moves traffic between primary and canary (provider kubernetes does not).

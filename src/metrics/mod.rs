@@ -261,9 +261,7 @@ impl CheckRunner for Analyzer {
         Box::pin(async move {
             let metrics = canary
                 .spec
-                .analysis
-                .as_ref()
-                .or(canary.spec.canary_analysis.as_ref())
+                .active_analysis()
                 .map(|a| a.metrics.as_slice())
                 .unwrap_or_default();
             let mut checks = Vec::new();

@@ -1,6 +1,8 @@
 //! Tick-by-tick tests of the decision core: a small world that does at once whatever the decision asks.
 
 mod canary;
+mod gates;
+mod manual;
 mod safety;
 mod spec;
 mod strategies;
@@ -25,7 +27,13 @@ pub(super) struct World {
     /// The route as the API server stores it (its defaults filled in); None until one is written.
     pub(super) route: Option<kube::api::DynamicObject>,
     pub(super) events: Vec<Event>,
+    pub(super) notices: Vec<Notice>,
     pub(super) asked_for_checks: usize,
+    /// How each kind of webhook answers: passed or not, by webhook name (absent: passes).
+    pub(super) hook_answers: std::collections::BTreeMap<String, bool>,
+    /// The webhook kinds the core asked for, tick by tick.
+    pub(super) asked_for_hooks: Vec<crate::api::analysis::HookType>,
+    pub(super) post_rollouts: Vec<crate::api::Phase>,
 }
 
 pub(super) fn spec(analysis: serde_json::Value) -> CanarySpec {
@@ -60,7 +68,9 @@ impl World {
             },
             routed: None,
             checks: None,
+            hooks: Default::default(),
             retry: None,
+            manual: Manual::default(),
         };
         World {
             o,
@@ -69,7 +79,11 @@ impl World {
             primaries_created: vec![],
             route: None,
             events: vec![],
+            notices: vec![],
             asked_for_checks: 0,
+            hook_answers: Default::default(),
+            asked_for_hooks: vec![],
+            post_rollouts: vec![],
         }
     }
 
@@ -104,18 +118,27 @@ impl World {
 
     /// One tick whose checks, if asked for, answer with `round` (results included).
     pub(super) fn tick_round(&mut self, round: Option<CheckRound>) -> Decision {
-        let decision = match decide(&self.o) {
-            Outcome::RunChecks => {
-                self.asked_for_checks += 1;
-                self.o.checks = Some(round.expect("the core asked for checks"));
-                match decide(&self.o) {
-                    Outcome::Act(d) => *d,
-                    Outcome::RunChecks => panic!("asked for checks twice"),
+        let mut round = round;
+        let decision = loop {
+            match decide(&self.o) {
+                Outcome::Act(d) => break *d,
+                Outcome::Need(Need::Checks) => {
+                    assert!(self.o.checks.is_none(), "asked for checks twice");
+                    self.asked_for_checks += 1;
+                    self.o.checks = Some(round.take().expect("the core asked for checks"));
+                }
+                Outcome::Need(Need::Hooks(kind)) => {
+                    assert!(!self.o.hooks.contains_key(&kind), "asked for {kind} twice");
+                    self.asked_for_hooks.push(kind);
+                    let calls = self.call_hooks(kind);
+                    self.o.hooks.insert(kind, calls);
                 }
             }
-            Outcome::Act(d) => *d,
         };
         self.o.checks = None;
+        self.o.hooks.clear();
+        self.notices.extend(decision.notices.clone());
+        self.post_rollouts.extend(decision.post_rollout);
         self.o.status = decision.status.clone();
         let d = &decision.desired;
         if let Some(revision) = &d.create_primary
@@ -148,6 +171,37 @@ impl World {
         }
         self.events.extend(decision.events.clone());
         decision
+    }
+
+    /// The webhooks of `kind` answering as `hook_answers` says, stopping as the controller does.
+    fn call_hooks(&self, kind: crate::api::analysis::HookType) -> Vec<HookCall> {
+        let hooks = self
+            .o
+            .spec
+            .active_analysis()
+            .map(|a| a.webhooks.clone())
+            .unwrap_or_default();
+        let mut calls = vec![];
+        for h in hooks.iter().filter(|h| h.kind() == kind) {
+            let passed = *self.hook_answers.get(&h.name).unwrap_or(&true);
+            calls.push(HookCall {
+                name: h.name.clone(),
+                passed,
+                message: if passed {
+                    "HTTP 200".into()
+                } else {
+                    "HTTP 403: closed".into()
+                },
+            });
+            let stop = match kind {
+                crate::api::analysis::HookType::Rollback => passed,
+                _ => !passed,
+            };
+            if stop {
+                break;
+            }
+        }
+        calls
     }
 
     /// Ticks an interval later each time, until the phase is one of `until`.

@@ -71,9 +71,12 @@ fn specs_the_core_cannot_run_say_why() {
 #[test]
 fn fields_not_acted_on_yet_are_named() {
     let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10,
-        "webhooks": [{"name": "load", "url": "http://127.0.0.1:1/"}]})));
+        "sessionAffinity": {"cookieName": "canary"}})));
     w.tick(None);
     let (status, message) = w.condition("Unsupported");
     assert_eq!(status, "True");
-    assert!(message.contains("spec.analysis.webhooks"), "{message}");
+    assert!(
+        message.contains("spec.analysis.sessionAffinity"),
+        "{message}"
+    );
 }

@@ -3,11 +3,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-use super::{Step, Tick, elapsed};
+use super::{Step, Tick, Why};
+use crate::api::analysis::{HookType, Severity};
 use crate::api::status::MAX_STATUS_CHECKS;
-use crate::api::{CheckStatus, CheckVerdict};
+use crate::api::{CheckStatus, CheckVerdict, Phase};
 use crate::decision::settings::Strategy;
-use crate::decision::{Checks, Readiness, Reason, Scale, Traffic, Weights};
+use crate::decision::{Checks, Need, Readiness, Reason, Scale, Traffic, Weights};
 
 impl Tick<'_> {
     pub(super) fn analyse(&mut self) -> Step {
@@ -18,8 +19,7 @@ impl Tick<'_> {
                 self.name()
             );
             self.event(Reason::NewRevision, false, msg);
-            self.start_analysis();
-            return Step::Done;
+            return self.begin();
         }
         self.desired.canary_scale = Scale::Up;
         // The route says where traffic is: after a crash between writing it and the status, it is right.
@@ -27,31 +27,32 @@ impl Tick<'_> {
             (Strategy::Canary { .. }, Some(Traffic::Split(w))) => w.canary,
             _ => self.status.canary_weight,
         };
+        let matched = self.status.last_step_time.is_some() && !self.pre_rollout_pending();
         let traffic = match self.s.strategy {
-            Strategy::AbTesting { .. } if self.status.last_step_time.is_some() => Traffic::Matched,
+            Strategy::AbTesting { .. } if matched => Traffic::Matched,
             _ => Traffic::Split(Weights::canary(current)),
         };
         self.set_traffic(traffic);
         if self.s.suspend {
             self.message = format!("Suspended at canary weight {current}");
-            return Step::Done;
+            return Ok(());
+        }
+        if self.due() && self.rollback_requested()? {
+            return Ok(());
         }
         if let Readiness::NotReady(why) = &self.o.target.ready {
             let why = format!("Canary {} not ready: {why}", self.name());
             if self.hold(why.clone()) {
-                self.rollback(format!(
+                self.rollback(Why::Deadline(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline
-                ));
+                )));
             }
-            return Step::Done;
+            return Ok(());
         }
-        if let Some(last) = &self.status.last_step_time {
-            let since = elapsed(self.o.now, last);
-            if since < self.s.interval {
-                self.requeue = self.s.interval - since;
-                return Step::Done;
-            }
+        if !self.due() {
+            self.until_due();
+            return Ok(());
         }
         let first_step = self.status.last_step_time.is_none();
         if first_step {
@@ -60,20 +61,23 @@ impl Tick<'_> {
             let msg = format!("Canary {} is ready: starting analysis", self.name());
             self.event(Reason::CanaryReady, false, msg);
         }
+        // The pre-rollout webhooks run before the first traffic, again each step until they pass.
+        let starting = first_step || self.pre_rollout_pending();
+        if starting && !self.hook_checks(HookType::PreRollout)? {
+            return Ok(());
+        }
         match &self.s.strategy {
-            // At weight 0 no traffic reaches the canary, so there is nothing to judge: the first step
-            // needs no checks.
-            Strategy::Canary { .. } if first_step && current == 0 => {
+            // At weight 0 no traffic reaches the canary, so there is nothing to judge: no checks.
+            Strategy::Canary { .. } if current == 0 => {
                 self.stepped();
-                self.advance(current);
-                Step::Done
+                self.advance(current)
             }
-            Strategy::AbTesting { .. } if first_step => {
+            Strategy::AbTesting { .. } if starting => {
                 self.stepped();
                 self.set_traffic(Traffic::Matched);
                 let msg = format!("Routing requests that match to canary {}", self.name());
                 self.event(Reason::IterationAdvanced, false, msg);
-                Step::Done
+                Ok(())
             }
             _ => self.judge(current),
         }
@@ -84,15 +88,40 @@ impl Tick<'_> {
         self.requeue = self.s.interval;
     }
 
+    /// A failed check (a metric out of range, or a pre-rollout or rollout webhook that failed): counted,
+    /// and at the threshold the canary is rolled back.
+    pub(super) fn fail_check(&mut self, message: String) {
+        self.status.holding_since = None;
+        self.status.failed_checks += 1;
+        let (failed, threshold) = (self.status.failed_checks, self.s.threshold);
+        let msg = format!(
+            "Halt advancement of {}: {message} (failed checks {failed} of {threshold})",
+            self.name()
+        );
+        self.event(Reason::CheckFailed, true, msg);
+        if failed >= threshold {
+            self.rollback(Why::Checks(message));
+        }
+    }
+
     pub(super) fn judge(&mut self, current: i32) -> Step {
+        if !self.hook_checks(HookType::Rollout)? {
+            return Ok(());
+        }
         let Some(round) = &self.o.checks else {
-            return Step::NeedChecks;
+            return Err(Need::Checks);
         };
         self.stepped();
         self.status.checks = for_status(&round.results);
         match &round.verdict {
             Checks::Passed => {
                 self.status.holding_since = None;
+                if self.paused() {
+                    self.message = format!(
+                        "Paused at canary weight {current} by serin.dev/pause: the checks go on"
+                    );
+                    return Ok(());
+                }
                 match self.s.strategy {
                     Strategy::Canary { .. } => self.advance(current),
                     Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
@@ -100,37 +129,42 @@ impl Tick<'_> {
                 }
             }
             Checks::Failed { message } => {
-                self.status.holding_since = None;
-                self.status.failed_checks += 1;
-                let (failed, threshold) = (self.status.failed_checks, self.s.threshold);
-                let msg = format!(
-                    "Halt advancement of {}: {message} (failed checks {failed} of {threshold})",
-                    self.name()
-                );
-                self.event(Reason::CheckFailed, true, msg);
-                if failed >= threshold {
-                    self.rollback(message.clone());
-                }
+                self.fail_check(message.clone());
+                Ok(())
             }
             Checks::NoData { message } => {
+                if self.message != *message {
+                    self.notice(
+                        Severity::Warn,
+                        format!("Canary is holding: {message}"),
+                        false,
+                    );
+                }
                 if self.hold(message.clone()) {
-                    self.rollback(format!(
+                    self.rollback(Why::Deadline(format!(
                         "{message}, for longer than the progress deadline of {:?}",
                         self.s.progress_deadline
-                    ));
+                    )));
                 }
                 self.requeue = self.s.interval;
+                Ok(())
             }
         }
-        Step::Done
     }
 
-    pub(super) fn advance(&mut self, current: i32) {
+    pub(super) fn advance(&mut self, current: i32) -> Step {
         let Strategy::Canary { max_weight, .. } = self.s.strategy else {
-            return;
+            return Ok(());
         };
+        if self.paused() {
+            self.message = format!("Paused at canary weight {current} by serin.dev/pause");
+            return Ok(());
+        }
         if current >= max_weight {
-            return self.start_promotion();
+            return self.promotion_gate();
+        }
+        if !self.traffic_increase_gate()? {
+            return Ok(());
         }
         let next = self.s.strategy.next_weight(current);
         self.set_traffic(Traffic::Split(Weights::canary(next)));
@@ -139,11 +173,13 @@ impl Tick<'_> {
             false,
             format!("Advance {} canary weight {next}", self.name()),
         );
+        Ok(())
     }
 
     /// Blue/green and A/B: count passed iterations; blue/green then sends all traffic to the canary for one
-    /// more iteration before promoting.
-    pub(super) fn iterate(&mut self, iterations: i32, blue_green: bool) {
+    /// more iteration before promoting. The confirm-promotion gate comes before that last iteration (blue/green)
+    /// or the promotion (A/B), as in Flagger.
+    pub(super) fn iterate(&mut self, iterations: i32, blue_green: bool) -> Step {
         let done = self.status.iterations;
         if done < iterations {
             self.status.iterations += 1;
@@ -154,15 +190,22 @@ impl Tick<'_> {
             );
             self.event(Reason::IterationAdvanced, false, msg);
         } else if blue_green && done == iterations {
+            if !self.promotion_gate_open()? {
+                return Ok(());
+            }
+            self.set_phase(Phase::Progressing);
             self.status.iterations += 1;
             self.set_traffic(Traffic::Split(Weights::canary(
                 crate::api::canary::TOTAL_WEIGHT,
             )));
             let msg = format!("Routing all traffic to canary {}", self.name());
             self.event(Reason::IterationAdvanced, false, msg);
-        } else {
+        } else if blue_green {
             self.start_promotion();
+        } else {
+            return self.promotion_gate();
         }
+        Ok(())
     }
 }
 

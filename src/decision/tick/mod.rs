@@ -8,15 +8,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 
 mod analysis;
+mod gates;
+mod manual;
 mod promotion;
 
 use super::conditions;
 use super::settings::{Settings, SpecProblem};
 use super::support::{blocking, unsupported_fields};
 use super::{
-    Decision, Desired, Event, Observed, Outcome, Readiness, Reason, Scale, Traffic, Weights,
+    Decision, Desired, Event, Need, Notice, Observed, Outcome, Readiness, Reason, Scale, Traffic,
+    Weights,
 };
-use crate::api::{CanaryStatus, ConditionType, Phase};
+use crate::api::analysis::Severity;
+use crate::api::{CanaryStatus, ConditionType, HookResult, Phase, WebhookStatus};
 
 /// How often to look again while waiting on something a watch will also report (readiness).
 const POLL: Duration = Duration::from_secs(5);
@@ -63,17 +67,8 @@ pub fn decide(o: &Observed) -> Outcome {
         t.hold_for_configs(phase);
         return Outcome::Act(Box::new(t.finish()));
     }
-    match phase {
-        Phase::Initializing => t.initialize(),
-        Phase::Initialized | Phase::Succeeded | Phase::Failed => t.idle(phase),
-        Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion => {
-            if t.analyse() == Step::NeedChecks {
-                return Outcome::RunChecks;
-            }
-        }
-        Phase::Promoting => t.promote(),
-        Phase::Finalising => t.finalise(),
-        Phase::Terminating | Phase::Terminated => {}
+    if let Err(need) = t.step(phase) {
+        return Outcome::Need(need);
     }
     Outcome::Act(Box::new(t.finish()))
 }
@@ -148,14 +143,27 @@ fn stalled(o: &Observed, reason: Reason, message: &str) -> Decision {
             warning: true,
             message: message.to_string(),
         }],
+        notices: Vec::new(),
+        post_rollout: None,
         requeue_after: RESYNC,
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Step {
-    Done,
-    NeedChecks,
+/// A step of the tick: done, or it needs evidence first (and the tick starts over with it).
+pub(super) type Step = Result<(), Need>;
+
+/// Why an analysis is rolled back: each has Flagger's alert.
+pub(super) enum Why {
+    /// Failed checks reached the threshold; the last failure in words.
+    Checks(String),
+    /// A wait outlasted the progress deadline.
+    Deadline(String),
+    /// The primary did not become ready during the promotion.
+    PrimaryNotReady(String),
+    /// A rollback webhook asked for it (its name).
+    Webhook(String),
+    /// serin.dev/abort (its value).
+    Aborted(String),
 }
 
 struct Tick<'a> {
@@ -164,6 +172,8 @@ struct Tick<'a> {
     status: CanaryStatus,
     desired: Desired,
     events: Vec<Event>,
+    notices: Vec<Notice>,
+    post_rollout: Option<Phase>,
     requeue: Duration,
     /// What is happening, for the conditions' message.
     message: String,
@@ -218,11 +228,89 @@ impl<'a> Tick<'a> {
                 traffic,
             },
             events: Vec::new(),
+            notices: Vec::new(),
+            post_rollout: None,
             requeue: s.interval,
             message,
             blocked: None,
             overdue: false,
         }
+    }
+
+    fn step(&mut self, phase: Phase) -> Step {
+        if self.manual(phase) {
+            return Ok(());
+        }
+        match phase {
+            Phase::Initializing => self.initialize(),
+            Phase::Initialized | Phase::Succeeded | Phase::Failed => self.idle(phase),
+            Phase::Waiting => self.waiting(),
+            Phase::Progressing | Phase::WaitingPromotion => self.analyse(),
+            Phase::Promoting => {
+                self.promote();
+                Ok(())
+            }
+            Phase::Finalising => {
+                self.finalise();
+                Ok(())
+            }
+            Phase::Terminating | Phase::Terminated => Ok(()),
+        }
+    }
+
+    /// Whether an interval has passed since the last step (or there was none).
+    fn due(&self) -> bool {
+        self.status
+            .last_step_time
+            .as_ref()
+            .is_none_or(|last| elapsed(self.o.now, last) >= self.s.interval)
+    }
+
+    /// Requeues for when the next step is due.
+    fn until_due(&mut self) {
+        if let Some(last) = &self.status.last_step_time {
+            self.requeue = self
+                .s
+                .interval
+                .saturating_sub(elapsed(self.o.now, last))
+                .max(Duration::from_millis(10));
+        }
+    }
+
+    /// An alert, with the revision and where traffic goes.
+    fn notice(&mut self, severity: Severity, message: String, settings: bool) {
+        self.notice_with(severity, message, settings, Vec::new());
+    }
+
+    fn notice_with(
+        &mut self,
+        severity: Severity,
+        message: String,
+        settings: bool,
+        mut details: Vec<(String, String)>,
+    ) {
+        // The revision analysed (a newer one may wait behind it), or the one waiting for approval.
+        let revision = match (&self.status.last_applied_spec, self.status.phase) {
+            (Some(r), Some(p)) if p != Phase::Waiting => r.clone(),
+            _ => self.revision().to_string(),
+        };
+        details.push(("Revision".into(), revision));
+        if self.s.routes_traffic() {
+            let traffic = match self.desired.traffic {
+                Some(Traffic::Matched) => "requests that match to the canary".to_string(),
+                _ => {
+                    let w = Weights::canary(self.status.canary_weight);
+                    format!("canary {}% / primary {}%", w.canary, w.primary)
+                }
+            };
+            details.push(("Traffic".into(), traffic));
+        }
+        self.notices.push(Notice {
+            severity,
+            message,
+            settings,
+            details,
+        });
     }
 
     /// Scales the canary to zero once the route sends it nothing; until then its pods stay, and the
@@ -318,10 +406,10 @@ impl<'a> Tick<'a> {
         match phase {
             Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion => {
                 self.blocked = None;
-                self.rollback(format!(
+                self.rollback(Why::Deadline(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline
-                ));
+                )));
             }
             _ => self.overdue = true,
         }
@@ -331,7 +419,7 @@ impl<'a> Tick<'a> {
         &self.o.target.revision
     }
 
-    fn initialize(&mut self) {
+    fn initialize(&mut self) -> Step {
         self.desired.canary_scale = Scale::Keep;
         if self.o.status.phase.is_none() {
             let primary = format!("{}-primary", self.name());
@@ -360,8 +448,19 @@ impl<'a> Tick<'a> {
                     self.name()
                 );
                 self.event(Reason::Initialized, false, msg);
+                let kind = self
+                    .o
+                    .spec
+                    .target_ref
+                    .kind
+                    .unwrap_or(crate::api::canary::TargetKind::Deployment);
+                self.notice(
+                    Severity::Info,
+                    format!("New {kind:?} detected, initialization completed."),
+                    true,
+                );
                 if running != self.revision() {
-                    self.idle(Phase::Initialized);
+                    return self.idle(Phase::Initialized);
                 }
             }
             (None, _) => {
@@ -374,9 +473,10 @@ impl<'a> Tick<'a> {
                 self.overdue = self.wait(why);
             }
         }
+        Ok(())
     }
 
-    fn idle(&mut self, phase: Phase) {
+    fn idle(&mut self, phase: Phase) -> Step {
         self.requeue = RESYNC.max(self.s.interval);
         self.scale_down();
         let new_revision = self.status.last_applied_spec.as_deref() != Some(self.revision());
@@ -384,7 +484,7 @@ impl<'a> Tick<'a> {
             && self.o.retry.is_some()
             && self.o.retry != self.status.last_retry;
         if !(new_revision || retry) {
-            return;
+            return Ok(());
         }
         if self.s.suspend {
             self.message = format!(
@@ -392,7 +492,7 @@ impl<'a> Tick<'a> {
                 self.revision(),
                 self.name()
             );
-            return;
+            return Ok(());
         }
         if retry {
             self.status.last_retry = self.o.retry.clone();
@@ -408,7 +508,7 @@ impl<'a> Tick<'a> {
             let msg = format!("Retrying revision {} of {}", self.revision(), self.name());
             self.event(Reason::Retrying, false, msg);
         }
-        self.start_analysis();
+        self.begin()
     }
 
     fn start_analysis(&mut self) {
@@ -418,8 +518,16 @@ impl<'a> Tick<'a> {
         self.status.iterations = 0;
         self.status.last_step_time = None;
         self.status.holding_since = None;
-        // The last results belong to the previous revision.
+        // The last results belong to the previous revision (the confirm-rollout gate's let it in).
         self.status.checks.clear();
+        self.status
+            .webhooks
+            .retain(|w| w.hook_type == crate::api::analysis::HookType::ConfirmRollout);
+        self.notice(
+            Severity::Info,
+            "New revision detected, progressing canary analysis.".into(),
+            true,
+        );
         self.set_traffic(Traffic::Split(Weights::canary(0)));
         self.requeue = self.s.interval.min(POLL);
         if self.s.skip_analysis {
@@ -436,7 +544,43 @@ impl<'a> Tick<'a> {
         }
     }
 
+    /// Each webhook's last call, for the status; entries of webhooks no longer in the spec go.
+    fn record_hooks(&mut self) {
+        let now = self.o.now;
+        for (kind, calls) in &self.o.hooks {
+            for call in calls {
+                let entry = WebhookStatus {
+                    name: call.name.clone(),
+                    hook_type: *kind,
+                    result: if call.passed {
+                        HookResult::Passed
+                    } else {
+                        HookResult::Failed
+                    },
+                    message: call.message.clone(),
+                    last_call_time: MicroTime(now),
+                };
+                match self
+                    .status
+                    .webhooks
+                    .iter_mut()
+                    .find(|w| w.name == call.name && w.hook_type == *kind)
+                {
+                    Some(w) => *w = entry,
+                    None => self.status.webhooks.push(entry),
+                }
+            }
+        }
+        let hooks = &self.s.webhooks;
+        self.status.webhooks.retain(|w| {
+            hooks
+                .iter()
+                .any(|h| h.name == w.name && h.kind() == w.hook_type)
+        });
+    }
+
     fn finish(mut self) -> Decision {
+        self.record_hooks();
         let (now, generation) = (self.o.now, self.o.generation);
         self.status.observed_generation = Some(generation);
         let phase = self.status.phase.unwrap_or(Phase::Initializing);
@@ -510,6 +654,8 @@ impl<'a> Tick<'a> {
             status: self.status,
             desired: self.desired,
             events: self.events,
+            notices: self.notices,
+            post_rollout: self.post_rollout,
             requeue_after: self.requeue,
         }
     }

@@ -1,8 +1,9 @@
 //! Promotion and rollback: copy the analysed revision into the primary, wait for it, move traffic back to
 //! the primary (at once or step by step), scale the canary down; or send everything back to the primary.
 
-use super::{POLL, RESYNC, Tick, elapsed};
+use super::{POLL, RESYNC, Tick, Why, elapsed};
 use crate::api::Phase;
+use crate::api::analysis::Severity;
 use crate::decision::settings::Strategy;
 use crate::decision::{Readiness, Reason, Scale, Traffic, Weights};
 
@@ -21,12 +22,50 @@ impl Tick<'_> {
     }
 
     /// All traffic back to the primary; the canary's pods go once the route, read back, says so.
-    pub(super) fn rollback(&mut self, reason: String) {
+    pub(super) fn rollback(&mut self, why: Why) {
+        // The alert tells the traffic the canary had when it failed.
+        let (severity, alert, details) = match &why {
+            Why::Checks(message) => (
+                Severity::Error,
+                format!(
+                    "Failed checks threshold reached {}",
+                    self.status.failed_checks
+                ),
+                vec![("Failed check".to_string(), message.clone())],
+            ),
+            Why::Deadline(message) => (
+                Severity::Error,
+                format!("Progress deadline exceeded {message}"),
+                vec![],
+            ),
+            Why::PrimaryNotReady(message) => (
+                Severity::Error,
+                format!("Promotion failed, primary not ready: {message}"),
+                vec![],
+            ),
+            Why::Webhook(name) => (
+                Severity::Warn,
+                "Rolling back manual webhook invoked".to_string(),
+                vec![("Rollback webhook".to_string(), name.clone())],
+            ),
+            Why::Aborted(value) => (
+                Severity::Warn,
+                "Canary aborted by hand, rolling back.".to_string(),
+                vec![("serin.dev/abort".to_string(), value.clone())],
+            ),
+        };
+        self.notice_with(severity, alert, false, details);
+        let reason = match why {
+            Why::Checks(m) | Why::Deadline(m) | Why::PrimaryNotReady(m) => m,
+            Why::Webhook(name) => format!("rollback webhook {name} asked for it"),
+            Why::Aborted(value) => format!("aborted by hand (serin.dev/abort: {value})"),
+        };
         self.set_phase(Phase::Failed);
         self.set_traffic(Traffic::Split(Weights::canary(0)));
         self.status.holding_since = None;
         self.requeue = RESYNC.max(self.s.interval);
         self.scale_down();
+        self.post_rollout = Some(Phase::Failed);
         let msg = format!(
             "Rolling back {} revision {}: {reason}",
             self.name(),
@@ -82,10 +121,10 @@ impl Tick<'_> {
         if let Readiness::NotReady(why) = &self.o.primary.ready {
             let why = format!("Primary {}-primary not ready: {why}", self.name());
             if self.hold(why.clone()) {
-                self.rollback(format!(
+                self.rollback(Why::PrimaryNotReady(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline
-                ));
+                )));
             }
             return;
         }
@@ -141,5 +180,12 @@ impl Tick<'_> {
             self.status.last_promoted_spec.clone().unwrap_or_default()
         );
         self.event(Reason::Promoted, false, msg);
+        self.post_rollout = Some(Phase::Succeeded);
+        let alert = if self.s.skip_analysis {
+            "Canary analysis was skipped, promotion finished."
+        } else {
+            "Canary analysis completed successfully, promotion finished."
+        };
+        self.notice(Severity::Info, alert.into(), false);
     }
 }
