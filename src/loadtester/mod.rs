@@ -123,13 +123,13 @@ enum Gate {
 }
 
 /// The payload, or the answer that refuses it.
-fn payload(lt: &LoadTester, body: &[u8]) -> Result<Payload, Response> {
+fn payload(lt: &LoadTester, body: &[u8]) -> Result<Payload, (StatusCode, String)> {
     let p: Payload = serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad payload: {e}")).into_response())?;
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad payload: {e}")))?;
     if let Some(re) = &lt.config.namespaces
         && !re.is_match(&p.namespace)
     {
-        return Err((StatusCode::FORBIDDEN, "Forbidden").into_response());
+        return Err((StatusCode::FORBIDDEN, "Forbidden".into()));
     }
     Ok(p)
 }
@@ -142,7 +142,7 @@ async fn gate(
 ) -> Response {
     let p = match payload(&lt, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let key = format!("{prefix}{}.{}", p.name, p.namespace);
     let set = |open: bool| match lt.gates.set(&key, open) {
@@ -167,7 +167,7 @@ async fn gate(
 async fn task(State(lt): State<Arc<LoadTester>>, body: Bytes) -> Response {
     let p = match payload(&lt, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if p.metadata.is_empty() {
         return (StatusCode::BAD_REQUEST, "metadata not found in payload").into_response();
