@@ -5,6 +5,7 @@ pub mod controller;
 pub mod decision;
 pub mod loadtester;
 pub mod metrics;
+pub mod notify;
 pub mod routing;
 pub mod telemetry;
 pub mod vocabulary;

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller (kubeconfig from KUBECONFIG, ~/.kube/config, or the in-cluster service account).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve Flagger's load tester API: load commands (hey, ghz) run by Serin's own client, and the gates.
     Loadtester(LoadtesterArgs),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
@@ -71,9 +71,92 @@ struct RunArgs {
     /// prefixes, `*` for all (Flux's keys never). As Flagger, none by default.
     #[arg(long, default_value = "")]
     include_label_prefix: String,
+    /// A file holding the default Slack webhook URL, for Canaries without alerts (env SLACK_URL wins). URLs
+    /// are never taken on the command line, where any process could read them.
+    #[arg(long)]
+    slack_url_file: Option<std::path::PathBuf>,
+    /// A file holding a Slack token, sent as a bearer token (env SLACK_TOKEN wins).
+    #[arg(long)]
+    slack_token_file: Option<std::path::PathBuf>,
+    /// An HTTP proxy for the default Slack target.
+    #[arg(long, env = "SLACK_PROXY_URL")]
+    slack_proxy_url: Option<String>,
+    /// The default Slack target's user name.
+    #[arg(long, default_value = "flagger")]
+    slack_user: String,
+    /// The default Slack target's channel (required with a Slack URL).
+    #[arg(long)]
+    slack_channel: Option<String>,
+    /// A file holding the default Microsoft Teams URL (env MSTEAMS_URL wins); Teams wins over Slack.
+    #[arg(long)]
+    msteams_url_file: Option<std::path::PathBuf>,
+    /// An HTTP proxy for the default Teams target.
+    #[arg(long, env = "MSTEAMS_PROXY_URL")]
+    msteams_proxy_url: Option<String>,
+    /// A file holding the URL every event of Canaries without event webhooks is posted to (env
+    /// EVENT_WEBHOOK_URL wins).
+    #[arg(long)]
+    event_webhook_file: Option<std::path::PathBuf>,
+    /// Adds a Cluster field with this name to every alert.
+    #[arg(long)]
+    cluster_name: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// A secret setting from the environment (which wins) or a file, trimmed; None when neither gives one.
+fn secret_setting(
+    env: &str,
+    file: &Option<std::path::PathBuf>,
+    flag: &str,
+) -> Result<Option<secrecy::SecretString>, String> {
+    if let Ok(v) = std::env::var(env)
+        && !v.trim().is_empty()
+    {
+        return Ok(Some(v.trim().to_string().into()));
+    }
+    match file {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(path)
+            .map(|v| Some(v.trim().to_string().into()))
+            .map_err(|e| format!("{flag} {}: {e}", path.display())),
+    }
+}
+
+fn notify_defaults(args: &RunArgs) -> Result<serin::notify::Defaults, String> {
+    let slack = match secret_setting("SLACK_URL", &args.slack_url_file, "--slack-url-file")? {
+        None => None,
+        Some(url) => Some(serin::notify::DefaultSlack {
+            url,
+            token: secret_setting("SLACK_TOKEN", &args.slack_token_file, "--slack-token-file")?,
+            proxy: args.slack_proxy_url.clone(),
+            username: args.slack_user.clone(),
+            // Slack refuses a message without a channel; Flagger then goes silent after one log line.
+            channel: args
+                .slack_channel
+                .clone()
+                .filter(|c| !c.is_empty())
+                .ok_or("--slack-channel is required with a Slack URL")?,
+        }),
+    };
+    let msteams =
+        secret_setting("MSTEAMS_URL", &args.msteams_url_file, "--msteams-url-file")?.map(|url| {
+            serin::notify::DefaultTeams {
+                url,
+                proxy: args.msteams_proxy_url.clone(),
+            }
+        });
+    Ok(serin::notify::Defaults {
+        slack,
+        msteams,
+        event_webhook: secret_setting(
+            "EVENT_WEBHOOK_URL",
+            &args.event_webhook_file,
+            "--event-webhook-file",
+        )?,
+        cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
+    })
 }
 
 #[derive(clap::Args, Debug)]
@@ -115,6 +198,13 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => {
             init_logging(args.log_format);
+            let notify = match notify_defaults(&args) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("serin run: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let identity = args
                 .identity
                 .unwrap_or_else(|| format!("serin-{}", std::process::id()));
@@ -131,6 +221,7 @@ fn main() -> ExitCode {
                 metrics_server: args.metrics_server,
                 metrics_timeout: args.metrics_timeout,
                 include_label_prefix: IncludePrefixes::parse(&args.include_label_prefix),
+                notify,
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

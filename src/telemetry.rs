@@ -64,6 +64,15 @@ pub struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// slack, msteams, discord, rocket, gchat, or webhook (event webhooks).
+    pub provider: String,
+    pub severity: String,
+    /// delivered, failed (after its retries), dropped (the queue was full).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// watch, list, get, create, patch, update, delete.
     pub verb: String,
@@ -92,6 +101,8 @@ pub struct Metrics {
     pub api_writes: Counter,
     /// Webhook calls, by type and result.
     pub webhook_calls: Family<WebhookLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
+    pub notification_queue: Gauge,
     /// The checks with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
@@ -176,9 +187,23 @@ impl Default for Metrics {
             "Canary webhook calls by type and result (passed: answered 202 or less)",
             webhook_calls.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Alerts and event webhook posts by provider, severity and outcome (delivered, failed after its retries, dropped from a full queue)",
+            notifications.clone(),
+        );
+        let notification_queue = Gauge::default();
+        registry.register(
+            "notification_queue_depth",
+            "Notifications waiting to be sent",
+            notification_queue.clone(),
+        );
         Metrics {
             registry,
             webhook_calls,
+            notifications,
+            notification_queue,
             metric_value,
             api_requests,
             check_rounds,
@@ -335,6 +360,23 @@ fn metric_labels(name: &str, namespace: &str, metric: &str) -> MetricLabels {
         name: name.into(),
         namespace: namespace.into(),
         metric: metric.into(),
+    }
+}
+
+impl crate::notify::delivery::Counter for Metrics {
+    fn count(&self, provider: &str, severity: crate::api::analysis::Severity, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                provider: provider.into(),
+                severity: severity.as_str().into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    fn depth(&self, depth: usize) {
+        self.notification_queue
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 }
 

@@ -17,6 +17,7 @@ use super::metric_template::{SecretRef, TemplateStatus};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.address) || has(self.secretRef)").message("an AlertProvider needs an address, or a secretRef to a Secret with the key address"))]
+#[x_kube(validation = Rule::new("!has(self.format) || (self.type == 'msteams' && (self.format == 'messageCard' || self.format == 'adaptiveCard')) || (self.type == 'gchat' && (self.format == 'cards' || self.format == 'cardsV2'))").message("format is messageCard or adaptiveCard for type msteams, cards or cardsV2 for type gchat"))]
 pub struct AlertProviderSpec {
     #[serde(rename = "type")]
     pub provider_type: AlertProviderType,
@@ -33,6 +34,21 @@ pub struct AlertProviderSpec {
     /// A Secret with the keys address (the webhook URL), and optionally token and proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
+    /// Serin: the payload's format, instead of the one picked by type and URL. msteams: messageCard (Office
+    /// 365 connectors; the default for their URLs) or adaptiveCard (the default for Workflows URLs); gchat:
+    /// cardsV2 (the default) or cards (Flagger's legacy cards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<AlertFormat>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AlertFormat {
+    MessageCard,
+    AdaptiveCard,
+    Cards,
+    #[serde(rename = "cardsV2")]
+    CardsV2,
 }
 
 #[derive(
@@ -46,4 +62,16 @@ pub enum AlertProviderType {
     Discord,
     Rocket,
     Gchat,
+}
+
+impl AlertProviderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertProviderType::Slack => "slack",
+            AlertProviderType::Msteams => "msteams",
+            AlertProviderType::Discord => "discord",
+            AlertProviderType::Rocket => "rocket",
+            AlertProviderType::Gchat => "gchat",
+        }
+    }
 }

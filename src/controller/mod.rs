@@ -30,7 +30,7 @@ use kube::{Client, ResourceExt};
 use tracing::{debug, error, info, warn};
 
 use crate::api::canary::AutoscalerKind;
-use crate::api::{Canary, MetricTemplate};
+use crate::api::{AlertProvider, Canary, MetricTemplate};
 use crate::decision::ControllerDefaults;
 use crate::metrics::{Analyzer, CheckRunner};
 use crate::routing::{RouterKind, router_for};
@@ -76,6 +76,8 @@ pub struct RunConfig {
     pub metrics_timeout: Duration,
     /// Which of a target's labels and annotations its primary carries (--include-label-prefix).
     pub include_label_prefix: IncludePrefixes,
+    /// The default alert targets and event webhook, and the cluster's name in alerts.
+    pub notify: crate::notify::Defaults,
 }
 
 pub struct Context {
@@ -87,12 +89,14 @@ pub struct Context {
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
+    pub alert_providers: Store<AlertProvider>,
     /// The caches of the kinds Serin reads untyped, by kind: routes and autoscalers.
     dynamic: HashMap<String, Store<DynamicObject>>,
     pub recorder: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
     pub webhooks: crate::webhooks::Caller,
+    pub notifier: Arc<crate::notify::Notifier>,
     /// Failed reconciles in a row, by Canary, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
     /// The resourceVersion of each Canary's last status written by this replica.
@@ -125,6 +129,7 @@ impl Context {
             ("ConfigMaps", synced(&self.config_maps)),
             ("Secrets", synced(&self.secrets)),
             ("MetricTemplates", synced(&self.templates)),
+            ("AlertProviders", synced(&self.alert_providers)),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)
@@ -203,6 +208,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     .await?;
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(server::serve(config.listen, metrics.clone(), ready.clone()));
+    let recorder = Arc::new(Events::new(client.clone(), FIELD_MANAGER, &config.identity));
+    let notifier = Arc::new(crate::notify::Notifier::new(
+        notify_queue(metrics.clone(), recorder.clone()),
+        config.notify.clone(),
+    ));
 
     let elector = match config.leader_elect {
         true => Some(leader::LeaderElector::new(
@@ -232,7 +242,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         // On SIGTERM the controller stops gracefully (reconciles in flight finish); on a lost lease it is
         // dropped at once (its writes are already refused), its caches with it, and this replica stands by.
         tokio::select! {
-            _ = lead(&config, &client, &metrics, &ready, shutdown.clone()) => {
+            _ = lead(&config, &client, &metrics, &ready, (&recorder, &notifier), shutdown.clone()) => {
                 if let Some(e) = &elector {
                     e.release().await;
                 }
@@ -253,6 +263,7 @@ async fn lead(
     client: &Client,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
+    (recorder, notifier): (&Arc<Events>, &Arc<crate::notify::Notifier>),
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = client.clone();
@@ -300,6 +311,8 @@ async fn lead(
     let (secrets, secret_events) = cache!(Secret);
     // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
     let (templates, template_events) = cache!(MetricTemplate);
+    // AlertProviders are read when a notice is sent; like templates, they only feed a cache.
+    let (alert_providers, alert_provider_events) = cache!(AlertProvider);
 
     let workloads = Workloads {
         deployments,
@@ -354,7 +367,7 @@ async fn lead(
         dynamic.insert(ar.kind.clone(), reader);
     }
 
-    let recorder = Arc::new(Events::new(client.clone(), FIELD_MANAGER, &config.identity));
+    let recorder = recorder.clone();
     let webhooks = match crate::webhooks::Caller::new() {
         Ok(w) => w,
         Err(e) => {
@@ -383,6 +396,8 @@ async fn lead(
             metrics.metric_queries.clone(),
         )),
         webhooks,
+        notifier: notifier.clone(),
+        alert_providers: alert_providers.clone(),
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
     });
@@ -418,11 +433,48 @@ async fn lead(
             futures::future::ready(())
         });
     // MetricTemplates are read when checks run; their stream only feeds the cache.
-    let templates = template_events.for_each(|_| futures::future::ready(()));
+    let templates = futures::stream::select(
+        template_events.map(|_| ()),
+        alert_provider_events.map(|_| ()),
+    )
+    .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = controller => {}
         _ = futures::future::join(templates, synced) => {}
     }
+}
+
+/// The notifications' delivery queue: 1024 items, 8 sends at once; a delivery that fails for good is told
+/// in a NotificationFailed event on its Canary.
+fn notify_queue(
+    metrics: Arc<Metrics>,
+    recorder: Arc<Events>,
+) -> Arc<crate::notify::delivery::Queue> {
+    let counter = metrics.clone();
+    let on_failure: crate::notify::delivery::OnFailure = Arc::new(move |d, why| {
+        let (recorder, metrics) = (recorder.clone(), metrics.clone());
+        let regarding = d.regarding.clone();
+        let msg = format!(
+            "Notification to {} ({}) failed: {why}",
+            d.target, d.provider
+        );
+        tokio::spawn(async move {
+            metrics.api_writes.inc();
+            if let Err(e) = recorder
+                .publish(&regarding, true, "NotificationFailed", &msg)
+                .await
+            {
+                warn!(error = %e, "publishing an event");
+            }
+        });
+    });
+    crate::notify::delivery::Queue::start(
+        1024,
+        8,
+        crate::notify::delivery::Retry::default(),
+        counter,
+        on_failure,
+    )
 }
 
 /// Whether a watch cache holds its first full list.

@@ -16,6 +16,7 @@ use super::observe::{Blocked, observe};
 use super::{Context, Error, act, revert};
 use crate::api::analysis::HookType;
 use crate::api::{Canary, CanaryStatus, Phase};
+use crate::decision::settings::Settings;
 use crate::decision::{
     ActFailure, Decision, Need, Observed, Outcome, after_failed_act, blocked, decide,
 };
@@ -127,15 +128,32 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         if let Some(ended) = decision.post_rollout {
             post_rollout(ctx, canary, &status, ended);
         }
+        let phase = status.phase.unwrap_or(Phase::Initializing);
         for event in &decision.events {
-            publish(
+            publish_in(
                 ctx,
                 canary,
+                phase,
                 event.warning,
                 event.reason.as_str(),
                 &event.message,
             )
             .await;
+        }
+        if !decision.notices.is_empty() {
+            let settings = Settings::resolve(&canary.spec, &ctx.defaults).ok();
+            for notice in &decision.notices {
+                let problems = ctx.notifier.alert(
+                    canary,
+                    settings.as_ref(),
+                    notice,
+                    &ctx.alert_providers,
+                    &ctx.secrets,
+                );
+                for p in problems {
+                    publish_in(ctx, canary, phase, true, "NotificationFailed", &p).await;
+                }
+            }
         }
     }
     let entered = (status.phase != old.phase)
@@ -313,6 +331,24 @@ pub fn stale(cached: Option<&str>, written: Option<&str>) -> bool {
 }
 
 pub async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
+    let phase = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or(Phase::Initializing);
+    publish_in(ctx, canary, phase, warning, reason, message).await;
+}
+
+/// Records an event, and sends it to the Canary's event webhooks with the phase it is in.
+pub async fn publish_in(
+    ctx: &Context,
+    canary: &Canary,
+    phase: Phase,
+    warning: bool,
+    reason: &str,
+    message: &str,
+) {
+    ctx.notifier.event(canary, phase, warning, reason, message);
     ctx.metrics.api_writes.inc();
     let regarding = canary.object_ref(&());
     if let Err(e) = ctx

@@ -64,6 +64,5 @@ fn unsupported_in_analysis(path: &str, a: &Analysis, out: &mut Vec<String>) {
     };
     note(a.mirror, "mirror");
     note(a.mirror_weight.is_some(), "mirrorWeight");
-    note(!a.alerts.is_empty(), "alerts");
     note(a.session_affinity.is_some(), "sessionAffinity");
 }

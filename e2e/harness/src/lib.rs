@@ -21,6 +21,7 @@ use tokio::sync::OnceCell;
 pub mod apps;
 pub mod loadtester;
 pub mod podinfo;
+pub mod receiver;
 
 /// The repository's root.
 pub fn repo_dir() -> PathBuf {

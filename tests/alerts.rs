@@ -1,0 +1,184 @@
+//! Alerts end to end: the `serin` controller against the local cluster, AlertProviders of every type
+//! pointing at a loopback receiver, a promotion and a rollback judged by Prometheus.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::{Value, json};
+use serin::api::{AlertProvider, Phase};
+use serin_e2e::podinfo::{annotated, deployment, setup, wait_phase};
+use serin_e2e::receiver::Receiver;
+use serin_e2e::{SerinProcess, apply, wait_for};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn provider(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "serin.dev/v1beta1", "kind": "AlertProvider", "metadata": {"name": name}, "spec": spec})
+}
+
+/// The alerts' texts at `path`, but Serin's warnings for a hold on no data (which come or not, as the
+/// first check after a step finds data in its window or not).
+fn texts(rx: &Receiver, path: &str) -> Vec<String> {
+    alerts(rx, path)
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).unwrap();
+            body["attachments"][0]["text"]
+                .as_str()
+                .or_else(|| body["sections"][0]["activityTitle"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn alerts(rx: &Receiver, path: &str) -> Vec<serin_e2e::receiver::Received> {
+    rx.received(path)
+        .into_iter()
+        .filter(|r| !r.body.contains("Canary is holding: "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
+    let rx = Receiver::start().await;
+    let url = |p: &str| format!("{}{p}", rx.url);
+    let entries = json!([
+        {"name": "slack", "severity": "info", "providerRef": {"name": "slack"}},
+        {"name": "teams", "severity": "info", "providerRef": {"name": "teams"}},
+        {"name": "discord", "severity": "info", "providerRef": {"name": "discord"}},
+        {"name": "rocket", "severity": "info", "providerRef": {"name": "rocket"}},
+        {"name": "gchat", "severity": "info", "providerRef": {"name": "gchat"}},
+        {"name": "on-call", "severity": "error", "providerRef": {"name": "on-call"}},
+        {"name": "dead", "providerRef": {"name": "dead"}}
+    ]);
+    let (client, ns) = setup(
+        "alerts",
+        json!({"interval": "1s", "stepWeight": 50, "threshold": 1, "alerts": entries,
+            "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]}),
+        json!({}),
+    )
+    .await;
+    apply::<Secret>(
+        &client,
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "slack-url"},
+        "stringData": {"address": url("/slack"), "token": "xoxb-e2e"}}),
+    )
+    .await;
+    for (name, spec) in [
+        (
+            "slack",
+            json!({"type": "slack", "channel": "deploys", "username": "serin-e2e", "secretRef": {"name": "slack-url"}}),
+        ),
+        (
+            "teams",
+            json!({"type": "msteams", "address": url("/teams/webhookb2/x")}),
+        ),
+        (
+            "discord",
+            json!({"type": "discord", "address": url("/discord")}),
+        ),
+        (
+            "rocket",
+            json!({"type": "rocket", "address": url("/rocket")}),
+        ),
+        (
+            "gchat",
+            json!({"type": "gchat", "address": url("/gchat"), "format": "cards"}),
+        ),
+        (
+            "on-call",
+            json!({"type": "slack", "address": url("/on-call")}),
+        ),
+        // Never answers: nothing may wait on it.
+        ("dead", json!({"type": "slack", "address": url("/hang")})),
+    ] {
+        apply::<AlertProvider>(&client, &ns, provider(name, spec)).await;
+    }
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+
+    let sim = |error_rate: f64| json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"});
+    let rolled = Instant::now();
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), sim(0.0)),
+    )
+    .await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    eprintln!(
+        "measured: a 3-step promotion with a receiver that never answers took {:?}",
+        rolled.elapsed()
+    );
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:3.0.0", json!({})), sim(0.5)),
+    )
+    .await;
+    wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+
+    let expected = [
+        "New Deployment detected, initialization completed.",
+        "New revision detected, progressing canary analysis.",
+        "Canary analysis completed successfully, promotion finished.",
+        "New revision detected, progressing canary analysis.",
+        "Failed checks threshold reached 1",
+    ];
+    wait_for(
+        "every alert at the receiver",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let got = texts(&rx, "/slack");
+            if got.len() >= expected.len() {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(texts(&rx, "/slack"), expected);
+    assert_eq!(texts(&rx, "/teams"), expected);
+
+    let slack = alerts(&rx, "/slack");
+    assert_eq!(slack[0].headers["authorization"], "Bearer xoxb-e2e");
+    assert_eq!(slack[0].headers["content-type"], "application/json");
+    // Flagger's bytes up to Serin's added fields (the revision, the traffic).
+    let prefix = format!(
+        r#"{{"channel":"deploys","username":"serin-e2e","icon_url":"","icon_emoji":":rocket:","attachments":[{{"color":"good","author_name":"podinfo.{ns}","text":"New Deployment detected, initialization completed.","mrkdwn_in":["text"],"fields":[{{"title":"Target","value":"Deployment/podinfo.{ns}","short":false}},{{"title":"Failed checks threshold","value":"1","short":false}},{{"title":"Progress deadline","value":"600s","short":false}},{{"title":"Traffic routing","value":"Weight step: 50 max: 100","short":false}},{{"title":"Revision","#
+    );
+    assert!(slack[0].body.starts_with(&prefix), "{}", slack[0].body);
+    let rollback: Value = serde_json::from_str(&slack[4].body).unwrap();
+    let attachment = &rollback["attachments"][0];
+    assert_eq!(attachment["color"], "danger");
+    assert_eq!(attachment["fields"][0]["title"], "Failed check");
+    let failed = attachment["fields"][0]["value"].as_str().unwrap();
+    assert!(failed.contains("request-success-rate"), "{failed}");
+    eprintln!(
+        "sample: the rollback as Slack received it: {}",
+        slack[4].body
+    );
+
+    let discord = alerts(&rx, "/discord");
+    assert_eq!(discord.len(), expected.len());
+    assert!(discord.iter().all(|r| r.path == "/discord/slack"));
+    assert!(!discord[0].headers.contains_key("authorization"));
+    let rocket: Value = serde_json::from_str(&alerts(&rx, "/rocket")[4].body).unwrap();
+    assert_eq!(rocket["attachments"][0]["color"], "#FF0000");
+    let teams: Value = serde_json::from_str(&rx.received("/teams")[0].body).unwrap();
+    assert_eq!(teams["@type"], "MessageCard");
+    let gchat = alerts(&rx, "/gchat");
+    assert_eq!(gchat.len(), expected.len());
+    assert!(gchat[0].body.contains(r#""title":"Flagger""#));
+    // The error-only entry got the rollback alone; the dead receiver was tried.
+    assert_eq!(
+        texts(&rx, "/on-call"),
+        ["Failed checks threshold reached 1"]
+    );
+    assert!(!rx.received("/hang").is_empty());
+}
