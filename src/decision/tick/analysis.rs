@@ -50,8 +50,7 @@ impl Tick<'_> {
             }
             return Ok(());
         }
-        if !self.due() {
-            self.until_due();
+        if !self.step_due() {
             return Ok(());
         }
         let first_step = self.status.last_step_time.is_none();

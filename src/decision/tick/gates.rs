@@ -141,16 +141,7 @@ impl<'a> Tick<'a> {
             );
             return Ok(());
         }
-        if self.s.suspend {
-            self.message = format!(
-                "Suspended: revision {} of {} waits",
-                self.revision(),
-                self.name()
-            );
-            return Ok(());
-        }
-        if !self.due() {
-            self.until_due();
+        if self.suspended_before_analysis() || !self.step_due() {
             return Ok(());
         }
         if self.rollback_requested()? {

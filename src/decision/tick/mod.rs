@@ -266,15 +266,27 @@ impl<'a> Tick<'a> {
             .is_none_or(|last| elapsed(self.o.now, last) >= self.s.interval)
     }
 
-    /// Requeues for when the next step is due.
-    fn until_due(&mut self) {
-        if let Some(last) = &self.status.last_step_time {
-            self.requeue = self
-                .s
-                .interval
-                .saturating_sub(elapsed(self.o.now, last))
-                .max(Duration::from_millis(10));
+    /// Whether a step is due; if not, requeues for when it is.
+    fn step_due(&mut self) -> bool {
+        if self.due() {
+            return true;
         }
+        if let Some(last) = &self.status.last_step_time {
+            self.requeue = self.s.interval.saturating_sub(elapsed(self.o.now, last));
+        }
+        false
+    }
+
+    /// Holds a revision while the Canary is suspended; true when it is.
+    fn suspended_before_analysis(&mut self) -> bool {
+        if self.s.suspend {
+            self.message = format!(
+                "Suspended: revision {} of {} waits",
+                self.revision(),
+                self.name()
+            );
+        }
+        self.s.suspend
     }
 
     /// An alert, with the revision and where traffic goes.
@@ -483,15 +495,7 @@ impl<'a> Tick<'a> {
         let retry = phase == Phase::Failed
             && self.o.retry.is_some()
             && self.o.retry != self.status.last_retry;
-        if !(new_revision || retry) {
-            return Ok(());
-        }
-        if self.s.suspend {
-            self.message = format!(
-                "Suspended: revision {} of {} waits",
-                self.revision(),
-                self.name()
-            );
+        if !(new_revision || retry) || self.suspended_before_analysis() {
             return Ok(());
         }
         if retry {

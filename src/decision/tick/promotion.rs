@@ -1,7 +1,7 @@
 //! Promotion and rollback: copy the analysed revision into the primary, wait for it, move traffic back to
 //! the primary (at once or step by step), scale the canary down; or send everything back to the primary.
 
-use super::{POLL, RESYNC, Tick, Why, elapsed};
+use super::{POLL, RESYNC, Tick, Why};
 use crate::api::Phase;
 use crate::api::analysis::Severity;
 use crate::decision::settings::Strategy;
@@ -136,12 +136,8 @@ impl Tick<'_> {
             _ => None,
         };
         if let Some(step) = by_steps {
-            if let Some(last) = &self.status.last_step_time {
-                let since = elapsed(self.o.now, last);
-                if since < self.s.interval {
-                    self.requeue = self.s.interval - since;
-                    return;
-                }
+            if !self.step_due() {
+                return;
             }
             let next = (current - step).max(0);
             self.stepped();
