@@ -205,6 +205,17 @@ pub enum HookType {
 }
 
 impl HookType {
+    /// Whether a list of webhooks of this type stops after a call that passed or not, as Flagger runs
+    /// them: gates and checks at the first failure, rollback webhooks at the first pass (it decides),
+    /// post-rollout and event webhooks never.
+    pub fn stops_after(self, passed: bool) -> bool {
+        match self {
+            HookType::Rollback => passed,
+            HookType::PostRollout | HookType::Event => false,
+            _ => !passed,
+        }
+    }
+
     /// The name Flagger's manifests give the type.
     pub fn as_str(self) -> &'static str {
         match self {

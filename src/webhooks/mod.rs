@@ -69,11 +69,7 @@ impl Caller {
         let mut calls = Vec::new();
         for hook in hooks.iter().filter(|h| h.kind() == kind) {
             let call = self.call(hook, payload).await;
-            let stop = match kind {
-                HookType::Rollback => call.passed,
-                HookType::PostRollout | HookType::Event => false,
-                _ => !call.passed,
-            };
+            let stop = kind.stops_after(call.passed);
             calls.push(call);
             if stop {
                 break;

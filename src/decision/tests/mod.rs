@@ -193,11 +193,7 @@ impl World {
                     "HTTP 403: closed".into()
                 },
             });
-            let stop = match kind {
-                crate::api::analysis::HookType::Rollback => passed,
-                _ => !passed,
-            };
-            if stop {
+            if kind.stops_after(passed) {
                 break;
             }
         }
