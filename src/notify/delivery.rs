@@ -12,6 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::warn;
 
 use crate::api::analysis::Severity;
+use crate::webhooks::{no_answer, retry_after, retryable};
 
 /// One POST to make.
 pub struct Delivery {
@@ -189,28 +190,13 @@ async fn send(clients: &Clients, d: &Delivery, retry: Retry) -> Result<(), Strin
             }
             Ok(r) => {
                 let code = r.status().as_u16();
-                let after = r
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let retryable = code == 429 || (code >= 500 && code != 501);
-                (format!("HTTP {code}"), retryable, after)
+                (
+                    format!("HTTP {code}"),
+                    retryable(code),
+                    retry_after(r.headers()),
+                )
             }
-            Err(e) if e.is_timeout() => {
-                (format!("no answer within {:?}", retry.timeout), true, None)
-            }
-            Err(e) => {
-                let e = e.without_url();
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
-                }
-                (why, true, None)
-            }
+            Err(e) => (no_answer(e, retry.timeout), true, None),
         };
         let pause = after
             .unwrap_or_else(|| jitter(wait))

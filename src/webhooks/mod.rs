@@ -97,7 +97,7 @@ impl Caller {
         loop {
             let (answer, retry_after) = attempt_once(client, &hook.url, &body, timeout).await;
             let retryable = match &answer {
-                Answer::Status(code, _) => *code == 429 || (*code >= 500 && *code != 501),
+                Answer::Status(code, _) => retryable(*code),
                 Answer::NoAnswer(_) => true,
             };
             if !retryable || attempt >= attempts {
@@ -143,13 +143,9 @@ async fn attempt_once(
     match sent {
         Ok(response) => {
             let code = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|_| code == 429 || code == 503)
-                .map(Duration::from_secs);
+            // Flagger's client honours it on these two only.
+            let retry_after =
+                retry_after(response.headers()).filter(|_| code == 429 || code == 503);
             let text = if code <= 202 {
                 String::new()
             } else {
@@ -161,16 +157,30 @@ async fn attempt_once(
             };
             (Answer::Status(code, text), retry_after)
         }
-        Err(e) if e.is_timeout() => (
-            Answer::NoAnswer(format!("no answer within {timeout:?}")),
-            None,
-        ),
-        Err(e) => (Answer::NoAnswer(no_answer(e.without_url())), None),
+        Err(e) => (Answer::NoAnswer(no_answer(e, timeout)), None),
     }
 }
 
-/// Why a request got no answer, in words (the error's URL already dropped: it may carry a token).
-fn no_answer(e: reqwest::Error) -> String {
+/// Whether an answer is worth another attempt: 429, and server errors but 501 (not implemented stays so).
+pub(crate) fn retryable(code: u16) -> bool {
+    code == 429 || (code >= 500 && code != 501)
+}
+
+/// The wait an answer asks for before the next attempt (Retry-After, in seconds).
+pub(crate) fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Why a request bounded by `timeout` got no answer, in words, without its URL (it may carry a token).
+pub(crate) fn no_answer(e: reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {timeout:?}");
+    }
+    let e = e.without_url();
     let mut why = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
