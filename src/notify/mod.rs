@@ -18,6 +18,7 @@ use crate::api::analysis::{HookType, Severity};
 use crate::api::{AlertProvider, Canary, Phase};
 use crate::decision::Notice;
 use crate::decision::settings::{Settings, Steps, Strategy};
+use crate::webhooks::Payload;
 use delivery::{Delivery, Queue};
 use payload::{Message, address, render, shape};
 
@@ -246,7 +247,6 @@ impl Notifier {
         let status = canary.status.clone().unwrap_or_default();
         let now = k8s_openapi::jiff::Timestamp::now();
         for (target, url, extra) in targets {
-            let mut metadata = extra;
             let ours = [
                 ("eventMessage", message.to_string()),
                 (
@@ -261,23 +261,21 @@ impl Notifier {
                     status.last_applied_spec.clone().unwrap_or_default(),
                 ),
             ];
-            for (k, v) in ours {
-                metadata.insert(k.to_string(), v);
+            let payload = Payload {
+                name: canary.name_any(),
+                namespace: canary.namespace().unwrap_or_default(),
+                phase,
+                checksum: status.last_applied_spec.clone().unwrap_or_default(),
+                metadata: ours.map(|(k, v)| (k.to_string(), v)).into(),
             }
-            let body = serde_json::json!({
-                "name": canary.name_any(),
-                "namespace": canary.namespace().unwrap_or_default(),
-                "phase": phase,
-                "checksum": status.last_applied_spec.clone().unwrap_or_default(),
-                "metadata": metadata,
-            });
+            .with_metadata(Some(&extra));
             self.queue.push(Delivery {
                 provider: "webhook",
                 target,
                 url,
                 token: None,
                 proxy: None,
-                body: body.to_string().into_bytes(),
+                body: serde_json::to_vec(&payload).unwrap_or_default(),
                 severity: if warning {
                     Severity::Warn
                 } else {

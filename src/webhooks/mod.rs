@@ -33,6 +33,16 @@ pub struct Payload {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl Payload {
+    /// The payload with a webhook's own metadata added; the payload's keys win.
+    pub fn with_metadata(mut self, hook: Option<&BTreeMap<String, String>>) -> Self {
+        for (k, v) in hook.into_iter().flatten() {
+            self.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        self
+    }
+}
+
 /// The HTTP clients for webhooks, built once: one verifying certificates, one not (disableTLS).
 #[derive(Clone)]
 pub struct Caller {
@@ -80,10 +90,7 @@ impl Caller {
 
     /// One webhook, with its retries. The metadata of the webhook is added to the payload's, which wins.
     pub async fn call(&self, hook: &Webhook, payload: &Payload) -> HookCall {
-        let mut body = payload.clone();
-        for (k, v) in hook.metadata.iter().flatten() {
-            body.metadata.entry(k.clone()).or_insert_with(|| v.clone());
-        }
+        let body = payload.clone().with_metadata(hook.metadata.as_ref());
         let timeout =
             webhook_timeout(hook).unwrap_or(crate::decision::settings::DEFAULT_WEBHOOK_TIMEOUT);
         let client = if hook.disable_tls {
