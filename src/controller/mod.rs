@@ -459,13 +459,15 @@ fn notify_queue(
             d.target, d.provider
         );
         tokio::spawn(async move {
-            metrics.api_writes.inc();
-            if let Err(e) = recorder
-                .publish(&regarding, true, "NotificationFailed", &msg)
-                .await
-            {
-                warn!(error = %e, "publishing an event");
-            }
+            reconcile::record(
+                &recorder,
+                &metrics,
+                &regarding,
+                true,
+                "NotificationFailed",
+                &msg,
+            )
+            .await;
         });
     });
     crate::notify::delivery::Queue::start(

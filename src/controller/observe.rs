@@ -32,6 +32,8 @@ pub const PAUSE_ANNOTATION: &str = "serin.dev/pause";
 
 pub struct Observation {
     pub observed: Observed,
+    /// The spec resolved (None when it is invalid: the decision says why).
+    pub settings: Option<Settings>,
     pub target: Workload,
     pub primary: Option<Workload>,
     pub target_selector: Labels,
@@ -135,13 +137,9 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     let revision = revision(&template, &tracked_configs);
 
     let defaults = &ctx.defaults;
-    let thresholds = Settings::resolve(&canary.spec, defaults).ok();
-    let canary_threshold = thresholds
-        .as_ref()
-        .map_or(100, |s| s.canary_ready_threshold);
-    let primary_threshold = thresholds
-        .as_ref()
-        .map_or(100, |s| s.primary_ready_threshold);
+    let settings = Settings::resolve(&canary.spec, defaults).ok();
+    let canary_threshold = settings.as_ref().map_or(100, |s| s.canary_ready_threshold);
+    let primary_threshold = settings.as_ref().map_or(100, |s| s.primary_ready_threshold);
 
     let primary = ctx.workloads.get(kind, &ns, &primary_name(target_name));
     let primary_state = match &primary {
@@ -198,6 +196,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     };
     Ok(Observation {
         observed,
+        settings,
         target,
         primary,
         target_selector,

@@ -12,15 +12,17 @@ use std::sync::Arc;
 use tracing::{Instrument, info_span, warn};
 
 use super::apply::FIELD_MANAGER;
+use super::events::Events;
 use super::observe::{Blocked, observe};
 use super::{Context, Error, act, revert};
 use crate::api::analysis::HookType;
 use crate::api::{Canary, CanaryStatus, Phase};
-use crate::decision::settings::Settings;
 use crate::decision::{
     ActFailure, Decision, Need, Observed, Outcome, after_failed_act, blocked, decide,
 };
+use crate::telemetry::Metrics;
 use crate::webhooks::{Payload, payload_phase};
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// The first retry after a failed reconcile; each further failure doubles it, up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -140,19 +142,16 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
             )
             .await;
         }
-        if !decision.notices.is_empty() {
-            let settings = Settings::resolve(&canary.spec, &ctx.defaults).ok();
-            for notice in &decision.notices {
-                let problems = ctx.notifier.alert(
-                    canary,
-                    settings.as_ref(),
-                    notice,
-                    &ctx.alert_providers,
-                    &ctx.secrets,
-                );
-                for p in problems {
-                    publish_in(ctx, canary, phase, true, "NotificationFailed", &p).await;
-                }
+        for notice in &decision.notices {
+            let problems = ctx.notifier.alert(
+                canary,
+                obs.settings.as_ref(),
+                notice,
+                &ctx.alert_providers,
+                &ctx.secrets,
+            );
+            for p in problems {
+                publish_in(ctx, canary, phase, true, "NotificationFailed", &p).await;
             }
         }
     }
@@ -252,13 +251,7 @@ fn post_rollout(ctx: &Context, canary: &Canary, status: &CanaryStatus, ended: Ph
                     "Post-rollout webhook {} failed: {}",
                     call.name, call.message
                 );
-                metrics.api_writes.inc();
-                if let Err(e) = recorder
-                    .publish(&regarding, true, "WebhookFailed", &msg)
-                    .await
-                {
-                    warn!(error = %e, "publishing an event");
-                }
+                record(&recorder, &metrics, &regarding, true, "WebhookFailed", &msg).await;
             }
         }
     });
@@ -349,13 +342,29 @@ pub async fn publish_in(
     message: &str,
 ) {
     ctx.notifier.event(canary, phase, warning, reason, message);
-    ctx.metrics.api_writes.inc();
     let regarding = canary.object_ref(&());
-    if let Err(e) = ctx
-        .recorder
-        .publish(&regarding, warning, reason, message)
-        .await
-    {
+    record(
+        &ctx.recorder,
+        &ctx.metrics,
+        &regarding,
+        warning,
+        reason,
+        message,
+    )
+    .await;
+}
+
+/// Records an event, counted as a write; a failure to record it is only logged (nothing waits on events).
+pub(super) async fn record(
+    recorder: &Events,
+    metrics: &Metrics,
+    regarding: &ObjectReference,
+    warning: bool,
+    reason: &str,
+    message: &str,
+) {
+    metrics.api_writes.inc();
+    if let Err(e) = recorder.publish(regarding, warning, reason, message).await {
         warn!(error = %e, reason, "publishing an event");
     }
 }

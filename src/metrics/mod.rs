@@ -312,7 +312,8 @@ pub fn variables(canary: &Canary, metric: &Metric) -> Variables {
     }
 }
 
-fn secret_data(secret: &Secret) -> BTreeMap<String, SecretSlice<u8>> {
+/// A Secret's keys and values, kept secret (also read for AlertProviders' addresses and tokens).
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, SecretSlice<u8>> {
     let mut data: BTreeMap<String, Vec<u8>> = secret
         .data
         .iter()

@@ -155,12 +155,13 @@ impl Notifier {
                     problems.push(format!("{who}: Secret {pns}/{} not found", r.name));
                     continue;
                 };
+                let data = crate::metrics::secret_data(&secret);
                 let key = |k: &str| {
-                    secret
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get(k))
-                        .map(|v| String::from_utf8_lossy(&v.0).trim().to_string())
+                    data.get(k).map(|v| {
+                        String::from_utf8_lossy(secrecy::ExposeSecret::expose_secret(v))
+                            .trim()
+                            .to_string()
+                    })
                 };
                 match key("address") {
                     Some(a) => url = Some(a),
