@@ -11,3 +11,17 @@ pub mod telemetry;
 pub mod vocabulary;
 pub mod webhooks;
 pub mod workload;
+
+/// What unit tests against real loopback HTTP servers share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Serves `app` on a free loopback port; returns its base URL (`http://127.0.0.1:<port>`).
+    pub async fn serve(app: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serving") });
+        format!("http://{addr}")
+    }
+}

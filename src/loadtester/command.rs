@@ -31,6 +31,36 @@ pub struct LoadSpec {
     pub insecure: bool,
 }
 
+impl LoadSpec {
+    /// What both tools do unless told otherwise: 200 requests from 50 workers, as fast as they go, 20s
+    /// per request.
+    fn defaults(tool: Tool, method: &str) -> Self {
+        LoadSpec {
+            tool,
+            target: String::new(),
+            duration: None,
+            requests: 200,
+            concurrency: 50,
+            rate: None,
+            method: method.into(),
+            headers: BTreeMap::new(),
+            body: None,
+            timeout: Duration::from_secs(20),
+            call: None,
+            insecure: false,
+        }
+    }
+
+    /// A target is needed; no workers means one.
+    fn checked(mut self, tool: &'static str) -> Result<Self, CommandError> {
+        if self.target.is_empty() {
+            return Err(CommandError::NoTarget { tool });
+        }
+        self.concurrency = self.concurrency.max(1);
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     Hey,
@@ -157,20 +187,7 @@ fn header(tool: &'static str, v: &str) -> Result<(String, String), CommandError>
 /// accepted and change nothing measurable here.
 fn hey(args: &[String]) -> Result<LoadSpec, CommandError> {
     const T: &str = "hey";
-    let mut spec = LoadSpec {
-        tool: Tool::Hey,
-        target: String::new(),
-        duration: None,
-        requests: 200,
-        concurrency: 50,
-        rate: None,
-        method: "GET".into(),
-        headers: BTreeMap::new(),
-        body: None,
-        timeout: Duration::from_secs(20),
-        call: None,
-        insecure: false,
-    };
+    let mut spec = LoadSpec::defaults(Tool::Hey, "GET");
     let mut per_worker = None;
     let mut flags = Flags {
         tool: T,
@@ -222,12 +239,7 @@ fn hey(args: &[String]) -> Result<LoadSpec, CommandError> {
             }
         }
     }
-    if spec.target.is_empty() {
-        return Err(CommandError::NoTarget { tool: T });
-    }
-    if spec.concurrency == 0 {
-        spec.concurrency = 1;
-    }
+    let mut spec = spec.checked(T)?;
     spec.rate = per_worker
         .filter(|q| *q > 0.0)
         .map(|q| q * f64::from(spec.concurrency));
@@ -239,20 +251,7 @@ fn hey(args: &[String]) -> Result<LoadSpec, CommandError> {
 /// --connect-timeout; the target is `host:port`.
 fn ghz(args: &[String]) -> Result<LoadSpec, CommandError> {
     const T: &str = "ghz";
-    let mut spec = LoadSpec {
-        tool: Tool::Ghz,
-        target: String::new(),
-        duration: None,
-        requests: 200,
-        concurrency: 50,
-        rate: None,
-        method: "POST".into(),
-        headers: BTreeMap::new(),
-        body: None,
-        timeout: Duration::from_secs(20),
-        call: None,
-        insecure: false,
-    };
+    let mut spec = LoadSpec::defaults(Tool::Ghz, "POST");
     let mut flags = Flags {
         tool: T,
         args,
@@ -284,13 +283,7 @@ fn ghz(args: &[String]) -> Result<LoadSpec, CommandError> {
             }
         }
     }
-    if spec.target.is_empty() {
-        return Err(CommandError::NoTarget { tool: T });
-    }
-    if spec.concurrency == 0 {
-        spec.concurrency = 1;
-    }
-    Ok(spec)
+    spec.checked(T)
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -10,10 +10,7 @@ use super::*;
 
 async fn start(config: Config) -> String {
     let lt = LoadTester::new(config, Arc::new(HttpLoad::new().unwrap())).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(lt)).await.unwrap() });
-    format!("http://{addr}")
+    crate::testing::serve(router(lt)).await
 }
 
 fn config() -> Config {
@@ -142,13 +139,11 @@ async fn a_hey_command_sends_real_requests_once_per_canary_and_command() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let app_url = crate::testing::serve(app).await;
 
     let base = start(config()).await;
     let mut p = canary();
-    let cmd = format!("hey -z 1s -q 20 -c 2 http://{app_addr}/");
+    let cmd = format!("hey -z 1s -q 20 -c 2 {app_url}/");
     p["metadata"] = json!({"cmd": cmd});
     assert_eq!(post(&base, p.clone()).await.0, 202);
     // Sent again while it runs: not started twice.

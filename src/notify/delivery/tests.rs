@@ -69,10 +69,7 @@ async fn receiver() -> (String, Arc<Seen>) {
             }),
         )
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), seen)
+    (crate::testing::serve(app).await, seen)
 }
 
 fn delivery(url: String, severity: Severity) -> Delivery {
