@@ -168,8 +168,8 @@ struct LoadtesterArgs {
     #[arg(long, default_value = "1h", value_parser = duration_arg)]
     timeout: Duration,
     /// Refuse (403) payloads from namespaces that do not match this regular expression.
-    #[arg(long)]
-    namespace_regexp: Option<String>,
+    #[arg(long, value_parser = regex_arg)]
+    namespace_regexp: Option<regex::Regex>,
     /// Run commands other than hey and ghz through a shell, and the bash, helm and kubectl task types, as
     /// Flagger's load tester does. Off: such payloads are refused (400).
     #[arg(long)]
@@ -190,8 +190,29 @@ fn provider_arg(s: &str) -> Result<Provider, String> {
         .map_err(|_| format!("{s:?} is not a provider Serin knows"))
 }
 
+fn regex_arg(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| e.to_string())
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs `work` on a multi-threaded runtime; its error, if any, is printed after `command`.
+fn run_until_done(
+    command: &str,
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))
+        .and_then(|rt| rt.block_on(work));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -223,54 +244,22 @@ fn main() -> ExitCode {
                 include_label_prefix: IncludePrefixes::parse(&args.include_label_prefix),
                 notify,
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("serin run: starting the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serin::controller::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("serin run: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_until_done("serin run", serin::controller::run(config))
         }
         Command::Loadtester(args) => {
             init_logging(args.log_format);
-            let namespaces = match args.namespace_regexp.as_deref().map(regex::Regex::new) {
-                None => None,
-                Some(Ok(re)) => Some(re),
-                Some(Err(e)) => {
-                    eprintln!("serin loadtester: --namespace-regexp: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let config = serin::loadtester::Config {
                 listen: args.listen,
                 timeout: args.timeout,
-                namespaces,
+                namespaces: args.namespace_regexp,
                 allow_shell: args.allow_shell,
                 state_file: args.state_file,
                 log_output: args.log_cmd_output,
             };
-            let result = tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| {
-                    rt.block_on(async {
-                        let runner = std::sync::Arc::new(serin::loadtester::load::HttpLoad::new()?);
-                        serin::loadtester::serve(config, runner).await
-                    })
-                });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("serin loadtester: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_until_done("serin loadtester", async {
+                let runner = std::sync::Arc::new(serin::loadtester::load::HttpLoad::new()?);
+                serin::loadtester::serve(config, runner).await
+            })
         }
         Command::Crds { min_interval } => match crds_yaml(min_interval) {
             Ok(yaml) => {
