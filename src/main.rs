@@ -257,7 +257,7 @@ fn main() -> ExitCode {
                 log_output: args.log_cmd_output,
             };
             run_until_done("serin loadtester", async {
-                let runner = std::sync::Arc::new(serin::loadtester::load::HttpLoad::new()?);
+                let runner = std::sync::Arc::new(serin::loadtester::load::NativeLoad::new()?);
                 serin::loadtester::serve(config, runner).await
             })
         }

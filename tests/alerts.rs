@@ -51,11 +51,13 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
         {"name": "rocket", "severity": "info", "providerRef": {"name": "rocket"}},
         {"name": "gchat", "severity": "info", "providerRef": {"name": "gchat"}},
         {"name": "on-call", "severity": "error", "providerRef": {"name": "on-call"}},
-        {"name": "dead", "providerRef": {"name": "dead"}}
+        {"name": "dead", "providerRef": {"name": "dead"}},
+        {"name": "failing", "severity": "error", "providerRef": {"name": "failing"}}
     ]);
     let (client, ns) = setup(
         "alerts",
         json!({"interval": "1s", "stepWeight": 50, "threshold": 1, "alerts": entries,
+            "webhooks": [{"name": "events", "type": "event", "url": url("/events"), "metadata": {"team": "web"}}],
             "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]}),
         json!({}),
     )
@@ -94,6 +96,8 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
         ),
         // Never answers: nothing may wait on it.
         ("dead", json!({"type": "slack", "address": url("/hang")})),
+        // Answers 500 to every try.
+        ("failing", json!({"type": "slack", "address": url("/fail")})),
     ] {
         apply::<AlertProvider>(&client, &ns, provider(name, spec)).await;
     }
@@ -199,4 +203,69 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
         ["Failed checks threshold reached 1"]
     );
     assert!(!rx.received("/hang").is_empty());
+
+    // Every event went to the event webhook, in Flagger's payload with the hook's metadata added.
+    let events: Vec<Value> = rx
+        .received("/events")
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    let progressing = events
+        .iter()
+        .find(|e| e["metadata"]["eventReason"] == "NewRevision")
+        .unwrap_or_else(|| {
+            panic!("the new revision's event reached the event webhook: {events:?}")
+        });
+    assert_eq!(progressing["name"], "podinfo");
+    assert_eq!(progressing["namespace"], ns.as_str());
+    assert_eq!(progressing["phase"], "Progressing");
+    assert_eq!(progressing["metadata"]["eventType"], "Normal");
+    assert!(
+        progressing["metadata"]["eventMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("New revision")),
+        "{progressing}"
+    );
+    assert_eq!(progressing["metadata"]["team"], "web");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["phase"] == "Failed" && e["metadata"]["eventType"] == "Warning"),
+        "{events:?}"
+    );
+
+    // The receiver answering 500 was retried, then given up on with a Warning event on the Canary, which
+    // names the target, never its URL.
+    let failed = wait_for(
+        "a NotificationFailed event",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || async {
+            let notes = event_notes(&client, &ns, "NotificationFailed").await;
+            if notes.is_empty() {
+                Err(format!("{} tries so far", rx.received("/fail").len()))
+            } else {
+                Ok(notes)
+            }
+        },
+    )
+    .await;
+    assert!(failed[0].contains("failing"), "{failed:?}");
+    assert!(!failed[0].contains(&rx.url), "{failed:?}");
+    let tries = rx.received("/fail");
+    assert!(tries.len() >= 2, "retried: {} tries", tries.len());
+    assert!(tries.iter().all(|t| t.body == tries[0].body));
+}
+
+/// The notes of the Canary's events with this reason.
+async fn event_notes(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
+    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
 }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::grpc::{HEALTH_CHECK, request_message};
 use crate::api::duration::parse_duration;
 
 /// A load to generate.
@@ -88,6 +89,10 @@ pub enum CommandError {
     },
     #[error("{tool}: no target given")]
     NoTarget { tool: &'static str },
+    #[error(
+        "{tool}: {why}; Serin's own client can't send this load (with --allow-shell the {tool} program runs it)"
+    )]
+    NeedsProgram { tool: &'static str, why: String },
     #[error("{tool}: shell syntax ({token:?}) is not supported: give one command")]
     Shell { tool: &'static str, token: String },
 }
@@ -246,9 +251,10 @@ fn hey(args: &[String]) -> Result<LoadSpec, CommandError> {
     Ok(spec)
 }
 
-/// ghz's flags (ghz.sh): -z, -n 200, -c 50, -q total RPS, --insecure, --call, --proto / --protoset
-/// (accepted: the call names the method), -d (JSON: only `{}` is sent, as an empty message), -t 20s,
-/// --connect-timeout; the target is `host:port`.
+/// ghz's flags (ghz.sh): -z, -n 200, -c 50, -q total RPS, --insecure, --call (default the health check),
+/// --proto / --protoset (accepted: the call names the method), -d (JSON; see [`request_message`] for what
+/// is sent without the proto), -t 20s, --connect-timeout; the target is `host:port`. TLS (no --insecure)
+/// and messages that need the proto are left to the ghz program.
 fn ghz(args: &[String]) -> Result<LoadSpec, CommandError> {
     const T: &str = "ghz";
     let mut spec = LoadSpec::defaults(Tool::Ghz, "POST");
@@ -283,7 +289,16 @@ fn ghz(args: &[String]) -> Result<LoadSpec, CommandError> {
             }
         }
     }
-    spec.checked(T)
+    let spec = spec.checked(T)?;
+    let needs_program = |why: String| CommandError::NeedsProgram { tool: T, why };
+    if !spec.insecure {
+        return Err(needs_program(
+            "TLS (no --insecure): Serin's gRPC client speaks plaintext HTTP/2".into(),
+        ));
+    }
+    let call = spec.call.as_deref().unwrap_or(HEALTH_CHECK);
+    request_message(call, spec.body.as_deref()).map_err(needs_program)?;
+    Ok(spec)
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -348,6 +363,22 @@ mod tests {
         let s = parse("/usr/local/bin/ghz --insecure --proto=/tmp/ghz/health.proto --call=grpc.health.v1.Health/Check -d '{\"service\":\"\"}' -n 100 podinfo.test:9898").unwrap();
         assert_eq!(s.call.as_deref(), Some("grpc.health.v1.Health/Check"));
         assert_eq!(s.requests, 100);
+    }
+
+    #[test]
+    fn ghz_loads_serins_client_cant_send_are_left_to_the_program() {
+        let tls = parse("ghz -z 1m podinfo.test:9898").unwrap_err();
+        assert!(matches!(tls, CommandError::NeedsProgram { .. }));
+        assert!(tls.to_string().contains("TLS"), "{tls}");
+        let message =
+            parse(r#"ghz --insecure --call hello.Greeter/SayHello -d '{"name":"x"}' a:1"#)
+                .unwrap_err();
+        assert!(
+            message
+                .to_string()
+                .contains("hello.Greeter/SayHello's proto"),
+            "{message}"
+        );
     }
 
     #[test]

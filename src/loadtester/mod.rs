@@ -1,11 +1,12 @@
 //! `serin loadtester`: Flagger's load tester API, served by Serin. Flagger manifests that point their
 //! webhooks at flagger-loadtester work unchanged: `POST /` with a `cmd` starts a load in the background
 //! (202 at once, one run per canary and command at a time), and the gates (`/gate/...`, `/rollback/...`)
-//! answer as Flagger's do. `hey` and `ghz` command lines are parsed and run by Serin's own client; nothing
-//! goes through a shell unless `--allow-shell` says so.
+//! answer as Flagger's do. `hey` and `ghz` command lines are parsed and run by Serin's own clients (HTTP,
+//! and gRPC over plaintext HTTP/2); nothing goes through a shell unless `--allow-shell` says so.
 
 pub mod command;
 pub mod gates;
+pub mod grpc;
 pub mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -202,7 +203,9 @@ async fn task(State(lt): State<Arc<LoadTester>>, body: Bytes) -> Response {
                 );
                 StatusCode::ACCEPTED.into_response()
             }
-            Err(CommandError::NotLoad(_)) if lt.config.allow_shell => {
+            Err(CommandError::NotLoad(_) | CommandError::NeedsProgram { .. })
+                if lt.config.allow_shell =>
+            {
                 let (command, timeout) = (cmd.clone(), lt.config.timeout);
                 start(
                     &lt,

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 
-use super::load::HttpLoad;
+use super::load::NativeLoad;
 use super::*;
 
 async fn start(config: Config) -> String {
-    let lt = LoadTester::new(config, Arc::new(HttpLoad::new().unwrap())).unwrap();
+    let lt = LoadTester::new(config, Arc::new(NativeLoad::new().unwrap())).unwrap();
     crate::testing::serve(router(lt)).await
 }
 

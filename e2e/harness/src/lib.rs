@@ -31,7 +31,7 @@ pub fn repo_dir() -> PathBuf {
         .expect("the harness lives in e2e/harness")
 }
 
-/// What `e2e/cluster/up` printed: KUBECONFIG, PROMETHEUS, TRAFFICSIM, SERIN_CLUSTER_STATE, SERIN_BIN.
+/// What `e2e/cluster/up` printed: KUBECONFIG, PROMETHEUS, TRAFFICSIM, LOADTESTER, SERIN_CLUSTER_STATE, SERIN_BIN.
 #[derive(Debug, Clone)]
 pub struct ClusterEnv {
     pub vars: HashMap<String, String>,
@@ -49,6 +49,10 @@ impl ClusterEnv {
     }
     pub fn prometheus(&self) -> &str {
         self.get("PROMETHEUS")
+    }
+    /// The traffic simulator's load-tester API (Flagger's flagger-loadtester, with simulated load).
+    pub fn loadtester(&self) -> &str {
+        self.get("LOADTESTER")
     }
 }
 

@@ -14,7 +14,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::model::{Behaviour, ServiceKey, SimPod, World};
+use crate::model::{Behaviour, ServiceKey, SimPod, SimRoute, World};
 use crate::routes::{self, RouteSource};
 
 /// The fraction of requests a pod answers with a 500, in [0, 1] (pod template annotation).
@@ -75,12 +75,15 @@ impl ClusterView {
         }
     }
 
-    pub fn world(&self) -> World {
-        let routes: Vec<_> = self
+    /// The cluster as the simulation sees it, with `extra_routes` (the load tester's loads) beside the
+    /// routing objects' routes.
+    pub fn world(&self, extra_routes: Vec<SimRoute>) -> World {
+        let mut routes: Vec<_> = self
             .routes
             .iter()
             .flat_map(|source| source(&self.warnings))
             .collect();
+        routes.extend(extra_routes);
         let wanted: HashSet<&ServiceKey> = routes
             .iter()
             .flat_map(|r| &r.rules)

@@ -8,6 +8,7 @@ use axum::routing::get;
 use clap::Parser;
 use serin_trafficsim::cluster::ClusterView;
 use serin_trafficsim::engine::Engine;
+use serin_trafficsim::loadtester::{Loads, SimulatedLoad};
 use tracing::info;
 
 /// Simulated traffic through the cluster's routing objects, served as Prometheus metrics.
@@ -23,6 +24,9 @@ struct Args {
     /// Seed of the simulated outcomes: the same seed gives the same requests.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Address to serve Flagger's load-tester API on (Serin's load tester, with simulated load).
+    #[arg(long)]
+    loadtester_listen: Option<SocketAddr>,
     /// Milliseconds between simulation steps.
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
@@ -71,6 +75,30 @@ async fn main() -> anyhow::Result<()> {
     info!(listen = %args.listen, rps = args.rps, seed = args.seed, "serving simulated traffic metrics");
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let loads = Arc::new(Loads::default());
+    let loadtester = match args.loadtester_listen {
+        Some(listen) => {
+            let runner = Arc::new(SimulatedLoad::new(loads.clone(), engine.clone()));
+            let config = serin::loadtester::Config {
+                listen,
+                timeout: Duration::from_secs(3600),
+                namespaces: None,
+                allow_shell: false,
+                state_file: None,
+                log_output: false,
+            };
+            let lt = serin::loadtester::LoadTester::new(config, runner)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            info!(%listen, "serving the load-tester API");
+            Some(tokio::spawn(async move {
+                axum::serve(listener, serin::loadtester::router(lt)).await
+            }))
+        }
+        None => None,
+    };
+
     let mut ticker = tokio::time::interval(Duration::from_millis(args.tick_ms.max(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
@@ -78,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let world = view.world();
+                let world = view.world(loads.routes());
                 let now = Instant::now();
                 engine.lock().unwrap_or_else(|p| p.into_inner()).step(&world, now - last);
                 last = now;
@@ -88,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     server.abort();
+    if let Some(lt) = loadtester {
+        lt.abort();
+    }
     info!("stopped");
     Ok(())
 }

@@ -110,6 +110,20 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// A route's requests so far: (answered below 400, answered 400 or above).
+    pub fn route_outcomes(&self, namespace: &str, route: &str) -> (u64, u64) {
+        self.routed
+            .iter()
+            .filter(|((ns, r, _, _), _)| ns == namespace && r == route)
+            .fold((0, 0), |(ok, failed), ((_, _, _, code), n)| {
+                if *code < 400 {
+                    (ok + n, failed)
+                } else {
+                    (ok, failed + n)
+                }
+            })
+    }
+
     /// Drops the per-pod series of pods that are gone, as their scrape target would vanish.
     pub fn retain_pods(&mut self, live: &HashSet<(String, String)>) {
         self.podinfo

@@ -1,7 +1,8 @@
 //! `make demo`: Serin at work on the local cluster. Brings the cluster up (or reuses it), installs Serin's
 //! CRDs, runs the controller, deploys podinfo behind a Canary with simulated traffic, then rolls out a good
 //! version (promoted) and a faulty one (rolled back), printing as it happens the canary's phase, the
-//! route's weights, the traffic split that Prometheus sees, and the checks' values.
+//! route's weights, the traffic split that Prometheus sees, and the checks' values; then the Slack messages a
+//! loopback receiver got for the promotion and for the rollback.
 //!
 //! Usage: serin-demo <path to the serin binary>
 
@@ -12,7 +13,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
-use serin::api::{Canary, CanaryStatus, Phase};
+use serin::api::{AlertProvider, Canary, CanaryStatus, Phase};
+use serin_e2e::receiver::Receiver;
 use serin_e2e::{
     SerinProcess, apply, client, cluster, httproute_resource, install_crds, prometheus_value,
     wait_for,
@@ -36,11 +38,46 @@ fn canary() -> Value {
         "apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
         "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": 9898, "gatewayRefs": [{"name": "public-gateway"}], "hosts": ["podinfo.local"]},
-            "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2, "metrics": [
+            "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
+                "alerts": [{"name": "deploys", "severity": "info", "providerRef": {"name": "slack"}}],
+                "metrics": [
                 {"name": "request-success-rate", "interval": "15s", "thresholdRange": {"min": 99}},
                 {"name": "request-duration", "interval": "15s", "thresholdRange": {"max": 500}}
             ]}}
     })
+}
+
+/// A Slack AlertProvider whose webhook is the loopback receiver (in a real cluster, the address comes
+/// from a Secret).
+fn slack(receiver: &Receiver) -> Value {
+    json!({"apiVersion": "serin.dev/v1beta1", "kind": "AlertProvider", "metadata": {"name": "slack"},
+        "spec": {"type": "slack", "channel": "deploys", "username": "serin", "address": format!("{}/slack", receiver.url)}})
+}
+
+/// Prints the Slack message the receiver got whose text starts with `text`, as Slack received it.
+async fn print_slack(receiver: &Receiver, text: &str) {
+    let body = wait_for(
+        &format!("the Slack message {text:?}"),
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            receiver
+                .received("/slack")
+                .into_iter()
+                .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+                .find(|b| {
+                    b["attachments"][0]["text"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with(text))
+                })
+                .ok_or_else(|| format!("{} messages so far", receiver.received("/slack").len()))
+        },
+    )
+    .await;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
 }
 
 /// A fresh namespace: the demo's objects from an earlier run are removed first.
@@ -177,12 +214,14 @@ async fn main() {
     );
     install_crds(&client).await;
     fresh_namespace(&client).await;
+    let receiver = Receiver::start().await;
+    apply::<AlertProvider>(&client, NS, slack(&receiver)).await;
     let serin = SerinProcess::start(&serin_bin, NS, "demo").await;
     println!("serin run --namespace {NS} (log: {})", serin.log.display());
     let clock = Instant::now();
 
     println!(
-        "\npodinfo 6.0.0 (3 replicas) with a Canary: interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s"
+        "\npodinfo 6.0.0 (3 replicas) with a Canary: interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s,\nalerts to Slack (a loopback receiver stands in for it)"
     );
     apply::<Deployment>(&client, NS, podinfo("6.0.0", 0.0)).await;
     apply::<Canary>(&client, NS, canary()).await;
@@ -208,6 +247,8 @@ async fn main() {
     apply::<Deployment>(&client, NS, podinfo("6.0.1", 0.0)).await;
     let before = follow(&client, &clock, before).await.last_applied_spec;
     println!("podinfo-primary now runs {}.", primary_image(&client).await);
+    println!("\nThe promotion, as Slack received it:");
+    print_slack(&receiver, "Canary analysis completed successfully").await;
 
     // The built-in queries select the target's pods by name, which 6.0.1's canary pods share with 6.0.2's:
     // until they are out of the checks' window, their clean requests would dilute 6.0.2's errors.
@@ -229,6 +270,8 @@ async fn main() {
         "podinfo-primary still runs {}.",
         primary_image(&client).await
     );
+    println!("\nThe rollback, as Slack received it:");
+    print_slack(&receiver, "Failed checks threshold reached").await;
     println!(
         "Look around: {}/kubectl --kubeconfig {} -n {NS} get canaries,deploy,svc,httproutes,events",
         env.get("SERIN_BIN"),
