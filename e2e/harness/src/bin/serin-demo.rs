@@ -54,30 +54,29 @@ fn slack(receiver: &Receiver) -> Value {
         "spec": {"type": "slack", "channel": "deploys", "username": "serin", "address": format!("{}/slack", receiver.url)}})
 }
 
-/// Prints the Slack message the receiver got whose text starts with `text`, as Slack received it.
+/// Prints the Slack message the receiver got whose text starts with `text`, byte for byte as Slack
+/// received it.
 async fn print_slack(receiver: &Receiver, text: &str) {
     let body = wait_for(
         &format!("the Slack message {text:?}"),
         Duration::from_secs(20),
         Duration::from_millis(200),
         || async {
-            receiver
-                .received("/slack")
-                .into_iter()
-                .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
-                .find(|b| {
-                    b["attachments"][0]["text"]
-                        .as_str()
-                        .is_some_and(|t| t.starts_with(text))
+            let got = receiver.received("/slack");
+            got.iter()
+                .find(|r| {
+                    serde_json::from_str::<Value>(&r.body).is_ok_and(|b| {
+                        b["attachments"][0]["text"]
+                            .as_str()
+                            .is_some_and(|t| t.starts_with(text))
+                    })
                 })
-                .ok_or_else(|| format!("{} messages so far", receiver.received("/slack").len()))
+                .map(|r| r.body.clone())
+                .ok_or_else(|| format!("{} messages so far", got.len()))
         },
     )
     .await;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&body).unwrap_or_default()
-    );
+    println!("{body}");
 }
 
 /// A fresh namespace: the demo's objects from an earlier run are removed first.
