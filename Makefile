@@ -18,10 +18,11 @@ test:
 	cargo test -p serin-e2e --test teardown -- --ignored
 
 # The measurements quoted in closing notes, on the local cluster: target update to Progressing, API reads and
-# writes per canary run, serin's peak memory, Prometheus queries per check round, and the demo's run time.
+# writes per canary run, serin's peak memory, Prometheus queries per check round, a rollout's duration with a
+# receiver that never answers beside one without alerts, and the demo's run time.
 bench:
 	e2e/cluster/up >/dev/null
-	@set -o pipefail; cargo test --quiet --test lifecycle --test analysis -- --nocapture --test-threads 1 2>&1 \
+	@set -o pipefail; cargo test --quiet --test lifecycle --test analysis --test alerts -- --nocapture --test-threads 1 2>&1 \
 	| grep -o 'measured:.*'
 	@start=$$(date +%s) && $(MAKE) --no-print-directory demo >/dev/null && \
 	echo "measured: make demo took $$(( $$(date +%s) - start ))s"
