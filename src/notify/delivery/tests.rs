@@ -1,5 +1,5 @@
 //! The delivery queue against a real loopback receiver: retries, Retry-After, a hanging receiver, and a
-//! full queue.
+//! full queue, a proxy.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -14,6 +14,8 @@ use super::*;
 struct Seen {
     calls: AtomicU32,
     auth: Mutex<Vec<String>>,
+    /// The request targets a proxy was asked for.
+    proxied: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -41,6 +43,15 @@ async fn receiver() -> (String, Arc<Seen>) {
                 }
                 StatusCode::OK
             }),
+        )
+        .route(
+            "/via-proxy",
+            post(
+                |State(s): State<Arc<Seen>>, uri: axum::http::Uri| async move {
+                    s.proxied.lock().unwrap().push(uri.to_string());
+                    StatusCode::OK
+                },
+            ),
         )
         .route(
             "/down",
@@ -199,5 +210,25 @@ async fn pushing_never_waits_on_a_hanging_receiver_and_a_full_queue_drops_info_f
             .count(),
         0,
         "the info item went first"
+    );
+}
+
+#[tokio::test]
+async fn a_providers_proxy_carries_the_delivery() {
+    let (proxy, seen) = receiver().await;
+    let counts = Arc::new(Counts::default());
+    let q = queue(counts.clone(), Arc::default());
+    // A host that resolves nowhere: only the proxy can deliver it.
+    let mut d = delivery(
+        "http://hooks.slack.invalid/via-proxy".into(),
+        Severity::Info,
+    );
+    d.proxy = Some(proxy);
+    q.push(d);
+    settle(&counts, 1).await;
+    assert_eq!(counts.0.lock().unwrap()[0].1, "delivered");
+    assert_eq!(
+        *seen.proxied.lock().unwrap(),
+        ["http://hooks.slack.invalid/via-proxy"]
     );
 }
