@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use serin::api::{AlertProvider, Phase};
 use serin_e2e::podinfo::{annotated, deployment, image_of, setup, status, wait_phase};
 use serin_e2e::receiver::Receiver;
-use serin_e2e::{SerinProcess, apply, prometheus_query, wait_for};
+use serin_e2e::{SerinProcess, apply, event_notes, prometheus_query, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -255,19 +255,6 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
     let tries = rx.received("/fail");
     assert!(tries.len() >= 2, "retried: {} tries", tries.len());
     assert!(tries.iter().all(|t| t.body == tries[0].body));
-}
-
-/// The notes of the Canary's events with this reason.
-async fn event_notes(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
-    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-        .list(&Default::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 /// A rollout with every alert going to a receiver that never answers, beside the same rollout without

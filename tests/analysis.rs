@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::Api;
 use kube::runtime::reflector;
 use serde_json::{Value, json};
 use serin::api::{Canary, CanaryStatus, CheckStatus, CheckVerdict, MetricTemplate, Phase};
@@ -20,7 +18,8 @@ use serin_e2e::podinfo::{
     annotated, deployment, image_of, route_weight, setup, wait_phase, weights_until,
 };
 use serin_e2e::{
-    SerinProcess, apply, apply_httproute, client, cluster, namespace, prometheus_value, wait_for,
+    SerinProcess, apply, apply_httproute, client, cluster, event_notes, namespace,
+    prometheus_value, wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -79,20 +78,6 @@ fn ready_message(status: &CanaryStatus) -> String {
         .find(|c| c.type_ == "Ready")
         .and_then(|c| c.message.clone())
         .unwrap_or_default()
-}
-
-/// The notes of the Canary's events with this reason, oldest first.
-async fn events(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&Default::default())
-        .await
-        .expect("listing events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect();
-    events.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
-    events.into_iter().filter_map(|e| e.note).collect()
 }
 
 /// After a rollback: the route at 100/0, the primary untouched on 1.0.0, the canary at zero replicas.
@@ -191,7 +176,7 @@ async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks() {
     );
     assert_rolled_back(&client, &ns).await;
     // Each failed check is an event of its own, with its own value.
-    let notes = events(&client, &ns, "CheckFailed").await;
+    let notes = event_notes(&client, &ns, "CheckFailed").await;
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(
         notes

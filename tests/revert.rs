@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ResourceQuota, Service};
-use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin_e2e::podinfo::{deployment, image_of, setup, wait_phase};
-use serin_e2e::{SerinProcess, apply, httproute_resource, wait_for};
+use serin_e2e::{SerinProcess, apply, event_notes, httproute_resource, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -50,18 +49,6 @@ async fn route(client: &Client, ns: &str) -> (serde_json::Value, usize) {
         .expect("the route stays");
     let owners = r.metadata.owner_references.unwrap_or_default().len();
     (r.data["spec"]["rules"][0]["backendRefs"].clone(), owners)
-}
-
-async fn warning_notes(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 #[tokio::test]
@@ -135,7 +122,7 @@ async fn deleting_a_failed_canary_keeps_the_primary_serving() {
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(40)).await;
     delete_and_wait_gone(&client, &ns, Duration::from_secs(30)).await;
-    let notes = warning_notes(&client, &ns, "KeptPrimary").await;
+    let notes = event_notes(&client, &ns, "KeptPrimary").await;
     assert!(
         notes
             .iter()
@@ -234,8 +221,8 @@ async fn a_target_that_never_gets_ready_releases_the_finalizer_at_the_deadline()
     .await;
     let took = delete_and_wait_gone(&client, &ns, Duration::from_secs(40)).await;
     eprintln!("measured: the finalizer went {took:?} after the deletion (deadline 10s)");
-    let notes = warning_notes(&client, &ns, "KeptPrimary").await;
-    let reverted = warning_notes(&client, &ns, "Reverted").await;
+    let notes = event_notes(&client, &ns, "KeptPrimary").await;
+    let reverted = event_notes(&client, &ns, "Reverted").await;
     assert!(
         reverted.is_empty(),
         "reverted to a target that could not be ready: {reverted:?}"

@@ -203,6 +203,21 @@ where
     }
 }
 
+/// The notes of the events in `namespace` with this reason, oldest first.
+pub async fn event_notes(client: &Client, namespace: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let mut events: Vec<Event> = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("listing the events of {namespace}: {e}"))
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect();
+    events.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+    events.into_iter().filter_map(|e| e.note).collect()
+}
+
 /// An instant query's result: the value of each sample in the vector (or the scalar).
 pub async fn prometheus_query(expr: &str) -> anyhow::Result<Vec<f64>> {
     let base = cluster().await.prometheus();
