@@ -151,15 +151,19 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
         "Failed checks threshold reached 1",
     ];
     wait_for(
-        "every alert at the receiver",
+        "every alert at every receiver",
         Duration::from_secs(20),
         Duration::from_millis(100),
         || async {
-            let got = texts(&rx, "/slack");
-            if got.len() >= expected.len() {
+            let short: Vec<_> = ["/slack", "/teams", "/discord", "/rocket", "/gchat"]
+                .into_iter()
+                .map(|p| (p, alerts(&rx, p).len()))
+                .filter(|(_, n)| *n < expected.len())
+                .collect();
+            if short.is_empty() {
                 Ok(())
             } else {
-                Err(format!("{got:?}"))
+                Err(format!("{short:?}"))
             }
         },
     )
@@ -327,16 +331,21 @@ async fn a_receiver_that_never_answers_leaves_the_steps_on_schedule() {
         rollout(a.clone(), "podinfo:2.0.0"),
         rollout(b.clone(), "podinfo:2.0.0")
     );
+    // One delivery per target at a time: the dead receiver holds its first alert, the rest wait behind it.
     let sent = rx.received("/hang").len();
-    assert!(sent >= 3, "every alert of a's rollout was sent: {sent}");
+    assert!(sent >= 1, "a's alerts went to the hanging receiver: {sent}");
     alerts(&a, false).await;
     alerts(&b, true).await;
     let (none_2, dead_2) = tokio::join!(
         rollout(a.clone(), "podinfo:3.0.0"),
         rollout(b.clone(), "podinfo:3.0.0")
     );
-    let sent_b = rx.received("/hang").len() - sent;
-    assert!(sent_b >= 3, "every alert of b's rollout was sent: {sent_b}");
+    let hanging_b = rx
+        .received("/hang")
+        .iter()
+        .filter(|r| r.body.contains(&format!("podinfo.{b}")))
+        .count();
+    assert!(hanging_b >= 1, "b's alerts went to the hanging receiver");
     let (dead, none) = ((dead_1 + dead_2) / 2.0, (none_1 + none_2) / 2.0);
     eprintln!(
         "measured: a 5-step rollout (interval 1s) took {dead:.2}s with every alert sent to a receiver that never answers, {none:.2}s without alerts (means of 2 side-by-side runs, the alerts swapped between them: {dead_1:.2}s beside {none_1:.2}s, then {dead_2:.2}s beside {none_2:.2}s)"

@@ -257,6 +257,8 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
     let after = writes(&a).await;
     let fenced = a.metric("serin_fenced_writes_total").await.unwrap_or(0.0);
     wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    // The route went back to 0 just before Succeeded: one more look, as the recorder polls every 40 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     recorder.abort();
     let weights = seen.lock().unwrap().clone();
     eprintln!(

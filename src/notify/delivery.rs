@@ -1,8 +1,9 @@
 //! Delivery off the reconcile path: a bounded queue and workers that POST with retries. Nothing waits on
-//! it: a dead or hanging receiver costs a worker's attempt timeouts, never a tick. Full, the queue drops
+//! it: a dead or hanging receiver costs a worker's attempt timeouts, never a tick. One delivery per target
+//! at a time: each target gets its messages in order, and a dead one holds one worker, not all of them. Full, the queue drops
 //! its oldest info alert first (else its oldest item), and counts the drop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +65,8 @@ pub trait Counter: Send + Sync {
 
 pub struct Queue {
     items: Mutex<VecDeque<Delivery>>,
+    /// The targets with a delivery in flight.
+    busy: Mutex<BTreeSet<String>>,
     ready: Notify,
     capacity: usize,
     counter: Arc<dyn Counter>,
@@ -80,6 +83,7 @@ impl Queue {
     ) -> Arc<Queue> {
         let q = Arc::new(Queue {
             items: Mutex::new(VecDeque::new()),
+            busy: Mutex::new(BTreeSet::new()),
             ready: Notify::new(),
             capacity,
             counter,
@@ -94,8 +98,12 @@ impl Queue {
                     Err(_) => return,
                 };
                 let item = worker.pop().await;
-                let (clients, counter, on_failure) =
-                    (clients.clone(), worker.counter.clone(), on_failure.clone());
+                let (clients, counter, on_failure, queue) = (
+                    clients.clone(),
+                    worker.counter.clone(),
+                    on_failure.clone(),
+                    worker.clone(),
+                );
                 tokio::spawn(async move {
                     let outcome = send(&clients, &item, retry).await;
                     match outcome {
@@ -106,6 +114,7 @@ impl Queue {
                             on_failure(&item, &why);
                         }
                     }
+                    queue.done(&item.target);
                     drop(permit);
                 });
             }
@@ -132,17 +141,31 @@ impl Queue {
         self.ready.notify_one();
     }
 
+    /// The oldest delivery whose target has none in flight, marked in flight.
     async fn pop(&self) -> Delivery {
         loop {
             {
                 let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(d) = items.pop_front() {
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = items.iter().position(|d| !busy.contains(&d.target))
+                    && let Some(d) = items.remove(i)
+                {
+                    busy.insert(d.target.clone());
                     self.counter.depth(items.len());
                     return d;
                 }
             }
             self.ready.notified().await;
         }
+    }
+
+    /// A delivery to `target` ended: its next one may go.
+    fn done(&self, target: &str) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target);
+        self.ready.notify_one();
     }
 }
 

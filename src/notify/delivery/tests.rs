@@ -178,9 +178,12 @@ async fn pushing_never_waits_on_a_hanging_receiver_and_a_full_queue_drops_info_f
     let counts = Arc::new(Counts::default());
     let q = queue(counts.clone(), Arc::default());
     let start = std::time::Instant::now();
-    // Two workers hang on the first two; four wait in the queue; more push out info items first.
-    for _ in 0..2 {
-        q.push(delivery(format!("{base}/hang"), Severity::Error));
+    // Two workers hang on the first two (two targets: one delivery per target at a time); four wait in
+    // the queue; more push out info items first.
+    for target in ["hanging a", "hanging b"] {
+        let mut d = delivery(format!("{base}/hang"), Severity::Error);
+        d.target = target.into();
+        q.push(d);
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     q.push(delivery(format!("{base}/hang"), Severity::Info));
@@ -230,5 +233,38 @@ async fn a_providers_proxy_carries_the_delivery() {
     assert_eq!(
         *seen.proxied.lock().unwrap(),
         ["http://hooks.slack.invalid/via-proxy"]
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_target_holds_one_worker_and_the_others_deliver_in_order() {
+    let (base, seen) = receiver().await;
+    let counts = Arc::new(Counts::default());
+    let q = queue(counts.clone(), Arc::default());
+    // Four items: the queue holds four.
+    for _ in 0..2 {
+        let mut d = delivery(format!("{base}/hang"), Severity::Error);
+        d.target = "dead".into();
+        q.push(d);
+    }
+    for _ in 0..2 {
+        let mut d = delivery(format!("{base}/ok"), Severity::Info);
+        d.target = "live".into();
+        q.push(d);
+    }
+    // Two workers: the dead target's first delivery takes one (three attempts of 300 ms), the live
+    // target's go through the other, before anything of the dead one's ends.
+    settle(&counts, 2).await;
+    assert_eq!(
+        counts.0.lock().unwrap()[..2],
+        [
+            ("slack".to_string(), "delivered".to_string()),
+            ("slack".to_string(), "delivered".to_string())
+        ]
+    );
+    assert_eq!(
+        seen.calls.load(Ordering::SeqCst),
+        3,
+        "one dead call, two live"
     );
 }
