@@ -4,10 +4,11 @@ SHELL := /bin/bash
 
 .PHONY: demo test unit bench crds cluster-up cluster-down
 
-# The main job on the local cluster (brought up if it isn't).
+# The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio).
+PROVIDER ?= gatewayapi
 demo:
 	cargo build --quiet -p serin --bin serin
-	cargo run --quiet -p serin-e2e --bin serin-demo -- $${CARGO_TARGET_DIR:-target}/debug/serin
+	cargo run --quiet -p serin-e2e --bin serin-demo -- $${CARGO_TARGET_DIR:-target}/debug/serin $(PROVIDER)
 
 # Every test, the end-to-end ones included, against one local cluster brought up for the run and torn down
 # at the end (the teardown test, run last, checks that `down` leaves nothing behind).

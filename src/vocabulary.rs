@@ -104,8 +104,18 @@ impl Builtin {
 pub enum RouterKind {
     /// Gateway API HTTPRoute (gateway.networking.k8s.io/v1).
     GatewayApi,
+    /// Istio VirtualService and DestinationRules (networking.istio.io/v1).
+    Istio,
     /// Plain Services: blue/green without traffic shifting.
     Kubernetes,
+}
+
+impl RouterKind {
+    pub const ALL: [RouterKind; 3] = [
+        RouterKind::GatewayApi,
+        RouterKind::Istio,
+        RouterKind::Kubernetes,
+    ];
 }
 
 /// The router that drives a provider, if Serin has one yet.
@@ -113,8 +123,8 @@ pub fn router_for(provider: Provider) -> Option<RouterKind> {
     match provider {
         Provider::GatewayApi | Provider::GatewayApiV1 => Some(RouterKind::GatewayApi),
         Provider::Kubernetes => Some(RouterKind::Kubernetes),
+        Provider::Istio => Some(RouterKind::Istio),
         Provider::GatewayApiV1beta1
-        | Provider::Istio
         | Provider::Linkerd
         | Provider::SmiV1alpha1
         | Provider::SmiV1alpha2

@@ -325,7 +325,7 @@ async fn a_metric_template_with_variables_drives_a_check() {
 
 /// The istio family's built-in queries, run by Serin's checks against the real Prometheus while the
 /// simulator sends traffic through an HTTPRoute to two workloads: one good, one failing 20% and slow.
-/// (Serin routes no Istio VirtualServices yet, so this runs the checks without the lifecycle around them.)
+/// (The lifecycle through a VirtualService, with these queries, is in tests/istio.rs.)
 #[tokio::test]
 async fn istio_built_in_checks_judge_real_traffic() {
     let client = client().await;

@@ -215,3 +215,32 @@ async fn a_deleted_canary_leaves_no_series_on_metrics() {
     )
     .await;
 }
+
+/// Optional kinds are watched only where the cluster serves them: discovery against the real API server
+/// tells a served CRD (Istio's, in the test world), a built-in group (autoscaling/v2) and a group no one
+/// serves apart, so Serin does not retry a watch that can never start.
+#[tokio::test]
+async fn discovery_tells_which_optional_kinds_the_cluster_serves() {
+    use kube::api::ApiResource;
+    use kube::core::GroupVersionKind;
+    use serin::controller::discovery::served;
+    let client = client().await;
+    assert!(served(&client, &serin::routing::istio::virtual_services()).await);
+    assert!(served(&client, &serin::routing::istio::destination_rules()).await);
+    let hpa = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+        "horizontalpodautoscalers",
+    );
+    assert!(served(&client, &hpa).await);
+    let nowhere = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.invalid", "v1", "Thing"),
+        "things",
+    );
+    assert!(!served(&client, &nowhere).await);
+    // A served group version without the resource.
+    let missing = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway"),
+        "gateways",
+    );
+    assert!(!served(&client, &missing).await);
+}

@@ -152,11 +152,22 @@ pub async fn act(
 
     // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
     // route, read back, sends them nothing (the decision waits for that).
-    if let (Some(traffic), Some(router)) = (desired.traffic, obs.router)
-        && let Some(ar) = router.resource()
-    {
+    if let (Some(traffic), Some(router)) = (desired.traffic, obs.router) {
+        let kinds = router.resources();
         for route in router.desired(canary, traffic)? {
-            let cached = obs.routes.iter().find(|r| r.name_any() == route.name_any());
+            let kind = route
+                .types
+                .as_ref()
+                .map(|t| t.kind.as_str())
+                .unwrap_or_default();
+            let Some(ar) = kinds.iter().find(|ar| ar.kind == kind) else {
+                continue;
+            };
+            let cached = obs
+                .routes
+                .iter()
+                .find(|(a, r)| a.kind == ar.kind && r.name_any() == route.name_any())
+                .map(|(_, r)| r);
             if let Some(c) = cached
                 && !owned_by(&c.metadata, canary)
             {
@@ -165,7 +176,7 @@ pub async fn act(
             writes += u32::from(write(
                 apply(
                     &ctx.client,
-                    &ar,
+                    ar,
                     cached.map(|c| to_json(&**c)),
                     &to_json(&route),
                     false,

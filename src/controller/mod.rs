@@ -4,6 +4,7 @@
 mod act;
 pub mod apply;
 mod client;
+pub mod discovery;
 mod events;
 pub mod leader;
 mod mapping;
@@ -111,14 +112,15 @@ impl Context {
     /// The untyped caches a Canary is observed from besides every Canary's: its provider's routes, its
     /// autoscaler's kind.
     fn resources_of(&self, canary: &Canary) -> Vec<ApiResource> {
-        let route = router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
-            .and_then(|k| k.router().resource());
+        let routes = router_for(canary.spec.provider.unwrap_or(self.defaults.provider))
+            .map(|k| k.router().resources())
+            .unwrap_or_default();
         let scaler = canary
             .spec
             .autoscaler_ref
             .as_ref()
             .map(|r| scaler::resource(scaler::kind_of(r)));
-        route.into_iter().chain(scaler).collect()
+        routes.into_iter().chain(scaler).collect()
     }
 
     /// The caches that do not hold a full list yet: the ones every Canary is observed from, and the
@@ -339,16 +341,35 @@ async fn lead(
                 canaries_using(&c.metadata, ConfigKind::Secret, &s4, &w4)
             })
     };
-    let routes = [RouterKind::GatewayApi, RouterKind::Kubernetes]
+    let routes = RouterKind::ALL
         .into_iter()
-        .filter_map(|kind| kind.router().resource());
+        .flat_map(|kind| kind.router().resources());
     let scalers = [
         AutoscalerKind::HorizontalPodAutoscaler,
         AutoscalerKind::ScaledObject,
     ]
     .into_iter()
     .map(scaler::resource);
+    let mut optional: Vec<ApiResource> = Vec::new();
     for ar in routes.chain(scalers) {
+        if !optional
+            .iter()
+            .any(|o| o.kind == ar.kind && o.group == ar.group)
+        {
+            optional.push(ar);
+        }
+    }
+    for ar in optional {
+        // A mesh's or KEDA's kinds are watched only where the cluster serves them: a watch on a kind
+        // without its CRD fails for ever, filling the log. Canaries that need one wait, naming it.
+        if !discovery::served(&client, &ar).await {
+            info!(
+                kind = %ar.kind,
+                api_version = %ar.api_version,
+                "not watched: this cluster does not serve it (install its CRD, then restart Serin)"
+            );
+            continue;
+        }
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let reader = writer.as_reader();
         let api = match &config.namespace {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::DynamicObject;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use super::Context;
 use crate::api::Canary;
 use crate::decision::settings::Settings;
 use crate::decision::{Manual, Observed, Primary, Readiness, Target};
-use crate::routing::{Router, ServiceNames, router_for};
+use crate::routing::{Router, router_for};
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
 use crate::workload::readiness::readiness;
@@ -42,7 +42,8 @@ pub struct Observation {
     pub config_copies: Vec<Value>,
     pub tracked_configs: BTreeMap<String, String>,
     pub router: Option<&'static dyn Router>,
-    pub routes: Vec<Arc<DynamicObject>>,
+    /// The routing objects Serin writes for the Canary that exist, with their kind.
+    pub routes: Vec<(ApiResource, Arc<DynamicObject>)>,
     /// The target's autoscaler (autoscalerRef), and the primary's copy of it if it exists.
     pub scaler: Option<Arc<DynamicObject>>,
     pub primary_scaler: Option<Arc<DynamicObject>>,
@@ -158,16 +159,23 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     };
 
     let router = router_for(canary.spec.provider.unwrap_or(defaults.provider)).map(|k| k.router());
-    let names = ServiceNames::of(canary);
-    let routes: Vec<Arc<DynamicObject>> = match (router, router.and_then(|r| r.resource())) {
-        (Some(_), Some(ar)) => ctx
-            .dynamic_store(&ar)
-            .and_then(|s| s.get(&ObjectRef::new_with(&names.apex, ar.clone()).within(&ns)))
-            .into_iter()
-            .collect(),
-        _ => Vec::new(),
-    };
-    let routed = router.and_then(|r| routes.first().and_then(|route| r.traffic(canary, route)));
+    // The routing objects Serin writes for this Canary, as the caches hold them; the first carries the split.
+    let wanted = router.map(|r| r.objects(canary)).unwrap_or_default();
+    let routes: Vec<(ApiResource, Arc<DynamicObject>)> = wanted
+        .iter()
+        .filter_map(|(ar, name)| {
+            let store = ctx.dynamic_store(ar)?;
+            let object = store.get(&ObjectRef::new_with(name, ar.clone()).within(&ns))?;
+            Some((ar.clone(), object))
+        })
+        .collect();
+    let routed = router.and_then(|r| {
+        let (carrier, name) = wanted.first()?;
+        routes
+            .iter()
+            .find(|(ar, o)| ar.kind == carrier.kind && o.name_any() == *name)
+            .and_then(|(_, route)| r.traffic(canary, route))
+    });
 
     let observed = Observed {
         now: Timestamp::now(),

@@ -5,19 +5,19 @@
 
 use crate::api::CanarySpec;
 use crate::api::{Analysis, Provider};
-use crate::vocabulary::router_for;
+use crate::vocabulary::{RouterKind, router_for};
 
 /// Why a Canary can't run at all yet.
 pub fn blocking(provider: Provider) -> Option<String> {
     router_for(provider).is_none().then(|| {
         format!(
-            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, kubernetes)"
+            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, kubernetes)"
         )
     })
 }
 
-/// Paths of the fields given in the spec that Serin accepts but does not act on yet.
-pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
+/// Paths of the fields given in the spec that Serin accepts but does not act on yet with `provider`.
+pub fn unsupported_fields(spec: &CanarySpec, provider: Provider) -> Vec<String> {
     let mut out = Vec::new();
     let mut note = |present: bool, path: &str| {
         if present {
@@ -28,17 +28,22 @@ pub fn unsupported_fields(spec: &CanarySpec) -> Vec<String> {
     note(spec.route_ref.is_some(), "spec.routeRef");
     note(spec.upstream_ref.is_some(), "spec.upstreamRef");
     let s = &spec.service;
-    note(s.timeout.is_some(), "spec.service.timeout");
+    // The Istio router passes these into the VirtualService and DestinationRules.
+    let istio = router_for(provider) == Some(RouterKind::Istio);
+    note(s.timeout.is_some() && !istio, "spec.service.timeout");
     note(s.backend_timeout.is_some(), "spec.service.backendTimeout");
-    note(!s.gateways.is_empty(), "spec.service.gateways");
-    note(s.delegation, "spec.service.delegation");
-    note(s.traffic_policy.is_some(), "spec.service.trafficPolicy");
-    note(s.r#match.is_some(), "spec.service.match");
-    note(s.rewrite.is_some(), "spec.service.rewrite");
-    note(s.retries.is_some(), "spec.service.retries");
-    note(s.headers.is_some(), "spec.service.headers");
+    note(!s.gateways.is_empty() && !istio, "spec.service.gateways");
+    note(s.delegation && !istio, "spec.service.delegation");
+    note(
+        s.traffic_policy.is_some() && !istio,
+        "spec.service.trafficPolicy",
+    );
+    note(s.r#match.is_some() && !istio, "spec.service.match");
+    note(s.rewrite.is_some() && !istio, "spec.service.rewrite");
+    note(s.retries.is_some() && !istio, "spec.service.retries");
+    note(s.headers.is_some() && !istio, "spec.service.headers");
     note(s.mirror.is_some(), "spec.service.mirror");
-    note(s.cors_policy.is_some(), "spec.service.corsPolicy");
+    note(s.cors_policy.is_some() && !istio, "spec.service.corsPolicy");
     note(s.mesh_name.is_some(), "spec.service.meshName");
     note(!s.backends.is_empty(), "spec.service.backends");
     note(

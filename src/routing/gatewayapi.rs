@@ -127,8 +127,15 @@ impl Router for GatewayApiRouter {
         "gatewayapi"
     }
 
-    fn resource(&self) -> Option<ApiResource> {
-        Some(ApiResource::from_gvk_with_plural(&gvk(), "httproutes"))
+    fn resources(&self) -> Vec<ApiResource> {
+        vec![ApiResource::from_gvk_with_plural(&gvk(), "httproutes")]
+    }
+
+    fn objects(&self, canary: &Canary) -> Vec<(ApiResource, String)> {
+        self.resources()
+            .into_iter()
+            .map(|ar| (ar, ServiceNames::of(canary).apex))
+            .collect()
     }
 
     fn desired(

@@ -14,8 +14,12 @@ impl Router for KubernetesRouter {
         "kubernetes"
     }
 
-    fn resource(&self) -> Option<ApiResource> {
-        None
+    fn resources(&self) -> Vec<ApiResource> {
+        Vec::new()
+    }
+
+    fn objects(&self, _: &Canary) -> Vec<(ApiResource, String)> {
+        Vec::new()
     }
 
     fn desired(&self, _: &Canary, _: Traffic) -> Result<Vec<DynamicObject>, RoutingError> {

@@ -2,6 +2,7 @@
 //! objects. One file per provider behind one trait; the registry says which providers Serin can drive.
 
 pub mod gatewayapi;
+pub mod istio;
 pub mod kubernetes;
 pub mod services;
 
@@ -15,6 +16,7 @@ impl RouterKind {
     pub fn router(self) -> &'static dyn Router {
         match self {
             RouterKind::GatewayApi => &gatewayapi::GatewayApiRouter,
+            RouterKind::Istio => &istio::IstioRouter,
             RouterKind::Kubernetes => &kubernetes::KubernetesRouter,
         }
     }
@@ -65,9 +67,12 @@ pub enum RoutingError {
 /// apply under Serin's field manager and reads them back from its watch cache.
 pub trait Router: Send + Sync {
     fn name(&self) -> &'static str;
-    /// The kind of routing object this router writes and reads back, if any.
-    fn resource(&self) -> Option<ApiResource>;
-    /// The routing objects for this traffic, holding only the fields Serin owns.
+    /// The kinds of routing objects this router writes, the one whose object carries the split first.
+    fn resources(&self) -> Vec<ApiResource>;
+    /// The routing objects this router writes for a Canary, by kind and name; the first carries the
+    /// split and is the one [`Router::traffic`] reads.
+    fn objects(&self, canary: &Canary) -> Vec<(ApiResource, String)>;
+    /// The routing objects for this traffic, holding only the fields Serin owns, each with its type.
     fn desired(
         &self,
         canary: &Canary,

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use crate::metrics::{Metrics, Routed, Served};
-use crate::model::{BackendTarget, RequestMatch, ServiceKey, SimRoute, WeightedBackend, World};
+use crate::model::{
+    BackendTarget, Precedence, RequestMatch, ServiceKey, SimRoute, WeightedBackend, World,
+};
 use crate::rng::SplitMix64;
 
 pub struct Engine {
@@ -118,8 +120,12 @@ fn simulate_request(
         .map_or(&no_headers, |class| &class.headers);
 
     // Of the rules that match, the one whose match names the most headers wins (Gateway API precedence,
-    // reduced to the conditions the simulator models); ties go to the earlier rule.
-    let specificity = |m: &RequestMatch| m.headers.len();
+    // reduced to the conditions the simulator models), ties going to the earlier rule; or, for a route
+    // whose rules are taken in order, the first.
+    let specificity = |m: &RequestMatch| match route.precedence {
+        Precedence::MostSpecific => m.headers.len(),
+        Precedence::FirstMatch => 0,
+    };
     let chosen = route
         .rules
         .iter()
@@ -237,6 +243,7 @@ mod tests {
             rules,
             rps,
             request_mix: vec![],
+            precedence: Precedence::MostSpecific,
         }
     }
 

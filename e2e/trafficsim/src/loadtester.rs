@@ -13,7 +13,9 @@ use serin::loadtester::command::{LoadSpec, Tool};
 use serin::loadtester::load::{LoadReport, LoadRunner};
 
 use crate::engine::Engine;
-use crate::model::{BackendTarget, RequestClass, ServiceKey, SimRoute, SimRule, WeightedBackend};
+use crate::model::{
+    BackendTarget, Precedence, RequestClass, ServiceKey, SimRoute, SimRule, WeightedBackend,
+};
 
 /// The provider name of the routes a load makes (the simulator's own counter carries it).
 pub const PROVIDER: &str = "loadtester";
@@ -126,6 +128,7 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
                 headers,
             }]
         },
+        precedence: Precedence::MostSpecific,
     };
     Ok((route, duration))
 }

@@ -22,6 +22,18 @@ pub struct SimRoute {
     pub rps: f64,
     /// Kinds of requests by share of the traffic; what is left of 1.0 carries no special headers.
     pub request_mix: Vec<RequestClass>,
+    /// How a request picks among the rules that match it.
+    pub precedence: Precedence,
+}
+
+/// Which of the rules that match a request serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precedence {
+    /// The one whose match names the most headers; ties go to the earlier (Gateway API).
+    #[default]
+    MostSpecific,
+    /// The first in order (Istio's VirtualService).
+    FirstMatch,
 }
 
 impl SimRoute {

@@ -57,14 +57,14 @@ fn specs_the_core_cannot_run_say_why() {
         );
     }
     let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
-    s.provider = Some(Provider::Istio);
+    s.provider = Some(Provider::Linkerd);
     let mut w = World::new(s);
     let d = w.tick(None);
     assert_eq!(d.events[0].reason, Reason::NotSupported);
     assert!(
         w.condition("Stalled")
             .1
-            .contains("istio is not supported yet")
+            .contains("linkerd is not supported yet")
     );
 }
 
@@ -79,4 +79,26 @@ fn fields_not_acted_on_yet_are_named() {
         message.contains("spec.analysis.sessionAffinity"),
         "{message}"
     );
+}
+
+#[test]
+fn the_service_fields_istio_acts_on_are_not_named_for_istio() {
+    let with_istio_fields = |provider: Provider| {
+        let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
+        s.provider = Some(provider);
+        s.service.timeout = Some("30s".into());
+        s.service.gateways = vec!["public".into()];
+        s.service.traffic_policy = Some(json!({"tls": {"mode": "ISTIO_MUTUAL"}}));
+        let mut w = World::new(s);
+        w.tick(None);
+        w.o.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Unsupported")
+            .and_then(|c| c.message.clone())
+    };
+    let message = with_istio_fields(Provider::GatewayApi).unwrap_or_default();
+    assert!(message.contains("spec.service.gateways"), "{message}");
+    assert!(message.contains("spec.service.trafficPolicy"), "{message}");
+    assert_eq!(with_istio_fields(Provider::Istio), None);
 }

@@ -639,7 +639,10 @@ impl<'a> Tick<'a> {
                 generation,
             );
         }
-        let unsupported = unsupported_fields(&self.o.spec);
+        let unsupported = unsupported_fields(
+            &self.o.spec,
+            self.o.spec.provider.unwrap_or(self.o.defaults.provider),
+        );
         if unsupported.is_empty() {
             conditions::remove(&mut self.status, ConditionType::Unsupported.as_str());
         } else {

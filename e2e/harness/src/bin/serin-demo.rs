@@ -4,7 +4,7 @@
 //! route's weights, the traffic split that Prometheus sees, and the checks' values; then the Slack messages a
 //! loopback receiver got for the promotion and for the rollback.
 //!
-//! Usage: serin-demo <path to the serin binary>
+//! Usage: serin-demo <path to the serin binary> [gatewayapi|istio]
 
 use std::time::{Duration, Instant};
 
@@ -33,11 +33,89 @@ fn podinfo(version: &str, error_rate: f64) -> Value {
     })
 }
 
-fn canary() -> Value {
+/// The routing providers the demo runs on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    GatewayApi,
+    Istio,
+}
+
+impl Provider {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gatewayapi" => Some(Provider::GatewayApi),
+            "istio" => Some(Provider::Istio),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Provider::GatewayApi => "gatewayapi",
+            Provider::Istio => "istio",
+        }
+    }
+
+    /// The routing objects Serin makes, as `kubectl get` names them.
+    fn objects(self) -> &'static str {
+        match self {
+            Provider::GatewayApi => "the HTTPRoute podinfo",
+            Provider::Istio => {
+                "the VirtualService podinfo and the DestinationRules podinfo-primary and podinfo-canary"
+            }
+        }
+    }
+
+    fn kubectl_kinds(self) -> &'static str {
+        match self {
+            Provider::GatewayApi => "httproutes",
+            Provider::Istio => "virtualservices,destinationrules",
+        }
+    }
+
+    fn route_resource(self) -> kube::api::ApiResource {
+        match self {
+            Provider::GatewayApi => httproute_resource(),
+            Provider::Istio => serin::routing::istio::virtual_services(),
+        }
+    }
+
+    /// The primary/canary weights in the route, as the data plane reads them.
+    fn weights(self, route: &DynamicObject) -> Option<String> {
+        let (list, weight) = match self {
+            Provider::GatewayApi => (
+                route.data["spec"]["rules"][0]["backendRefs"].clone(),
+                "weight",
+            ),
+            Provider::Istio => (
+                route.data["spec"]["http"].as_array()?.last()?["route"].clone(),
+                "weight",
+            ),
+        };
+        Some(
+            list.as_array()?
+                .iter()
+                .map(|b| b[weight].as_i64().unwrap_or(0).to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
+    fn service(self) -> Value {
+        match self {
+            Provider::GatewayApi => {
+                json!({"port": 9898, "gatewayRefs": [{"name": "public-gateway"}], "hosts": ["podinfo.local"]})
+            }
+            Provider::Istio => json!({"port": 9898, "hosts": ["podinfo.local"]}),
+        }
+    }
+}
+
+fn canary(provider: Provider) -> Value {
     json!({
         "apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
-        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898, "gatewayRefs": [{"name": "public-gateway"}], "hosts": ["podinfo.local"]},
+        "spec": {"provider": provider.name(), "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": provider.service(),
             "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
                 "alerts": [{"name": "deploys", "severity": "info", "providerRef": {"name": "slack"}}],
                 "metrics": [
@@ -105,28 +183,19 @@ async fn fresh_namespace(client: &Client) {
         .expect("creating the demo namespace");
 }
 
-async fn line(client: &Client, clock: &Instant) -> (CanaryStatus, String) {
+async fn line(client: &Client, clock: &Instant, provider: Provider) -> (CanaryStatus, String) {
     let canary = Api::<Canary>::namespaced(client.clone(), NS)
         .get("podinfo")
         .await
         .ok();
     let status = canary.and_then(|c| c.status).unwrap_or_default();
-    let route = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &httproute_resource())
-        .get("podinfo")
-        .await
-        .ok();
+    let route =
+        Api::<DynamicObject>::namespaced_with(client.clone(), NS, &provider.route_resource())
+            .get("podinfo")
+            .await
+            .ok();
     let weights = route
-        .and_then(|r| {
-            r.data["spec"]["rules"][0]["backendRefs"]
-                .as_array()
-                .cloned()
-        })
-        .map(|refs| {
-            refs.iter()
-                .map(|b| b["weight"].to_string())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
+        .and_then(|r| provider.weights(&r))
         .unwrap_or_else(|| "-".into());
     let sel = |re: &str| format!(r#"kubernetes_namespace="{NS}",kubernetes_pod_name=~"{re}""#);
     let canary_rps = format!(
@@ -173,10 +242,15 @@ async fn line(client: &Client, clock: &Instant) -> (CanaryStatus, String) {
 
 /// Prints a line a second until the rollout of a revision other than `previous` ends (Succeeded or
 /// Failed), and returns the last status.
-async fn follow(client: &Client, clock: &Instant, previous: Option<String>) -> CanaryStatus {
+async fn follow(
+    client: &Client,
+    clock: &Instant,
+    provider: Provider,
+    previous: Option<String>,
+) -> CanaryStatus {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let (status, text) = line(client, clock).await;
+        let (status, text) = line(client, clock, provider).await;
         println!("{text}");
         let ended = status.last_applied_spec != previous
             && matches!(status.phase, Some(Phase::Succeeded | Phase::Failed));
@@ -201,7 +275,16 @@ async fn primary_image(client: &Client) -> String {
 #[tokio::main]
 async fn main() {
     let Some(serin_bin) = std::env::args().nth(1) else {
-        eprintln!("usage: serin-demo <path to the serin binary>");
+        eprintln!("usage: serin-demo <path to the serin binary> [gatewayapi|istio]");
+        std::process::exit(2);
+    };
+    let provider_name = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "gatewayapi".into());
+    let Some(provider) = Provider::parse(&provider_name) else {
+        eprintln!(
+            "serin-demo: provider {provider_name:?} is not one the demo runs on (gatewayapi, istio)"
+        );
         std::process::exit(2);
     };
     let env = cluster().await;
@@ -220,12 +303,13 @@ async fn main() {
     let clock = Instant::now();
 
     println!(
-        "\npodinfo 6.0.0 (3 replicas) with a Canary: interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s,\nalerts to Slack (a loopback receiver stands in for it)"
+        "\npodinfo 6.0.0 (3 replicas) with a Canary (provider {}): interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s,\nalerts to Slack (a loopback receiver stands in for it)",
+        provider.name()
     );
     apply::<Deployment>(&client, NS, podinfo("6.0.0", 0.0)).await;
-    apply::<Canary>(&client, NS, canary()).await;
+    apply::<Canary>(&client, NS, canary(provider)).await;
     loop {
-        let (status, text) = line(&client, &clock).await;
+        let (status, text) = line(&client, &clock, provider).await;
         println!("{text}");
         if status.phase == Some(Phase::Initialized) {
             break;
@@ -233,18 +317,21 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     println!(
-        "\nSerin made podinfo-primary, the Services podinfo, podinfo-primary, podinfo-canary and the HTTPRoute podinfo;"
+        "\nSerin made podinfo-primary, the Services podinfo, podinfo-primary, podinfo-canary and {};",
+        provider.objects()
     );
     println!(
         "the traffic simulator sends 50 req/s through the route. Letting Prometheus see a few seconds of it ..."
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    println!("{}", line(&client, &clock).await.1);
+    println!("{}", line(&client, &clock, provider).await.1);
 
     println!("\nRolling out podinfo 6.0.1 (healthy: no errors, 20ms):");
-    let before = line(&client, &clock).await.0.last_applied_spec;
+    let before = line(&client, &clock, provider).await.0.last_applied_spec;
     apply::<Deployment>(&client, NS, podinfo("6.0.1", 0.0)).await;
-    let before = follow(&client, &clock, before).await.last_applied_spec;
+    let before = follow(&client, &clock, provider, before)
+        .await
+        .last_applied_spec;
     println!("podinfo-primary now runs {}.", primary_image(&client).await);
     println!("\nThe promotion, as Slack received it:");
     print_slack(&receiver, "Canary analysis completed successfully").await;
@@ -257,7 +344,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     println!("\nRolling out podinfo 6.0.2 (faulty: 20% of its requests fail):");
     apply::<Deployment>(&client, NS, podinfo("6.0.2", 0.2)).await;
-    let status = follow(&client, &clock, before).await;
+    let status = follow(&client, &clock, provider, before).await;
     let why = status
         .conditions
         .iter()
@@ -272,9 +359,10 @@ async fn main() {
     println!("\nThe rollback, as Slack received it:");
     print_slack(&receiver, "Failed checks threshold reached").await;
     println!(
-        "Look around: {}/kubectl --kubeconfig {} -n {NS} get canaries,deploy,svc,httproutes,events",
+        "Look around: {}/kubectl --kubeconfig {} -n {NS} get canaries.serin.dev,deploy,svc,{},events",
         env.get("SERIN_BIN"),
-        env.kubeconfig()
+        env.kubeconfig(),
+        provider.kubectl_kinds()
     );
     println!("The cluster stays up for the next run; e2e/cluster/down stops it.");
     drop(serin);

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{RouteObject, RouteSettings};
 use crate::model::{
-    BackendTarget, HeaderMatch, RequestMatch, ServiceKey, SimRoute, SimRule, WeightedBackend,
+    BackendTarget, HeaderMatch, Precedence, RequestMatch, ServiceKey, SimRoute, SimRule,
+    WeightedBackend,
 };
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
@@ -98,6 +99,7 @@ impl RouteObject for HTTPRoute {
             rules,
             rps: settings.rps,
             request_mix: settings.request_mix,
+            precedence: Precedence::MostSpecific,
         })
     }
 }

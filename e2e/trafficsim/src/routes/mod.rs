@@ -3,6 +3,7 @@
 //! in [`sources`].
 
 pub mod httproute;
+pub mod virtualservice;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -124,7 +125,10 @@ fn source<K: RouteObject>(client: &Client, default_rps: f64) -> RouteSource {
 
 /// Every provider the simulator serves.
 pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
-    vec![source::<httproute::HTTPRoute>(client, default_rps)]
+    vec![
+        source::<httproute::HTTPRoute>(client, default_rps),
+        source::<virtualservice::VirtualService>(client, default_rps),
+    ]
 }
 
 #[cfg(test)]

@@ -1,0 +1,304 @@
+//! Istio end to end: the `serin` binary against the local cluster with Istio's CRDs, the traffic simulator
+//! splitting requests by the VirtualService Serin writes, and Prometheus judging the canary through Istio's
+//! built-in queries (`istio_requests_total`, `istio_request_duration_milliseconds`).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use serin::api::{Canary, Phase};
+use serin::routing::istio::{destination_rules, virtual_services};
+use serin_e2e::podinfo::{annotated, deployment, image_of, status, wait_phase};
+use serin_e2e::{
+    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
+    wait_for,
+};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn behaviour(error_rate: f64) -> Value {
+    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
+}
+
+/// A namespace with podinfo 1.0.0 and an istio Canary with `analysis`, and Serin running for it.
+async fn start(prefix: &str, service: Value, analysis: Value) -> (Client, String, SerinProcess) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    let mut svc = json!({"port": 9898});
+    if let (Some(s), Some(extra)) = (svc.as_object_mut(), service.as_object()) {
+        s.extend(extra.clone());
+    }
+    apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
+        "spec": {"provider": "istio", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": svc, "analysis": analysis}}))
+    .await;
+    let serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    (client, ns, serin)
+}
+
+async fn virtual_service(client: &Client, ns: &str) -> Option<DynamicObject> {
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &virtual_services())
+        .get_opt("podinfo")
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The canary's weight in the VirtualService's split (its last HTTP route), as the mesh would read it.
+async fn canary_weight(client: &Client, ns: &str) -> Option<i64> {
+    let vs = virtual_service(client, ns).await?;
+    let route = vs.data["spec"]["http"].as_array()?.last()?["route"].clone();
+    route
+        .as_array()?
+        .iter()
+        .find(|d| d["destination"]["host"] == "podinfo-canary")
+        .map(|d| d["weight"].as_i64().unwrap_or(0))
+}
+
+/// The simulator's annotations on the VirtualService, under a field manager of the test's own (Serin owns
+/// only the fields it sets).
+async fn annotate_virtual_service(client: &Client, ns: &str, annotations: Value) {
+    let patch = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "podinfo", "annotations": annotations}});
+    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &virtual_services())
+        .patch(
+            "podinfo",
+            &PatchParams::apply("serin-e2e"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("annotating the VirtualService");
+}
+
+/// Sets `serin.dev/pause` as a person would, under a field manager of their own.
+async fn pause(client: &Client, ns: &str, on: bool) {
+    let patch = json!({"metadata": {"annotations": {"serin.dev/pause": on.to_string()}}});
+    let params = PatchParams {
+        field_manager: Some("serin-manual".into()),
+        ..PatchParams::default()
+    };
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .patch("podinfo", &params, &Patch::Merge(&patch))
+        .await
+        .expect("pausing");
+}
+
+/// The canary workload's share of the requests Istio's series count over the last 5s, in percent.
+async fn canary_share(ns: &str) -> f64 {
+    let sel = |w: &str| {
+        format!(
+            r#"reporter="destination", destination_workload_namespace="{ns}", destination_workload=~"{w}""#
+        )
+    };
+    let q = format!(
+        "sum(increase(istio_requests_total{{{}}}[5s])) / sum(increase(istio_requests_total{{{}}}[5s])) * 100",
+        sel("podinfo"),
+        sel("podinfo|podinfo-primary")
+    );
+    prometheus_value(&q).await.expect("the canary's share")
+}
+
+async fn wait_weight(client: &Client, ns: &str, weight: i64) {
+    wait_for(
+        &format!("canary weight {weight} in the VirtualService"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            match canary_weight(client, ns).await {
+                Some(w) if w == weight => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_good_image_steps_through_the_virtual_service_and_a_faulty_one_is_rolled_back() {
+    let checks = json!([
+        {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
+        {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]);
+    let (client, ns, serin) = start(
+        "istio",
+        json!({"trafficPolicy": {"tls": {"mode": "DISABLE"}}, "retries": {"attempts": 3, "perTryTimeout": "1s"}}),
+        json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1, "metrics": checks}),
+    )
+    .await;
+    let vs = virtual_service(&client, &ns)
+        .await
+        .expect("Serin made the VirtualService");
+    assert_eq!(vs.data["spec"]["hosts"], json!(["podinfo"]));
+    assert_eq!(vs.data["spec"]["gateways"], json!(["mesh"]));
+    assert_eq!(
+        vs.data["spec"]["http"][0]["retries"],
+        json!({"attempts": 3, "perTryTimeout": "1s"})
+    );
+    for host in ["podinfo-primary", "podinfo-canary"] {
+        let rule = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &destination_rules())
+            .get(host)
+            .await
+            .expect("Serin made a DestinationRule per host");
+        assert_eq!(
+            rule.data["spec"],
+            json!({"host": host, "trafficPolicy": {"tls": {"mode": "DISABLE"}}})
+        );
+    }
+    annotate_virtual_service(&client, &ns, json!({"trafficsim.serin.dev/rps": "100"})).await;
+
+    // Every weight the VirtualService holds, as the mesh would see it.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let recorder = {
+        let (client, ns, seen) = (client.clone(), ns.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(w) = canary_weight(&client, &ns).await {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&w) {
+                        seen.push(w);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    // Held at 25% (pause), the split the mesh would make is measured in Istio's series.
+    wait_weight(&client, &ns, 25).await;
+    pause(&client, &ns, true).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let share = canary_share(&ns).await;
+    eprintln!("measured: istio canary share {share:.1}% at weight 25");
+    assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
+    // A new Serin process resumes where the VirtualService says.
+    drop(serin);
+    let _serin = SerinProcess::start(SERIN, &ns, "b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(canary_weight(&client, &ns).await, Some(25));
+    pause(&client, &ns, false).await;
+    wait_for(
+        "2.0.0 promoted",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let s = status(&client, &ns).await;
+            let primary = image_of(&client, &ns, "podinfo-primary").await.0;
+            if s.phase == Some(Phase::Succeeded) && primary == "podinfo:2.0.0" {
+                Ok(())
+            } else {
+                Err(format!("{:?} primary {primary}", s.phase))
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recorder.abort();
+    assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);
+
+    // The promoted canary's clean traffic must leave the checks' window before the faulty one is judged.
+    let canary_traffic = format!(
+        r#"sum(rate(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}", destination_workload="podinfo"}}[10s]))"#
+    );
+    wait_for(
+        "the promoted canary's traffic to leave the check window",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match prometheus_query(&canary_traffic).await {
+                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:3.0.0", json!({})), behaviour(0.5)),
+    )
+    .await;
+    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+    let why = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(why.contains("request-success-rate"), "{why}");
+    assert_eq!(canary_weight(&client, &ns).await, Some(0));
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await.0,
+        "podinfo:2.0.0"
+    );
+}
+
+#[tokio::test]
+async fn ab_sends_the_requests_with_the_header_to_the_canary_through_the_virtual_service() {
+    let analysis = json!({"interval": "2s", "iterations": 6,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}]});
+    let (client, ns, _serin) = start("istio-ab", json!({}), analysis).await;
+    let mix = json!([{"share": 0.25, "headers": {"x-canary": "insider"}}]).to_string();
+    annotate_virtual_service(
+        &client,
+        &ns,
+        json!({"trafficsim.serin.dev/request-mix": mix, "trafficsim.serin.dev/rps": "200"}),
+    )
+    .await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    wait_for(
+        "the VirtualService to send the matching requests to the canary",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let vs = virtual_service(&client, &ns)
+                .await
+                .ok_or("no VirtualService")?;
+            let first = &vs.data["spec"]["http"][0];
+            if first["match"][0]["headers"]["x-canary"]["exact"] == "insider" {
+                Ok(())
+            } else {
+                Err(vs.data["spec"].to_string())
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let share = canary_share(&ns).await;
+    eprintln!("measured: istio A/B canary share {share:.1}% (25% of requests match)");
+    assert!(
+        (share - 25.0).abs() <= 6.0,
+        "the canary got {share:.1}% of requests; 25% carry the header"
+    );
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await.0,
+        "podinfo:2.0.0"
+    );
+    let vs = virtual_service(&client, &ns).await.unwrap();
+    assert_eq!(
+        vs.data["spec"]["http"].as_array().map(Vec::len),
+        Some(1),
+        "the match route is gone after promotion: {}",
+        vs.data["spec"]
+    );
+}
