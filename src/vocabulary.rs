@@ -106,14 +106,24 @@ pub enum RouterKind {
     GatewayApi,
     /// Istio VirtualService and DestinationRules (networking.istio.io/v1).
     Istio,
+    /// SMI TrafficSplit v1alpha1, as Flagger drives Linkerd.
+    Linkerd,
+    /// SMI TrafficSplit, by API version.
+    SmiV1alpha1,
+    SmiV1alpha2,
+    SmiV1alpha3,
     /// Plain Services: blue/green without traffic shifting.
     Kubernetes,
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 3] = [
+    pub const ALL: [RouterKind; 7] = [
         RouterKind::GatewayApi,
         RouterKind::Istio,
+        RouterKind::Linkerd,
+        RouterKind::SmiV1alpha1,
+        RouterKind::SmiV1alpha2,
+        RouterKind::SmiV1alpha3,
         RouterKind::Kubernetes,
     ];
 }
@@ -124,11 +134,11 @@ pub fn router_for(provider: Provider) -> Option<RouterKind> {
         Provider::GatewayApi | Provider::GatewayApiV1 => Some(RouterKind::GatewayApi),
         Provider::Kubernetes => Some(RouterKind::Kubernetes),
         Provider::Istio => Some(RouterKind::Istio),
+        Provider::Linkerd => Some(RouterKind::Linkerd),
+        Provider::SmiV1alpha1 => Some(RouterKind::SmiV1alpha1),
+        Provider::SmiV1alpha2 => Some(RouterKind::SmiV1alpha2),
+        Provider::SmiV1alpha3 => Some(RouterKind::SmiV1alpha3),
         Provider::GatewayApiV1beta1
-        | Provider::Linkerd
-        | Provider::SmiV1alpha1
-        | Provider::SmiV1alpha2
-        | Provider::SmiV1alpha3
         | Provider::Nginx
         | Provider::Contour
         | Provider::Traefik

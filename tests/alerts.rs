@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 use serin::api::{AlertProvider, Phase};
-use serin_e2e::podinfo::{annotated, deployment, image_of, setup, status, wait_phase};
+use serin_e2e::podinfo::{annotated, deployment, setup, wait_phase, wait_promoted};
 use serin_e2e::receiver::Receiver;
 use serin_e2e::{SerinProcess, apply, event_notes, prometheus_query, wait_for};
 
@@ -308,21 +308,7 @@ async fn a_receiver_that_never_answers_leaves_the_steps_on_schedule() {
         async move {
             let started = Instant::now();
             apply::<Deployment>(&client, &ns, annotated(deployment(image, json!({})), sim)).await;
-            wait_for(
-                &format!("{ns}: {image} promoted"),
-                Duration::from_secs(60),
-                Duration::from_millis(100),
-                || async {
-                    let phase = status(&client, &ns).await.phase;
-                    let primary = image_of(&client, &ns, "podinfo-primary").await.0;
-                    if phase == Some(Phase::Succeeded) && primary == image {
-                        Ok(())
-                    } else {
-                        Err(format!("{phase:?}, primary on {primary}"))
-                    }
-                },
-            )
-            .await;
+            wait_promoted(&client, &ns, image, Duration::from_secs(60)).await;
             started.elapsed().as_secs_f64()
         }
     };

@@ -10,7 +10,9 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::istio::{destination_rules, virtual_services};
-use serin_e2e::podinfo::{annotated, deployment, image_of, status, wait_phase};
+use serin_e2e::podinfo::{
+    annotate_canary, annotated, deployment, image_of, wait_phase, wait_promoted,
+};
 use serin_e2e::{
     SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
     wait_for,
@@ -78,19 +80,6 @@ async fn annotate_virtual_service(client: &Client, ns: &str, annotations: Value)
         )
         .await
         .expect("annotating the VirtualService");
-}
-
-/// Sets `serin.dev/pause` as a person would, under a field manager of their own.
-async fn pause(client: &Client, ns: &str, on: bool) {
-    let patch = json!({"metadata": {"annotations": {"serin.dev/pause": on.to_string()}}});
-    let params = PatchParams {
-        field_manager: Some("serin-manual".into()),
-        ..PatchParams::default()
-    };
-    Api::<Canary>::namespaced(client.clone(), ns)
-        .patch("podinfo", &params, &Patch::Merge(&patch))
-        .await
-        .expect("pausing");
 }
 
 /// The canary workload's share of the requests Istio's series count over the last 5s, in percent.
@@ -180,7 +169,7 @@ async fn a_good_image_steps_through_the_virtual_service_and_a_faulty_one_is_roll
     .await;
     // Held at 25% (pause), the split the mesh would make is measured in Istio's series.
     wait_weight(&client, &ns, 25).await;
-    pause(&client, &ns, true).await;
+    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let share = canary_share(&ns).await;
     eprintln!("measured: istio canary share {share:.1}% at weight 25");
@@ -190,22 +179,8 @@ async fn a_good_image_steps_through_the_virtual_service_and_a_faulty_one_is_roll
     let _serin = SerinProcess::start(SERIN, &ns, "b").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(canary_weight(&client, &ns).await, Some(25));
-    pause(&client, &ns, false).await;
-    wait_for(
-        "2.0.0 promoted",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || async {
-            let s = status(&client, &ns).await;
-            let primary = image_of(&client, &ns, "podinfo-primary").await.0;
-            if s.phase == Some(Phase::Succeeded) && primary == "podinfo:2.0.0" {
-                Ok(())
-            } else {
-                Err(format!("{:?} primary {primary}", s.phase))
-            }
-        },
-    )
-    .await;
+    annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     recorder.abort();
     assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use serin::api::{Canary, HookResult, Phase};
+use serin::api::{HookResult, Phase};
 use serin_e2e::loadtester::LoadTester;
 use serin_e2e::podinfo::{
-    deployment, image_of, record_weights, route_weight, setup, status, wait_phase,
+    annotate_canary, deployment, image_of, record_weights, route_weight, setup, status, wait_phase,
     wait_weight_at_least,
 };
 use serin_e2e::{SerinProcess, apply};
@@ -18,20 +17,6 @@ const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
 async fn new_revision(client: &Client, ns: &str, image: &str) {
     apply::<k8s_openapi::api::apps::v1::Deployment>(client, ns, deployment(image, json!({}))).await;
-}
-
-/// Sets (or with None removes) an annotation on the Canary, as `kubectl annotate --field-manager=serin-manual` does: a merge patch
-/// under a field manager of its own.
-async fn annotate(client: &Client, ns: &str, key: &str, value: Option<&str>) {
-    let patch = json!({"metadata": {"annotations": {key: value}}});
-    let params = PatchParams {
-        field_manager: Some("serin-manual".into()),
-        ..PatchParams::default()
-    };
-    Api::<Canary>::namespaced(client.clone(), ns)
-        .patch("podinfo", &params, &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("annotating {key}: {e}"));
 }
 
 fn hook(name: &str, kind: &str, url: String) -> Value {
@@ -163,7 +148,7 @@ async fn promote_abort_and_pause_by_annotation() {
     new_revision(&client, &ns, "podinfo:2.0.0").await;
     wait_weight_at_least(&client, &ns, 10, Duration::from_secs(30)).await;
 
-    annotate(&client, &ns, "serin.dev/pause", Some("true")).await;
+    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let paused_at = route_weight(&client, &ns).await.unwrap();
     // Three intervals: the weight holds.
@@ -172,10 +157,10 @@ async fn promote_abort_and_pause_by_annotation() {
     let s = status(&client, &ns).await;
     assert_eq!(s.phase, Some(Phase::Progressing));
     assert!(s.manual.as_ref().is_some_and(|m| m.paused));
-    annotate(&client, &ns, "serin.dev/pause", None).await;
+    annotate_canary(&client, &ns, "serin.dev/pause", None).await;
     wait_weight_at_least(&client, &ns, paused_at + 10, Duration::from_secs(10)).await;
 
-    annotate(&client, &ns, "serin.dev/promote", Some("first")).await;
+    annotate_canary(&client, &ns, "serin.dev/promote", Some("first")).await;
     let s = wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(30)).await;
     assert_eq!(
         image_of(&client, &ns, "podinfo-primary").await.0,
@@ -185,7 +170,7 @@ async fn promote_abort_and_pause_by_annotation() {
 
     new_revision(&client, &ns, "podinfo:3.0.0").await;
     wait_weight_at_least(&client, &ns, 10, Duration::from_secs(30)).await;
-    annotate(&client, &ns, "serin.dev/abort", Some("stop")).await;
+    annotate_canary(&client, &ns, "serin.dev/abort", Some("stop")).await;
     wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(15)).await;
     assert_eq!(route_weight(&client, &ns).await, Some(0));
     assert_eq!(

@@ -9,7 +9,8 @@
 //! - The target holds another revision (one that failed its analysis, or one not analysed yet), or it did
 //!   not get ready within progressDeadlineSeconds: traffic never moves to it. The primary keeps serving:
 //!   it, its configs, the apex Service and the route are released from the Canary (so the garbage
-//!   collector keeps them), and a Warning event says so.
+//!   collector keeps them), the target is scaled to zero when the route sends it nothing, and a Warning
+//!   event says so.
 //!
 //! Either way the finalizer goes within progressDeadlineSeconds of the deletion.
 
@@ -30,6 +31,7 @@ use crate::api::canary::AutoscalerKind;
 use crate::decision::{Readiness, Settings};
 use crate::routing::services::{give_back, ports, services, taken_over};
 use crate::routing::{ServiceNames, router_for};
+use crate::vocabulary::Traffic;
 use crate::workload::primary::{primary_name, selectors};
 use crate::workload::readiness::readiness;
 use crate::workload::scale::{ScaleTo, is_at, scale_apply};
@@ -130,7 +132,19 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
             let autoscaler = observed.ok().and_then(|o| o.scaler);
             to_target(ctx, canary, &target, autoscaler.as_deref()).await
         }
-        Revert::KeepPrimary(why) => keep_primary(ctx, canary, &why).await,
+        Revert::KeepPrimary(why) => {
+            // The target may go to zero only when the route, read back, sends it nothing already (or
+            // there is no route): traffic before pods, as everywhere.
+            let unrouted = match &observed {
+                Ok(obs) => match obs.observed.routed {
+                    Some(Traffic::Split(w)) => w.canary == 0,
+                    Some(Traffic::Matched) => false,
+                    None => obs.router.is_none_or(|r| r.resources().is_empty()),
+                },
+                Err(_) => false,
+            };
+            keep_primary(ctx, canary, &why, unrouted).await
+        }
     }
 }
 
@@ -198,11 +212,34 @@ async fn to_target(
     Ok(Action::await_change())
 }
 
-async fn keep_primary(ctx: &Context, canary: &Canary, why: &str) -> Result<Action, Error> {
+/// `unrouted`: the route sends the target nothing (read back), so its pods may go.
+async fn keep_primary(
+    ctx: &Context,
+    canary: &Canary,
+    why: &str,
+    unrouted: bool,
+) -> Result<Action, Error> {
     let ns = canary.namespace().unwrap_or_default();
     let target_name = &canary.spec.target_ref.name;
     let primary_name = primary_name(target_name);
     let mut writes = hand_back_route(ctx, canary).await?;
+    // The revision the target holds is not to serve: no pods for it (a Canary deleted the moment it failed
+    // could otherwise leave them running, before its scale to zero of the next tick).
+    if unrouted
+        && let Some(kind) = WorkloadKind::of(canary.spec.target_ref.kind)
+        && let Some(target) = ctx.workloads.get(kind, &ns, target_name)
+        && !is_at(&target, ScaleTo::Zero)
+    {
+        let scale = scale_apply(kind, &ns, target_name, ScaleTo::Zero);
+        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &kind.resource())
+            .patch(
+                target_name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&scale),
+            )
+            .await?;
+        writes += 1;
+    }
     let primary = WorkloadKind::of(canary.spec.target_ref.kind)
         .and_then(|kind| ctx.workloads.get(kind, &ns, &primary_name));
     if let Some(primary) = &primary {

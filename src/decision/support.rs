@@ -11,7 +11,7 @@ use crate::vocabulary::{RouterKind, router_for};
 pub fn blocking(provider: Provider) -> Option<String> {
     router_for(provider).is_none().then(|| {
         format!(
-            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, kubernetes)"
+            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, linkerd, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, kubernetes)"
         )
     })
 }

@@ -5,6 +5,7 @@ pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
 pub mod services;
+pub mod smi;
 
 use kube::api::{ApiResource, DynamicObject};
 
@@ -17,6 +18,10 @@ impl RouterKind {
         match self {
             RouterKind::GatewayApi => &gatewayapi::GatewayApiRouter,
             RouterKind::Istio => &istio::IstioRouter,
+            RouterKind::Linkerd => &smi::LINKERD,
+            RouterKind::SmiV1alpha1 => &smi::SMI_V1ALPHA1,
+            RouterKind::SmiV1alpha2 => &smi::SMI_V1ALPHA2,
+            RouterKind::SmiV1alpha3 => &smi::SMI_V1ALPHA3,
             RouterKind::Kubernetes => &kubernetes::KubernetesRouter,
         }
     }
@@ -84,4 +89,30 @@ pub trait Router: Send + Sync {
     /// The traffic a routing object sends now, as the watch cache holds it (the API server's defaults
     /// filled in); None when it can't tell.
     fn traffic(&self, canary: &Canary, route: &DynamicObject) -> Option<Traffic>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Provider;
+
+    /// Every provider with a router has its kinds watched: RouterKind::ALL (which the controller's watches
+    /// come from) holds every router `router_for` gives, over every provider the API accepts.
+    #[test]
+    fn every_router_a_provider_gets_is_watched() {
+        let schema = serde_json::to_value(schemars::schema_for!(Provider)).unwrap();
+        let names = schema["enum"]
+            .as_array()
+            .expect("Provider is a string enum");
+        assert!(names.len() > 10);
+        for name in names {
+            let provider: Provider = serde_json::from_value(name.clone()).unwrap();
+            if let Some(kind) = router_for(provider) {
+                assert!(
+                    RouterKind::ALL.contains(&kind),
+                    "{provider}'s router {kind:?} is not in RouterKind::ALL"
+                );
+            }
+        }
+    }
 }

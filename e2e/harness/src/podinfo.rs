@@ -177,3 +177,37 @@ pub async fn wait_weight_at_least(client: &Client, ns: &str, weight: i64, timeou
     )
     .await;
 }
+
+/// Sets (or with None removes) an annotation on the Canary podinfo, as `kubectl annotate
+/// --field-manager=serin-manual` does: a merge patch under a field manager of its own.
+pub async fn annotate_canary(client: &Client, ns: &str, key: &str, value: Option<&str>) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    let params = kube::api::PatchParams {
+        field_manager: Some("serin-manual".into()),
+        ..kube::api::PatchParams::default()
+    };
+    Api::<Canary>::namespaced(client.clone(), ns)
+        .patch("podinfo", &params, &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("annotating {key}: {e}"));
+}
+
+/// Waits until podinfo-primary runs `image` and the Canary is Succeeded (a phase alone may be the last
+/// rollout's).
+pub async fn wait_promoted(client: &Client, ns: &str, image: &str, timeout: Duration) {
+    wait_for(
+        &format!("{ns}: {image} promoted"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let phase = status(client, ns).await.phase;
+            let primary = image_of(client, ns, "podinfo-primary").await.0;
+            if phase == Some(Phase::Succeeded) && primary == image {
+                Ok(())
+            } else {
+                Err(format!("{phase:?}, primary on {primary}"))
+            }
+        },
+    )
+    .await;
+}

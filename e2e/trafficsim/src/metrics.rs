@@ -1,6 +1,7 @@
 //! The series the simulator serves, in the shapes the built-in queries read: podinfo-style
 //! `http_request_duration_seconds` histograms per pod, Istio's `istio_requests_total` and
-//! `istio_request_duration_milliseconds` per workload, and the simulator's own per-backend counter.
+//! `istio_request_duration_milliseconds` per workload, Linkerd's `response_total` and `response_latency_ms`
+//! per deployment, and the simulator's own per-backend counter.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
@@ -57,6 +58,12 @@ impl Histogram {
     }
 }
 
+/// Linkerd proxy's latency buckets (milliseconds).
+const LINKERD_BUCKETS: &[f64] = &[
+    1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+];
+
 /// One simulated request as the metrics see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Served<'a> {
@@ -82,6 +89,8 @@ pub struct Metrics {
     podinfo: BTreeMap<(String, String, u16), Histogram>,
     /// (namespace, workload, status)
     istio: BTreeMap<(String, String, u16), Histogram>,
+    /// (namespace, workload, status): Linkerd's inbound series of the workload's proxies.
+    linkerd: BTreeMap<(String, String, u16), Histogram>,
     /// (namespace, route, backend, status)
     routed: BTreeMap<(String, String, String, u16), u64>,
 }
@@ -95,6 +104,10 @@ impl Metrics {
         self.istio
             .entry((s.namespace.to_string(), s.workload.to_string(), s.status))
             .or_insert_with(|| Histogram::new(MILLISECONDS_BUCKETS))
+            .observe(s.latency_ms);
+        self.linkerd
+            .entry((s.namespace.to_string(), s.workload.to_string(), s.status))
+            .or_insert_with(|| Histogram::new(LINKERD_BUCKETS))
             .observe(s.latency_ms);
     }
 
@@ -163,6 +176,27 @@ impl Metrics {
             );
         }
         out.push_str(
+            "# HELP response_total Responses of a workload's proxies (simulated, Linkerd style).\n",
+        );
+        out.push_str("# TYPE response_total counter\n");
+        for ((ns, workload, code), h) in &self.linkerd {
+            let _ = writeln!(
+                out,
+                "response_total{{{}}} {}",
+                linkerd_labels(ns, workload, *code),
+                h.counts.iter().sum::<u64>()
+            );
+        }
+        out.push_str("# HELP response_latency_ms Response latency (simulated, Linkerd style).\n");
+        out.push_str("# TYPE response_latency_ms histogram\n");
+        for ((ns, workload, code), h) in &self.linkerd {
+            h.render(
+                &mut out,
+                "response_latency_ms",
+                &linkerd_labels(ns, workload, *code),
+            );
+        }
+        out.push_str(
             "# HELP trafficsim_requests_total Requests the simulator sent, by route and backend.\n",
         );
         out.push_str("# TYPE trafficsim_requests_total counter\n");
@@ -177,6 +211,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Linkerd classifies 5xx answers as failures.
+fn linkerd_labels(ns: &str, workload: &str, code: u16) -> String {
+    let classification = if code >= 500 { "failure" } else { "success" };
+    format!(
+        "direction=\"inbound\",namespace=\"{}\",deployment=\"{}\",status_code=\"{code}\",classification=\"{classification}\"",
+        escape(ns),
+        escape(workload)
+    )
 }
 
 fn istio_labels(ns: &str, workload: &str, code: u16) -> String {

@@ -3,6 +3,7 @@
 //! in [`sources`].
 
 pub mod httproute;
+pub mod trafficsplit;
 pub mod virtualservice;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,7 @@ pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
     vec![
         source::<httproute::HTTPRoute>(client, default_rps),
         source::<virtualservice::VirtualService>(client, default_rps),
+        source::<trafficsplit::TrafficSplit>(client, default_rps),
     ]
 }
 
