@@ -112,18 +112,21 @@ pub enum RouterKind {
     SmiV1alpha1,
     SmiV1alpha2,
     SmiV1alpha3,
+    /// ingress-nginx canary Ingress (networking.k8s.io/v1).
+    Nginx,
     /// Plain Services: blue/green without traffic shifting.
     Kubernetes,
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 7] = [
+    pub const ALL: [RouterKind; 8] = [
         RouterKind::GatewayApi,
         RouterKind::Istio,
         RouterKind::Linkerd,
         RouterKind::SmiV1alpha1,
         RouterKind::SmiV1alpha2,
         RouterKind::SmiV1alpha3,
+        RouterKind::Nginx,
         RouterKind::Kubernetes,
     ];
 }
@@ -138,8 +141,8 @@ pub fn router_for(provider: Provider) -> Option<RouterKind> {
         Provider::SmiV1alpha1 => Some(RouterKind::SmiV1alpha1),
         Provider::SmiV1alpha2 => Some(RouterKind::SmiV1alpha2),
         Provider::SmiV1alpha3 => Some(RouterKind::SmiV1alpha3),
+        Provider::Nginx => Some(RouterKind::Nginx),
         Provider::GatewayApiV1beta1
-        | Provider::Nginx
         | Provider::Contour
         | Provider::Traefik
         | Provider::Gloo

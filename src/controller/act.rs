@@ -1,7 +1,7 @@
 //! Acting on a decision: bring the objects to the desired state (writing only what differs from the watch
 //! cache), and never take over an object Serin does not own.
 
-use kube::api::ApiResource;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
@@ -154,7 +154,7 @@ pub async fn act(
     // route, read back, sends them nothing (the decision waits for that).
     if let (Some(traffic), Some(router)) = (desired.traffic, obs.router) {
         let kinds = router.resources();
-        for route in router.desired(canary, traffic)? {
+        for route in router.desired_from(canary, traffic, &obs.routes)? {
             let kind = route
                 .types
                 .as_ref()
@@ -232,12 +232,45 @@ pub async fn act(
         let ar = scalers::resource(AutoscalerKind::ScaledObject);
         writes += u32::from(apply(&ctx.client, &ar, None, &want, true).await?);
     }
+    // The target's generation after this replica's last scale of it: a cache still on an older one has
+    // not seen that write (a status update of the target, ordered before it, triggered this reconcile).
+    let key = ObjectRef::from_obj(canary);
+    let seen_own_scale = {
+        let scaled = ctx.scaled.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = obs.target.meta();
+        let (uid, cached) = (
+            meta.uid.clone().unwrap_or_default(),
+            meta.generation.unwrap_or(0),
+        );
+        // Another object of the same name (deleted and created again) starts its generations anew.
+        scaled
+            .get(&key)
+            .is_none_or(|(u, g)| *u != uid || cached >= *g)
+    };
     if let Some(to) = scale
         && !is_at(&obs.target, to)
+        && seen_own_scale
     {
         let want = scale_apply(kind, &obs.target.namespace(), &target_name, to);
         // Forced: Serin must drive the target's scale for canaries to run (as Flagger does).
-        writes += u32::from(apply(&ctx.client, &workloads, None, &want, true).await?);
+        let answer = Api::<DynamicObject>::namespaced_with(
+            ctx.client.clone(),
+            &obs.target.namespace(),
+            &workloads,
+        )
+        .patch(
+            &target_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&want),
+        )
+        .await?;
+        if let (Some(uid), Some(g)) = (answer.metadata.uid, answer.metadata.generation) {
+            ctx.scaled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (uid, g));
+        }
+        writes += 1;
     }
 
     Ok(writes)

@@ -102,6 +102,10 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
     /// The resourceVersion of each Canary's last status written by this replica.
     written: Mutex<HashMap<ObjectRef<Canary>, String>>,
+    /// The target (uid) and generation each Canary's target had after this replica last scaled it: a
+    /// cache holding that target at an older generation has not seen the write yet, and must not cause it
+    /// again.
+    pub(crate) scaled: Mutex<HashMap<ObjectRef<Canary>, (String, i64)>>,
 }
 
 impl Context {
@@ -421,6 +425,7 @@ async fn lead(
         alert_providers: alert_providers.clone(),
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
+        scaled: Mutex::new(HashMap::new()),
     });
 
     let synced = {

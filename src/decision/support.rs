@@ -11,7 +11,7 @@ use crate::vocabulary::{RouterKind, router_for};
 pub fn blocking(provider: Provider) -> Option<String> {
     router_for(provider).is_none().then(|| {
         format!(
-            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, linkerd, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, kubernetes)"
+            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, linkerd, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, nginx, kubernetes)"
         )
     })
 }
@@ -24,7 +24,10 @@ pub fn unsupported_fields(spec: &CanarySpec, provider: Provider) -> Vec<String> 
             out.push(path.to_string());
         }
     };
-    note(spec.ingress_ref.is_some(), "spec.ingressRef");
+    note(
+        spec.ingress_ref.is_some() && router_for(provider) != Some(RouterKind::Nginx),
+        "spec.ingressRef",
+    );
     note(spec.route_ref.is_some(), "spec.routeRef");
     note(spec.upstream_ref.is_some(), "spec.upstreamRef");
     let s = &spec.service;

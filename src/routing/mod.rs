@@ -4,8 +4,11 @@
 pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
+pub mod nginx;
 pub mod services;
 pub mod smi;
+
+use std::sync::Arc;
 
 use kube::api::{ApiResource, DynamicObject};
 
@@ -22,6 +25,7 @@ impl RouterKind {
             RouterKind::SmiV1alpha1 => &smi::SMI_V1ALPHA1,
             RouterKind::SmiV1alpha2 => &smi::SMI_V1ALPHA2,
             RouterKind::SmiV1alpha3 => &smi::SMI_V1ALPHA3,
+            RouterKind::Nginx => &nginx::NginxRouter,
             RouterKind::Kubernetes => &kubernetes::KubernetesRouter,
         }
     }
@@ -68,14 +72,18 @@ pub enum RoutingError {
     },
 }
 
+/// The routing objects of a Canary that exist, as the caches hold them, with their kind: those Serin writes
+/// and those it reads (nginx's `ingressRef`).
+pub type Existing = [(ApiResource, Arc<DynamicObject>)];
+
 /// A provider's way of moving traffic. Routers build objects; the controller applies them with server-side
 /// apply under Serin's field manager and reads them back from its watch cache.
 pub trait Router: Send + Sync {
     fn name(&self) -> &'static str;
     /// The kinds of routing objects this router writes, the one whose object carries the split first.
     fn resources(&self) -> Vec<ApiResource>;
-    /// The routing objects this router writes for a Canary, by kind and name; the first carries the
-    /// split and is the one [`Router::traffic`] reads.
+    /// The routing objects this router writes (or reads) for a Canary, by kind and name; the first
+    /// carries the split and is the one [`Router::traffic`] reads.
     fn objects(&self, canary: &Canary) -> Vec<(ApiResource, String)>;
     /// The routing objects for this traffic, holding only the fields Serin owns, each with its type.
     fn desired(
@@ -83,6 +91,16 @@ pub trait Router: Send + Sync {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError>;
+    /// [`Router::desired`] built from the objects that exist; a router whose objects derive from one of
+    /// the user's (nginx's copy of the `ingressRef` Ingress) reads it here.
+    fn desired_from(
+        &self,
+        canary: &Canary,
+        traffic: Traffic,
+        _existing: &Existing,
+    ) -> Result<Vec<DynamicObject>, RoutingError> {
+        self.desired(canary, traffic)
+    }
     /// The routing objects as Serin leaves them when a Canary is deleted with revertOnDeletion: all traffic
     /// to the apex Service, without the Canary as owner (so they outlive it).
     fn handed_back(&self, canary: &Canary) -> Result<Vec<DynamicObject>, RoutingError>;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::metrics::{Metrics, Routed, Served};
+use crate::metrics::{IngressServed, Metrics, Routed, Served};
 use crate::model::{
     BackendTarget, Precedence, RequestMatch, ServiceKey, SimRoute, WeightedBackend, World,
 };
@@ -187,6 +187,16 @@ fn simulate_request(
     };
     let latency_ms = pod.behaviour.latency_ms * (0.8 + 0.4 * state.rng.next_f64());
     metrics.record_routed(routed(route, &service.name, status));
+    if let Some(canaries) = &route.ingress_canaries {
+        metrics.record_ingress(IngressServed {
+            namespace: &route.namespace,
+            ingress: &route.name,
+            service: &service.name,
+            canary: canaries.contains(service),
+            status,
+            latency_ms,
+        });
+    }
     metrics.record_served(Served {
         namespace: &pod.namespace,
         pod: &pod.name,
@@ -244,6 +254,7 @@ mod tests {
             rps,
             request_mix: vec![],
             precedence: Precedence::MostSpecific,
+            ingress_canaries: None,
         }
     }
 

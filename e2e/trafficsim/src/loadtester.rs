@@ -129,6 +129,7 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
             }]
         },
         precedence: Precedence::MostSpecific,
+        ingress_canaries: None,
     };
     Ok((route, duration))
 }

@@ -74,6 +74,19 @@ pub struct Served<'a> {
     pub latency_ms: f64,
 }
 
+/// A request through an ingress controller, as ingress-nginx counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressServed<'a> {
+    pub namespace: &'a str,
+    /// The Ingress the host's traffic comes through (the user's, not the canary's copy).
+    pub ingress: &'a str,
+    pub service: &'a str,
+    /// Served by a canary backend.
+    pub canary: bool,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
 /// Where the simulator sent a request, for its own counter; backend is "" when no backend was chosen.
 #[derive(Debug, Clone, Copy)]
 pub struct Routed<'a> {
@@ -93,6 +106,8 @@ pub struct Metrics {
     linkerd: BTreeMap<(String, String, u16), Histogram>,
     /// (namespace, route, backend, status)
     routed: BTreeMap<(String, String, String, u16), u64>,
+    /// (namespace, ingress, service, canary upstream or "", status): (count, seconds)
+    nginx: BTreeMap<(String, String, String, String, u16), (u64, f64)>,
 }
 
 impl Metrics {
@@ -109,6 +124,27 @@ impl Metrics {
             .entry((s.namespace.to_string(), s.workload.to_string(), s.status))
             .or_insert_with(|| Histogram::new(LINKERD_BUCKETS))
             .observe(s.latency_ms);
+    }
+
+    pub fn record_ingress(&mut self, r: IngressServed<'_>) {
+        // ingress-nginx names an upstream <namespace>-<service>-<port>; the port is left out here.
+        let upstream = if r.canary {
+            format!("{}-{}", r.namespace, r.service)
+        } else {
+            String::new()
+        };
+        let entry = self
+            .nginx
+            .entry((
+                r.namespace.to_string(),
+                r.ingress.to_string(),
+                r.service.to_string(),
+                upstream,
+                r.status,
+            ))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += r.latency_ms / 1000.0;
     }
 
     pub fn record_routed(&mut self, r: Routed<'_>) {
@@ -196,6 +232,28 @@ impl Metrics {
                 &linkerd_labels(ns, workload, *code),
             );
         }
+        out.push_str("# HELP nginx_ingress_controller_requests Requests through an Ingress (simulated, ingress-nginx style).\n");
+        out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
+        for ((ns, ingress, service, canary, status), (n, _)) in &self.nginx {
+            let _ = writeln!(
+                out,
+                "nginx_ingress_controller_requests{{{}}} {n}",
+                nginx_labels(ns, ingress, service, canary, *status)
+            );
+        }
+        out.push_str("# HELP nginx_ingress_controller_response_duration_seconds Response time (simulated).\n");
+        out.push_str("# TYPE nginx_ingress_controller_response_duration_seconds summary\n");
+        for ((ns, ingress, service, canary, status), (n, seconds)) in &self.nginx {
+            let labels = nginx_labels(ns, ingress, service, canary, *status);
+            let _ = writeln!(
+                out,
+                "nginx_ingress_controller_response_duration_seconds_sum{{{labels}}} {seconds}"
+            );
+            let _ = writeln!(
+                out,
+                "nginx_ingress_controller_response_duration_seconds_count{{{labels}}} {n}"
+            );
+        }
         out.push_str(
             "# HELP trafficsim_requests_total Requests the simulator sent, by route and backend.\n",
         );
@@ -211,6 +269,16 @@ impl Metrics {
         }
         out
     }
+}
+
+fn nginx_labels(ns: &str, ingress: &str, service: &str, canary: &str, status: u16) -> String {
+    format!(
+        "namespace=\"{}\",ingress=\"{}\",service=\"{}\",canary=\"{}\",status=\"{status}\"",
+        escape(ns),
+        escape(ingress),
+        escape(service),
+        escape(canary)
+    )
 }
 
 /// Linkerd classifies 5xx answers as failures.

@@ -24,6 +24,9 @@ pub struct SimRoute {
     pub request_mix: Vec<RequestClass>,
     /// How a request picks among the rules that match it.
     pub precedence: Precedence,
+    /// For an ingress controller's series: the backends that are a canary's (ingress-nginx labels the
+    /// requests they serve with their upstream in `canary`). None: the route has no ingress series.
+    pub ingress_canaries: Option<Vec<ServiceKey>>,
 }
 
 /// Which of the rules that match a request serves it.

@@ -3,6 +3,7 @@
 //! in [`sources`].
 
 pub mod httproute;
+pub mod ingress;
 pub mod trafficsplit;
 pub mod virtualservice;
 
@@ -130,6 +131,7 @@ pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
         source::<httproute::HTTPRoute>(client, default_rps),
         source::<virtualservice::VirtualService>(client, default_rps),
         source::<trafficsplit::TrafficSplit>(client, default_rps),
+        ingress::source(client, default_rps),
     ]
 }
 

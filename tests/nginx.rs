@@ -1,0 +1,261 @@
+//! NGINX end to end: the `serin` binary against the local cluster, the user's Ingress copied as a canary
+//! Ingress with ingress-nginx's canary annotations, the traffic simulator splitting the host's requests as
+//! ingress-nginx would, and Prometheus judging the canary through the nginx built-in queries
+//! (`nginx_ingress_controller_requests`, `nginx_ingress_controller_response_duration_seconds`).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Client;
+use kube::api::Api;
+use serde_json::{Value, json};
+use serin::api::{Canary, Phase};
+use serin_e2e::podinfo::{
+    annotate_canary, annotated, deployment, image_of, wait_phase, wait_promoted,
+};
+use serin_e2e::{
+    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
+    wait_for,
+};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn behaviour(error_rate: f64) -> Value {
+    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
+}
+
+/// podinfo 1.0.0, the user's Ingress for it (host app.example.com to the apex Service), an nginx Canary.
+async fn start(
+    prefix: &str,
+    analysis: Value,
+    mix: Option<Value>,
+) -> (Client, String, SerinProcess) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    let mut annotations = json!({"trafficsim.serin.dev/rps": "100"});
+    if let Some(mix) = mix {
+        annotations["trafficsim.serin.dev/request-mix"] = json!(mix.to_string());
+    }
+    apply::<Ingress>(&client, &ns, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "podinfo", "annotations": annotations},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}))
+    .await;
+    apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
+        "spec": {"provider": "nginx", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+            "service": {"port": 9898}, "analysis": analysis}}))
+    .await;
+    let serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    (client, ns, serin)
+}
+
+async fn canary_ingress(client: &Client, ns: &str) -> Option<Ingress> {
+    Api::<Ingress>::namespaced(client.clone(), ns)
+        .get_opt("podinfo-canary")
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn canary_weight(client: &Client, ns: &str) -> Option<i64> {
+    canary_ingress(client, ns)
+        .await?
+        .metadata
+        .annotations?
+        .get("nginx.ingress.kubernetes.io/canary-weight")?
+        .parse()
+        .ok()
+}
+
+/// The canary's share of the requests through the user's Ingress over the last 5s, as ingress-nginx
+/// counts them.
+async fn canary_share(ns: &str) -> f64 {
+    let sel = format!(r#"namespace="{ns}", ingress="podinfo""#);
+    let q = format!(
+        r#"sum(increase(nginx_ingress_controller_requests{{{sel}, canary!=""}}[5s])) / sum(increase(nginx_ingress_controller_requests{{{sel}}}[5s])) * 100"#
+    );
+    prometheus_value(&q).await.expect("the canary's share")
+}
+
+#[tokio::test]
+async fn a_canary_ingress_steps_by_weight_and_a_faulty_image_is_rolled_back() {
+    let checks = json!([
+        {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
+        {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]);
+    let (client, ns, _serin) = start(
+        "nginx",
+        json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1, "metrics": checks}),
+        None,
+    )
+    .await;
+    let ing = canary_ingress(&client, &ns)
+        .await
+        .expect("Serin made podinfo-canary");
+    let backend = &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0]
+        .http
+        .as_ref()
+        .unwrap()
+        .paths[0]
+        .backend;
+    assert_eq!(backend.service.as_ref().unwrap().name, "podinfo-canary");
+    assert_eq!(canary_weight(&client, &ns).await, Some(0));
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let recorder = {
+        let (client, ns, seen) = (client.clone(), ns.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(w) = canary_weight(&client, &ns).await {
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&w) {
+                        seen.push(w);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    wait_for(
+        "canary weight 25 on the canary Ingress",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            match canary_weight(&client, &ns).await {
+                Some(25) => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let share = canary_share(&ns).await;
+    eprintln!("measured: nginx canary share {share:.1}% at weight 25");
+    assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
+    annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    recorder.abort();
+    assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);
+
+    // The promoted canary's clean requests must leave the checks' window first.
+    let canary_traffic = format!(
+        r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="podinfo", canary!=""}}[10s]))"#
+    );
+    wait_for(
+        "the promoted canary's traffic to leave the check window",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match prometheus_query(&canary_traffic).await {
+                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:3.0.0", json!({})), behaviour(0.5)),
+    )
+    .await;
+    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+    let why = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(why.contains("request-success-rate"), "{why}");
+    assert_eq!(canary_weight(&client, &ns).await, Some(0));
+    assert_eq!(
+        image_of(&client, &ns, "podinfo-primary").await.0,
+        "podinfo:2.0.0"
+    );
+    // The user's Ingress was never written by Serin.
+    let users = Api::<Ingress>::namespaced(client.clone(), &ns)
+        .get("podinfo")
+        .await
+        .unwrap();
+    assert!(
+        users
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .all(|m| m.manager.as_deref() != Some("serin")),
+        "Serin wrote the user's Ingress"
+    );
+}
+
+#[tokio::test]
+async fn ab_sends_the_requests_with_the_header_to_the_canary_ingress() {
+    let analysis = json!({"interval": "2s", "iterations": 6,
+        "match": [{"headers": {"x-canary": {"exact": "insider"}}}]});
+    let mix = json!([{"share": 0.25, "headers": {"x-canary": "insider"}}]);
+    let (client, ns, _serin) = start("nginx-ab", analysis, Some(mix)).await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
+    )
+    .await;
+    wait_for(
+        "the canary Ingress to select the header",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let a = canary_ingress(&client, &ns)
+                .await
+                .and_then(|i| i.metadata.annotations)
+                .unwrap_or_default();
+            if a.get("nginx.ingress.kubernetes.io/canary-by-header")
+                .map(String::as_str)
+                == Some("x-canary")
+            {
+                Ok(())
+            } else {
+                Err(format!("{a:?}"))
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let share = canary_share(&ns).await;
+    eprintln!("measured: nginx A/B canary share {share:.1}% (25% of requests match)");
+    assert!(
+        (share - 25.0).abs() <= 6.0,
+        "the canary got {share:.1}% of requests; 25% carry the header"
+    );
+    wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
+    let a = canary_ingress(&client, &ns)
+        .await
+        .and_then(|i| i.metadata.annotations)
+        .unwrap_or_default();
+    assert!(
+        !a.contains_key("nginx.ingress.kubernetes.io/canary-by-header"),
+        "the header match is gone after promotion: {a:?}"
+    );
+    assert_eq!(
+        a.get("nginx.ingress.kubernetes.io/canary-weight")
+            .map(String::as_str),
+        Some("0")
+    );
+}
