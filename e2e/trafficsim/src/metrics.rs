@@ -96,6 +96,10 @@ pub struct Routed<'a> {
     pub status: u16,
 }
 
+/// (namespace, ingress, service, canary upstream or "", status) of ingress-nginx's series; the value is
+/// (count, seconds).
+type NginxKey = (String, String, String, String, u16);
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// (namespace, pod, status)
@@ -106,8 +110,7 @@ pub struct Metrics {
     linkerd: BTreeMap<(String, String, u16), Histogram>,
     /// (namespace, route, backend, status)
     routed: BTreeMap<(String, String, String, u16), u64>,
-    /// (namespace, ingress, service, canary upstream or "", status): (count, seconds)
-    nginx: BTreeMap<(String, String, String, String, u16), (u64, f64)>,
+    nginx: BTreeMap<NginxKey, (u64, f64)>,
 }
 
 impl Metrics {
