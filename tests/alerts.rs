@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use serin::api::{AlertProvider, Phase};
 use serin_e2e::podinfo::{annotated, deployment, setup, wait_phase, wait_promoted};
 use serin_e2e::receiver::Receiver;
-use serin_e2e::{SerinProcess, apply, event_notes, prometheus_query, wait_for};
+use serin_e2e::rollout::wait_window_empty;
+use serin_e2e::{SerinProcess, apply, event_notes, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -120,20 +121,9 @@ async fn a_promotion_and_a_rollback_reach_every_provider_in_flaggers_shapes() {
     // The check's 10 s window still holds the promoted revision's clean canary traffic for a while: a
     // faulty revision checked within it would pass on that (as in Flagger, whose window is the same).
     // Wait until the window is empty, so the rollback below is judged on the faulty revision alone.
-    let canary_traffic = format!(
+    wait_window_empty(&format!(
         r#"sum(rate(http_request_duration_seconds_count{{kubernetes_namespace="{ns}", kubernetes_pod_name=~"podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)"}}[10s]))"#
-    );
-    wait_for(
-        "the promoted canary's traffic to leave the check window",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            match prometheus_query(&canary_traffic).await {
-                Ok(v) if v.is_empty() => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
+    ))
     .await;
     apply::<Deployment>(
         &client,

@@ -4,37 +4,26 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::istio::{destination_rules, virtual_services};
-use serin_e2e::podinfo::{
-    annotate_canary, annotated, deployment, image_of, wait_phase, wait_promoted,
+use serin_e2e::podinfo::{image_of, wait_phase, wait_promoted};
+use serin_e2e::rollout::{
+    WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
+    wait_window_empty,
 };
-use serin_e2e::{
-    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
-    wait_for,
-};
+use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, prometheus_value, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
-
-fn behaviour(error_rate: f64) -> Value {
-    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
-}
 
 /// A namespace with podinfo 1.0.0 and an istio Canary with `analysis`, and Serin running for it.
 async fn start(prefix: &str, service: Value, analysis: Value) -> (Client, String, SerinProcess) {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:1.0.0", 0.0).await;
     let mut svc = json!({"port": 9898});
     if let (Some(s), Some(extra)) = (svc.as_object_mut(), service.as_object()) {
         s.extend(extra.clone());
@@ -82,34 +71,19 @@ async fn annotate_virtual_service(client: &Client, ns: &str, annotations: Value)
         .expect("annotating the VirtualService");
 }
 
-/// The canary workload's share of the requests Istio's series count over the last 5s, in percent.
-async fn canary_share(ns: &str) -> f64 {
+/// A query of the canary workload's share of the requests Istio's series count over the last 5s, in
+/// percent.
+fn canary_share(ns: &str) -> String {
     let sel = |w: &str| {
         format!(
             r#"reporter="destination", destination_workload_namespace="{ns}", destination_workload=~"{w}""#
         )
     };
-    let q = format!(
+    format!(
         "sum(increase(istio_requests_total{{{}}}[5s])) / sum(increase(istio_requests_total{{{}}}[5s])) * 100",
         sel("podinfo"),
         sel("podinfo|podinfo-primary")
-    );
-    prometheus_value(&q).await.expect("the canary's share")
-}
-
-async fn wait_weight(client: &Client, ns: &str, weight: i64) {
-    wait_for(
-        &format!("canary weight {weight} in the VirtualService"),
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match canary_weight(client, ns).await {
-                Some(w) if w == weight => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
     )
-    .await;
 }
 
 #[tokio::test]
@@ -145,33 +119,17 @@ async fn a_good_image_steps_through_the_virtual_service_and_a_faulty_one_is_roll
     annotate_virtual_service(&client, &ns, json!({"trafficsim.serin.dev/rps": "100"})).await;
 
     // Every weight the VirtualService holds, as the mesh would see it.
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let recorder = {
-        let (client, ns, seen) = (client.clone(), ns.clone(), seen.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Some(w) = canary_weight(&client, &ns).await {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&w) {
-                        seen.push(w);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
+        let (client, ns) = (client.clone(), ns.clone());
+        WeightRecorder::start(move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { canary_weight(&client, &ns).await }
         })
     };
-
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
     // Held at 25% (pause), the split the mesh would make is measured in Istio's series.
-    wait_weight(&client, &ns, 25).await;
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let share = canary_share(&ns).await;
+    wait_weight("the VirtualService", 25, || canary_weight(&client, &ns)).await;
+    let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
     eprintln!("measured: istio canary share {share:.1}% at weight 25");
     assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
     // A new Serin process resumes where the VirtualService says.
@@ -179,47 +137,16 @@ async fn a_good_image_steps_through_the_virtual_service_and_a_faulty_one_is_roll
     let _serin = SerinProcess::start(SERIN, &ns, "b").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(canary_weight(&client, &ns).await, Some(25));
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    resume(&client, &ns).await;
     wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    recorder.abort();
-    assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);
+    assert_eq!(recorder.stop().await, [0, 25, 50, 0]);
 
-    // The promoted canary's clean traffic must leave the checks' window before the faulty one is judged.
-    let canary_traffic = format!(
+    wait_window_empty(&format!(
         r#"sum(rate(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}", destination_workload="podinfo"}}[10s]))"#
-    );
-    wait_for(
-        "the promoted canary's traffic to leave the check window",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            match prometheus_query(&canary_traffic).await {
-                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
+    ))
     .await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:3.0.0", json!({})), behaviour(0.5)),
-    )
-    .await;
-    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
-    let why = failed
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
-    assert!(why.contains("request-success-rate"), "{why}");
+    faulty_rolled_back(&client, &ns, "podinfo:3.0.0", "podinfo:2.0.0").await;
     assert_eq!(canary_weight(&client, &ns).await, Some(0));
-    assert_eq!(
-        image_of(&client, &ns, "podinfo-primary").await.0,
-        "podinfo:2.0.0"
-    );
 }
 
 #[tokio::test]
@@ -234,12 +161,7 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_through_the_virtual
         json!({"trafficsim.serin.dev/request-mix": mix, "trafficsim.serin.dev/rps": "200"}),
     )
     .await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
     wait_for(
         "the VirtualService to send the matching requests to the canary",
         Duration::from_secs(30),
@@ -258,7 +180,9 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_through_the_virtual
     )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let share = canary_share(&ns).await;
+    let share = prometheus_value(&canary_share(&ns))
+        .await
+        .expect("the canary's share");
     eprintln!("measured: istio A/B canary share {share:.1}% (25% of requests match)");
     assert!(
         (share - 25.0).abs() <= 6.0,

@@ -11,30 +11,20 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::smi::{SmiVersion, traffic_splits};
-use serin_e2e::podinfo::{
-    annotate_canary, annotated, deployment, image_of, status, wait_phase, wait_promoted,
+use serin_e2e::podinfo::{deployment, image_of, status, wait_phase, wait_promoted};
+use serin_e2e::rollout::{
+    WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
+    wait_window_empty,
 };
-use serin_e2e::{
-    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
-    wait_for,
-};
+use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
-
-fn behaviour(error_rate: f64) -> Value {
-    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
-}
 
 async fn start(prefix: &str, provider: &str, analysis: Value) -> (Client, String, SerinProcess) {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:1.0.0", 0.0).await;
     apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
         "spec": {"provider": provider, "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
             "service": {"port": 9898}, "analysis": analysis}}))
@@ -61,15 +51,15 @@ async fn canary_weight(client: &Client, ns: &str, version: SmiVersion) -> Option
         .and_then(|b| b["weight"].as_i64())
 }
 
-/// The canary deployment's share of the inbound responses Linkerd's series count over the last 5s.
-async fn canary_share(ns: &str) -> f64 {
+/// A query of the canary deployment's share of the inbound responses Linkerd's series count over the
+/// last 5s.
+fn canary_share(ns: &str) -> String {
     let sel = |d: &str| format!(r#"namespace="{ns}", deployment=~"{d}", direction="inbound""#);
-    let q = format!(
+    format!(
         "sum(increase(response_total{{{}}}[5s])) / sum(increase(response_total{{{}}}[5s])) * 100",
         sel("podinfo"),
         sel("podinfo|podinfo-primary")
-    );
-    prometheus_value(&q).await.expect("the canary's share")
+    )
 }
 
 #[tokio::test]
@@ -100,85 +90,28 @@ async fn linkerd_steps_through_the_traffic_split_and_rolls_a_faulty_image_back()
         .await
         .expect("annotating the TrafficSplit");
 
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let recorder = {
-        let (client, ns, seen) = (client.clone(), ns.clone(), seen.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Some(w) = canary_weight(&client, &ns, v).await {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&w) {
-                        seen.push(w);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
+        let (client, ns) = (client.clone(), ns.clone());
+        WeightRecorder::start(move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { canary_weight(&client, &ns, v).await }
         })
     };
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
-    wait_for(
-        "canary weight 25 in the TrafficSplit",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match canary_weight(&client, &ns, v).await {
-                Some(25) => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let share = canary_share(&ns).await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
+    wait_weight("the TrafficSplit", 25, || canary_weight(&client, &ns, v)).await;
+    let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
     eprintln!("measured: linkerd canary share {share:.1}% at weight 25");
     assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    resume(&client, &ns).await;
     wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    recorder.abort();
-    assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);
+    assert_eq!(recorder.stop().await, [0, 25, 50, 0]);
 
-    // The promoted canary's clean responses must leave the checks' window first.
-    let canary_traffic = format!(
+    wait_window_empty(&format!(
         r#"sum(rate(response_total{{namespace="{ns}", deployment="podinfo", direction="inbound"}}[10s]))"#
-    );
-    wait_for(
-        "the promoted canary's traffic to leave the check window",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            match prometheus_query(&canary_traffic).await {
-                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
+    ))
     .await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:3.0.0", json!({})), behaviour(0.5)),
-    )
-    .await;
-    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
-    let why = failed
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
-    assert!(why.contains("request-success-rate"), "{why}");
+    faulty_rolled_back(&client, &ns, "podinfo:3.0.0", "podinfo:2.0.0").await;
     assert_eq!(canary_weight(&client, &ns, v).await, Some(0));
-    assert_eq!(
-        image_of(&client, &ns, "podinfo-primary").await.0,
-        "podinfo:2.0.0"
-    );
 }
 
 #[tokio::test]

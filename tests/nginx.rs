@@ -5,25 +5,19 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
-use serin_e2e::podinfo::{
-    annotate_canary, annotated, deployment, image_of, wait_phase, wait_promoted,
+use serin_e2e::podinfo::{wait_phase, wait_promoted};
+use serin_e2e::rollout::{
+    WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
+    wait_window_empty,
 };
-use serin_e2e::{
-    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
-    wait_for,
-};
+use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, prometheus_value, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
-
-fn behaviour(error_rate: f64) -> Value {
-    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
-}
 
 /// podinfo 1.0.0, the user's Ingress for it (host app.example.com to the apex Service), an nginx Canary.
 async fn start(
@@ -34,12 +28,7 @@ async fn start(
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:1.0.0", 0.0).await;
     let mut annotations = json!({"trafficsim.serin.dev/rps": "100"});
     if let Some(mix) = mix {
         annotations["trafficsim.serin.dev/request-mix"] = json!(mix.to_string());
@@ -77,14 +66,13 @@ async fn canary_weight(client: &Client, ns: &str) -> Option<i64> {
         .ok()
 }
 
-/// The canary's share of the requests through the user's Ingress over the last 5s, as ingress-nginx
-/// counts them.
-async fn canary_share(ns: &str) -> f64 {
+/// A query of the canary's share of the requests through the user's Ingress over the last 5s, as
+/// ingress-nginx counts them.
+fn canary_share(ns: &str) -> String {
     let sel = format!(r#"namespace="{ns}", ingress="podinfo""#);
-    let q = format!(
+    format!(
         r#"sum(increase(nginx_ingress_controller_requests{{{sel}, canary!=""}}[5s])) / sum(increase(nginx_ingress_controller_requests{{{sel}}}[5s])) * 100"#
-    );
-    prometheus_value(&q).await.expect("the canary's share")
+    )
 }
 
 #[tokio::test]
@@ -110,85 +98,28 @@ async fn a_canary_ingress_steps_by_weight_and_a_faulty_image_is_rolled_back() {
     assert_eq!(backend.service.as_ref().unwrap().name, "podinfo-canary");
     assert_eq!(canary_weight(&client, &ns).await, Some(0));
 
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
     let recorder = {
-        let (client, ns, seen) = (client.clone(), ns.clone(), seen.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Some(w) = canary_weight(&client, &ns).await {
-                    let mut seen = seen.lock().unwrap();
-                    if seen.last() != Some(&w) {
-                        seen.push(w);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
+        let (client, ns) = (client.clone(), ns.clone());
+        WeightRecorder::start(move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { canary_weight(&client, &ns).await }
         })
     };
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
-    wait_for(
-        "canary weight 25 on the canary Ingress",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async {
-            match canary_weight(&client, &ns).await {
-                Some(25) => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
-    let share = canary_share(&ns).await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
+    wait_weight("the canary Ingress", 25, || canary_weight(&client, &ns)).await;
+    let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
     eprintln!("measured: nginx canary share {share:.1}% at weight 25");
     assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
-    annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    resume(&client, &ns).await;
     wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    recorder.abort();
-    assert_eq!(*seen.lock().unwrap(), [0, 25, 50, 0]);
+    assert_eq!(recorder.stop().await, [0, 25, 50, 0]);
 
-    // The promoted canary's clean requests must leave the checks' window first.
-    let canary_traffic = format!(
+    wait_window_empty(&format!(
         r#"sum(rate(nginx_ingress_controller_requests{{namespace="{ns}", ingress="podinfo", canary!=""}}[10s]))"#
-    );
-    wait_for(
-        "the promoted canary's traffic to leave the check window",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            match prometheus_query(&canary_traffic).await {
-                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
+    ))
     .await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:3.0.0", json!({})), behaviour(0.5)),
-    )
-    .await;
-    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
-    let why = failed
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default();
-    assert!(why.contains("request-success-rate"), "{why}");
+    faulty_rolled_back(&client, &ns, "podinfo:3.0.0", "podinfo:2.0.0").await;
     assert_eq!(canary_weight(&client, &ns).await, Some(0));
-    assert_eq!(
-        image_of(&client, &ns, "podinfo-primary").await.0,
-        "podinfo:2.0.0"
-    );
     // The user's Ingress was never written by Serin.
     let users = Api::<Ingress>::namespaced(client.clone(), &ns)
         .get("podinfo")
@@ -211,12 +142,7 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_ingress() {
         "match": [{"headers": {"x-canary": {"exact": "insider"}}}]});
     let mix = json!([{"share": 0.25, "headers": {"x-canary": "insider"}}]);
     let (client, ns, _serin) = start("nginx-ab", analysis, Some(mix)).await;
-    apply::<Deployment>(
-        &client,
-        &ns,
-        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.0)),
-    )
-    .await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
     wait_for(
         "the canary Ingress to select the header",
         Duration::from_secs(30),
@@ -238,7 +164,9 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_ingress() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let share = canary_share(&ns).await;
+    let share = prometheus_value(&canary_share(&ns))
+        .await
+        .expect("the canary's share");
     eprintln!("measured: nginx A/B canary share {share:.1}% (25% of requests match)");
     assert!(
         (share - 25.0).abs() <= 6.0,

@@ -22,6 +22,7 @@ pub mod apps;
 pub mod loadtester;
 pub mod podinfo;
 pub mod receiver;
+pub mod rollout;
 
 /// The repository's root.
 pub fn repo_dir() -> PathBuf {

@@ -1,0 +1,130 @@
+//! The shape every provider's end-to-end test shares: record the canary's weight as the provider's object
+//! holds it, hold at a weight and measure the split in the provider's own series, promote, wait for the
+//! promoted canary's traffic to leave the checks' window, then roll a faulty image back.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use serde_json::{Value, json};
+use serin::api::Phase;
+
+use crate::podinfo::{annotate_canary, annotated, deployment, image_of, wait_phase};
+use crate::{apply, prometheus_query, prometheus_value, wait_for};
+
+/// The simulator's pod annotations: this error rate, 5 ms.
+pub fn behaviour(error_rate: f64) -> Value {
+    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(), "trafficsim.serin.dev/latency-ms": "5"})
+}
+
+/// Applies podinfo at `image` whose pods fail `error_rate` of requests.
+pub async fn roll_out(client: &Client, ns: &str, image: &str, error_rate: f64) {
+    apply::<Deployment>(
+        client,
+        ns,
+        annotated(deployment(image, json!({})), behaviour(error_rate)),
+    )
+    .await;
+}
+
+/// Records each distinct weight `probe` reads until stopped (a data plane's view of the object).
+pub struct WeightRecorder {
+    seen: Arc<Mutex<Vec<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WeightRecorder {
+    pub fn start<F, Fut>(probe: F) -> Self
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Option<i64>> + Send,
+    {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Some(w) = probe().await {
+                    let mut log = log.lock().unwrap();
+                    if log.last() != Some(&w) {
+                        log.push(w);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+        WeightRecorder { seen, task }
+    }
+
+    /// The weights seen, after one more look (the last write may be a poll away).
+    pub async fn stop(self) -> Vec<i64> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.task.abort();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Waits until `probe` reads `weight`.
+pub async fn wait_weight<F, Fut>(what: &str, weight: i64, probe: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<i64>>,
+{
+    wait_for(
+        &format!("canary weight {weight} in {what}"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            match probe().await {
+                Some(w) if w == weight => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// Holds the analysis (serin.dev/pause) for long enough that Prometheus's last 5s are all at the held
+/// weight, and returns `share` (a query of the canary's percent of requests over 5s). [`resume`] goes on.
+pub async fn hold_and_measure(client: &Client, ns: &str, share: &str) -> f64 {
+    annotate_canary(client, ns, "serin.dev/pause", Some("true")).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    prometheus_value(share).await.expect("the canary's share")
+}
+
+pub async fn resume(client: &Client, ns: &str) {
+    annotate_canary(client, ns, "serin.dev/pause", Some("false")).await;
+}
+
+/// Waits until `rate` (the promoted canary's requests over the checks' window) has no data: a faulty
+/// revision checked before would pass on the clean traffic still in the window (Flagger's semantics too).
+pub async fn wait_window_empty(rate: &str) {
+    wait_for(
+        "the promoted canary's traffic to leave the check window",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match prometheus_query(rate).await {
+                Ok(v) if v.is_empty() || v == [0.0] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// Rolls out `image` failing half its requests and waits for the rollback on request-success-rate, the
+/// primary still on `kept`.
+pub async fn faulty_rolled_back(client: &Client, ns: &str, image: &str, kept: &str) {
+    roll_out(client, ns, image, 0.5).await;
+    let failed = wait_phase(client, ns, Phase::Failed, Duration::from_secs(60)).await;
+    let why = failed
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .and_then(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(why.contains("request-success-rate"), "{why}");
+    assert_eq!(image_of(client, ns, "podinfo-primary").await.0, kept);
+}
