@@ -153,14 +153,8 @@ pub async fn act(
     // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
     // route, read back, sends them nothing (the decision waits for that).
     if let (Some(traffic), Some(router)) = (desired.traffic, obs.router) {
-        let kinds = router.resources();
         for route in router.desired_from(canary, traffic, &obs.routes)? {
-            let kind = route
-                .types
-                .as_ref()
-                .map(|t| t.kind.as_str())
-                .unwrap_or_default();
-            let Some(ar) = kinds.iter().find(|ar| ar.kind == kind) else {
+            let Some(ar) = router.resource_of(&route) else {
                 continue;
             };
             let cached = obs
@@ -176,7 +170,7 @@ pub async fn act(
             writes += u32::from(write(
                 apply(
                     &ctx.client,
-                    ar,
+                    &ar,
                     cached.map(|c| to_json(&**c)),
                     &to_json(&route),
                     false,

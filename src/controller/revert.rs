@@ -348,19 +348,13 @@ async fn hand_back_route(ctx: &Context, canary: &Canary) -> Result<u32, Error> {
     let Some(router) = router_for(provider).map(|k| k.router()) else {
         return Ok(0);
     };
-    let kinds = router.resources();
     let mut writes = 0;
     for route in router.handed_back(canary)? {
-        let kind = route
-            .types
-            .as_ref()
-            .map(|t| t.kind.as_str())
-            .unwrap_or_default();
-        let Some(ar) = kinds.iter().find(|ar| ar.kind == kind) else {
+        let Some(ar) = router.resource_of(&route) else {
             continue;
         };
         // Forced write: the owner reference must go even when the rest already matches.
-        writes += u32::from(apply(&ctx.client, ar, None, &to_json(&route), false).await?);
+        writes += u32::from(apply(&ctx.client, &ar, None, &to_json(&route), false).await?);
     }
     Ok(writes)
 }

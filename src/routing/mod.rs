@@ -91,6 +91,11 @@ pub trait Router: Send + Sync {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError>;
+    /// The kind (among [`Router::resources`]) of an object this router built.
+    fn resource_of(&self, object: &DynamicObject) -> Option<ApiResource> {
+        let kind = object.types.as_ref()?.kind.as_str();
+        self.resources().into_iter().find(|ar| ar.kind == kind)
+    }
     /// [`Router::desired`] built from the objects that exist; a router whose objects derive from one of
     /// the user's (nginx's copy of the `ingressRef` Ingress) reads it here.
     fn desired_from(
@@ -129,6 +134,42 @@ mod tests {
                 assert!(
                     RouterKind::ALL.contains(&kind),
                     "{provider}'s router {kind:?} is not in RouterKind::ALL"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+    use crate::vocabulary::Weights;
+
+    /// Every object a router builds is of a kind it lists, so the controller can write it.
+    #[test]
+    fn every_object_a_router_builds_has_its_resource() {
+        let canary: Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1"},
+            "spec": {"targetRef": {"name": "podinfo"}, "service": {"port": 9898}}
+        }))
+        .unwrap();
+        for kind in [
+            RouterKind::GatewayApi,
+            RouterKind::Istio,
+            RouterKind::SmiV1alpha3,
+        ] {
+            let router = kind.router();
+            let objects = router
+                .desired(&canary, Traffic::Split(Weights::canary(10)))
+                .unwrap()
+                .into_iter()
+                .chain(router.handed_back(&canary).unwrap());
+            for o in objects {
+                let ar = router.resource_of(&o).expect("a listed kind");
+                assert_eq!(
+                    Some(ar.kind.as_str()),
+                    o.types.as_ref().map(|t| t.kind.as_str())
                 );
             }
         }
