@@ -114,12 +114,16 @@ pub enum RouterKind {
     SmiV1alpha3,
     /// ingress-nginx canary Ingress (networking.k8s.io/v1).
     Nginx,
+    /// Contour HTTPProxy (projectcontour.io/v1).
+    Contour,
+    /// Traefik TraefikService (traefik.io/v1alpha1).
+    Traefik,
     /// Plain Services: blue/green without traffic shifting.
     Kubernetes,
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 8] = [
+    pub const ALL: [RouterKind; 10] = [
         RouterKind::GatewayApi,
         RouterKind::Istio,
         RouterKind::Linkerd,
@@ -127,6 +131,8 @@ impl RouterKind {
         RouterKind::SmiV1alpha2,
         RouterKind::SmiV1alpha3,
         RouterKind::Nginx,
+        RouterKind::Contour,
+        RouterKind::Traefik,
         RouterKind::Kubernetes,
     ];
 }
@@ -142,9 +148,9 @@ pub fn router_for(provider: Provider) -> Option<RouterKind> {
         Provider::SmiV1alpha2 => Some(RouterKind::SmiV1alpha2),
         Provider::SmiV1alpha3 => Some(RouterKind::SmiV1alpha3),
         Provider::Nginx => Some(RouterKind::Nginx),
+        Provider::Contour => Some(RouterKind::Contour),
+        Provider::Traefik => Some(RouterKind::Traefik),
         Provider::GatewayApiV1beta1
-        | Provider::Contour
-        | Provider::Traefik
         | Provider::Gloo
         | Provider::Skipper
         | Provider::AppMesh

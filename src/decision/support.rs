@@ -11,7 +11,7 @@ use crate::vocabulary::{RouterKind, router_for};
 pub fn blocking(provider: Provider) -> Option<String> {
     router_for(provider).is_none().then(|| {
         format!(
-            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, linkerd, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, nginx, kubernetes)"
+            "spec.provider: {provider} is not supported yet (supported: gatewayapi, gatewayapi:v1, istio, linkerd, smi:v1alpha1, smi:v1alpha2, smi:v1alpha3, nginx, contour, traefik, kubernetes)"
         )
     })
 }
@@ -33,7 +33,12 @@ pub fn unsupported_fields(spec: &CanarySpec, provider: Provider) -> Vec<String> 
     let s = &spec.service;
     // The Istio router passes these into the VirtualService and DestinationRules.
     let istio = router_for(provider) == Some(RouterKind::Istio);
-    note(s.timeout.is_some() && !istio, "spec.service.timeout");
+    // Contour's HTTPProxy takes the timeout, the retries and the match's uri prefix, as Flagger's does.
+    let contour = router_for(provider) == Some(RouterKind::Contour);
+    note(
+        s.timeout.is_some() && !istio && !contour,
+        "spec.service.timeout",
+    );
     note(s.backend_timeout.is_some(), "spec.service.backendTimeout");
     note(!s.gateways.is_empty() && !istio, "spec.service.gateways");
     note(s.delegation && !istio, "spec.service.delegation");
@@ -41,9 +46,15 @@ pub fn unsupported_fields(spec: &CanarySpec, provider: Provider) -> Vec<String> 
         s.traffic_policy.is_some() && !istio,
         "spec.service.trafficPolicy",
     );
-    note(s.r#match.is_some() && !istio, "spec.service.match");
+    note(
+        s.r#match.is_some() && !istio && !contour,
+        "spec.service.match",
+    );
     note(s.rewrite.is_some() && !istio, "spec.service.rewrite");
-    note(s.retries.is_some() && !istio, "spec.service.retries");
+    note(
+        s.retries.is_some() && !istio && !contour,
+        "spec.service.retries",
+    );
     note(s.headers.is_some() && !istio, "spec.service.headers");
     note(s.mirror.is_some(), "spec.service.mirror");
     note(s.cors_policy.is_some() && !istio, "spec.service.corsPolicy");

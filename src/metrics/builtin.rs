@@ -12,11 +12,14 @@ pub enum Family {
     Istio,
     Linkerd,
     Nginx,
+    /// Envoy's cluster series, as Contour's Envoy exports them.
+    Contour,
+    Traefik,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the built-in checks have no queries for provider {0} yet (they have for gatewayapi, kubernetes, istio, linkerd, nginx): use a MetricTemplate"
+    "the built-in checks have no queries for provider {0} yet (they have for gatewayapi, kubernetes, istio, linkerd, nginx, contour, traefik): use a MetricTemplate"
 )]
 pub struct NoQueries(pub Provider);
 
@@ -29,6 +32,8 @@ impl Family {
             Istio => Ok(Family::Istio),
             Linkerd => Ok(Family::Linkerd),
             Nginx => Ok(Family::Nginx),
+            Contour => Ok(Family::Contour),
+            Traefik => Ok(Family::Traefik),
             other => Err(NoQueries(other)),
         }
     }
@@ -66,6 +71,20 @@ impl Family {
                 r#"sum( rate( nginx_ingress_controller_response_duration_seconds_sum{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="" }[{{ interval }}] ) ) "#,
                 r#"/ sum( rate( nginx_ingress_controller_response_duration_seconds_count{ namespace="{{ namespace }}", ingress="{{ ingress }}", canary!="" }[{{ interval }}] ) ) * 1000"#
             ),
+            (Family::Contour, RequestSuccessRate) => concat!(
+                r#"sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+", }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Contour, RequestDuration) => {
+                r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"{{ namespace }}_{{ service }}-canary_[0-9a-zA-Z-]+", }[{{ interval }}] ) ) by (le) )"#
+            }
+            (Family::Traefik, RequestSuccessRate) => concat!(
+                r#"sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd", code!~"5..", le="+Inf" }[{{ interval }}] ) ) "#,
+                r#"/ sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd", le="+Inf" }[{{ interval }}] ) ) * 100"#
+            ),
+            (Family::Traefik, RequestDuration) => {
+                r#"histogram_quantile( 0.99, sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd" }[{{ interval }}] ) ) by (le) ) * 1000"#
+            }
         }
     }
 
@@ -151,6 +170,26 @@ mod tests {
     }
 
     #[test]
+    fn contour_and_traefik_queries_are_flaggers() {
+        assert_eq!(
+            rendered(Family::Contour, Builtin::RequestSuccessRate, "web"),
+            r#"sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"web_podinfo-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"web_podinfo-canary_[0-9a-zA-Z-]+", }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Contour, Builtin::RequestDuration, "web"),
+            r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"web_podinfo-canary_[0-9a-zA-Z-]+", }[1m] ) ) by (le) )"#
+        );
+        assert_eq!(
+            rendered(Family::Traefik, Builtin::RequestSuccessRate, "web"),
+            r#"sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"web-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd", code!~"5..", le="+Inf" }[1m] ) ) / sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"web-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd", le="+Inf" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            rendered(Family::Traefik, Builtin::RequestDuration, "web"),
+            r#"histogram_quantile( 0.99, sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"web-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd" }[1m] ) ) by (le) ) * 1000"#
+        );
+    }
+
+    #[test]
     fn families_follow_the_provider() {
         assert_eq!(Family::of(Provider::GatewayApi), Ok(Family::Http));
         assert_eq!(Family::of(Provider::GatewayApiV1beta1), Ok(Family::Http));
@@ -158,8 +197,10 @@ mod tests {
         assert_eq!(Family::of(Provider::Istio), Ok(Family::Istio));
         assert_eq!(Family::of(Provider::Linkerd), Ok(Family::Linkerd));
         assert_eq!(Family::of(Provider::Nginx), Ok(Family::Nginx));
-        let err = Family::of(Provider::Contour).unwrap_err();
-        assert!(err.to_string().contains("provider contour"), "{err}");
+        assert_eq!(Family::of(Provider::Contour), Ok(Family::Contour));
+        assert_eq!(Family::of(Provider::Traefik), Ok(Family::Traefik));
+        let err = Family::of(Provider::Gloo).unwrap_err();
+        assert!(err.to_string().contains("provider gloo"), "{err}");
     }
 
     #[test]

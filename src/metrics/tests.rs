@@ -121,14 +121,14 @@ async fn a_provider_serin_lacks_is_named() {
         )
     );
     let c = canary(
-        json!({"provider": "contour", "analysis": {"interval": "10s", "stepWeight": 10,
+        json!({"provider": "gloo", "analysis": {"interval": "10s", "stepWeight": 10,
         "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}}]}}),
     );
     let r = one(&a, &c).await;
     assert!(
         r.message
             .as_deref()
-            .is_some_and(|m| m.contains("no queries for provider contour")),
+            .is_some_and(|m| m.contains("no queries for provider gloo")),
         "{r:?}"
     );
 }

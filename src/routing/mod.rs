@@ -1,12 +1,14 @@
 //! Routing: moving traffic between a Canary's primary and canary through the user's ingress or mesh
 //! objects. One file per provider behind one trait; the registry says which providers Serin can drive.
 
+pub mod contour;
 pub mod gatewayapi;
 pub mod istio;
 pub mod kubernetes;
 pub mod nginx;
 pub mod services;
 pub mod smi;
+pub mod traefik;
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ impl RouterKind {
             RouterKind::SmiV1alpha2 => &smi::SMI_V1ALPHA2,
             RouterKind::SmiV1alpha3 => &smi::SMI_V1ALPHA3,
             RouterKind::Nginx => &nginx::NginxRouter,
+            RouterKind::Contour => &contour::ContourRouter,
+            RouterKind::Traefik => &traefik::TraefikRouter,
             RouterKind::Kubernetes => &kubernetes::KubernetesRouter,
         }
     }
@@ -158,6 +162,8 @@ mod resource_tests {
             RouterKind::GatewayApi,
             RouterKind::Istio,
             RouterKind::SmiV1alpha3,
+            RouterKind::Contour,
+            RouterKind::Traefik,
         ] {
             let router = kind.router();
             let objects = router

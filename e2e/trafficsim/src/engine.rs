@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use crate::metrics::{IngressServed, Metrics, Routed, Served};
+use crate::metrics::{IngressServed, Metrics, ProxyServed, Routed, Served};
 use crate::model::{
-    BackendTarget, Precedence, RequestMatch, ServiceKey, SimRoute, WeightedBackend, World,
+    BackendTarget, Precedence, ProxySeries, RequestMatch, ServiceKey, SimRoute, WeightedBackend,
+    World,
 };
 use crate::rng::SplitMix64;
 
@@ -187,15 +188,26 @@ fn simulate_request(
     };
     let latency_ms = pod.behaviour.latency_ms * (0.8 + 0.4 * state.rng.next_f64());
     metrics.record_routed(routed(route, &service.name, status));
-    if let Some(canaries) = &route.ingress_canaries {
-        metrics.record_ingress(IngressServed {
+    match &route.proxy {
+        Some(ProxySeries::Nginx { canaries }) => metrics.record_ingress(IngressServed {
             namespace: &route.namespace,
             ingress: &route.name,
             service: &service.name,
             canary: canaries.contains(service),
             status,
             latency_ms,
-        });
+        }),
+        Some(series) => {
+            if let Some(backend) = series.backend_name(service) {
+                metrics.record_proxy(ProxyServed {
+                    series,
+                    backend: &backend,
+                    status,
+                    latency_ms,
+                });
+            }
+        }
+        None => {}
     }
     metrics.record_served(Served {
         namespace: &pod.namespace,
@@ -254,7 +266,7 @@ mod tests {
             rps,
             request_mix: vec![],
             precedence: Precedence::MostSpecific,
-            ingress_canaries: None,
+            proxy: None,
         }
     }
 

@@ -129,7 +129,7 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
             }]
         },
         precedence: Precedence::MostSpecific,
-        ingress_canaries: None,
+        proxy: None,
     };
     Ok((route, duration))
 }

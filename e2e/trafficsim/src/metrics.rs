@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 
+use crate::model::ProxySeries;
+
 /// Prometheus client libraries' default buckets, which podinfo uses (seconds).
 const SECONDS_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -43,6 +45,14 @@ impl Histogram {
         self.sum += v;
     }
 
+    /// Adds another histogram of the same buckets.
+    fn add(&mut self, other: &Histogram) {
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.sum += other.sum;
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, c) in self.counts.iter().enumerate() {
@@ -64,6 +74,14 @@ const LINKERD_BUCKETS: &[f64] = &[
     1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
 ];
 
+/// Envoy's default histogram buckets (milliseconds).
+const ENVOY_BUCKETS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Traefik's default duration buckets (seconds).
+const TRAEFIK_BUCKETS: &[f64] = &[0.1, 0.3, 1.2, 5.0];
+
 /// One simulated request as the metrics see it.
 #[derive(Debug, Clone, Copy)]
 pub struct Served<'a> {
@@ -83,6 +101,16 @@ pub struct IngressServed<'a> {
     pub service: &'a str,
     /// Served by a canary backend.
     pub canary: bool,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
+/// A request through a proxy that counts it per backend (Contour's Envoy, Traefik).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyServed<'a> {
+    pub series: &'a ProxySeries,
+    /// The proxy's name for the backend ([`ProxySeries::backend_name`]).
+    pub backend: &'a str,
     pub status: u16,
     pub latency_ms: f64,
 }
@@ -111,6 +139,10 @@ pub struct Metrics {
     /// (namespace, route, backend, status)
     routed: BTreeMap<(String, String, String, u16), u64>,
     nginx: BTreeMap<NginxKey, (u64, f64)>,
+    /// (Envoy cluster, status): Contour's Envoy.
+    envoy: BTreeMap<(String, u16), Histogram>,
+    /// (Traefik service, status).
+    traefik: BTreeMap<(String, u16), Histogram>,
 }
 
 impl Metrics {
@@ -148,6 +180,23 @@ impl Metrics {
             .or_default();
         entry.0 += 1;
         entry.1 += r.latency_ms / 1000.0;
+    }
+
+    pub fn record_proxy(&mut self, r: ProxyServed<'_>) {
+        let key = (r.backend.to_string(), r.status);
+        match r.series {
+            ProxySeries::Envoy { .. } => self
+                .envoy
+                .entry(key)
+                .or_insert_with(|| Histogram::new(ENVOY_BUCKETS))
+                .observe(r.latency_ms),
+            ProxySeries::Traefik { .. } => self
+                .traefik
+                .entry(key)
+                .or_insert_with(|| Histogram::new(TRAEFIK_BUCKETS))
+                .observe(r.latency_ms / 1000.0),
+            ProxySeries::Nginx { .. } => {}
+        }
     }
 
     pub fn record_routed(&mut self, r: Routed<'_>) {
@@ -257,6 +306,45 @@ impl Metrics {
                 "nginx_ingress_controller_response_duration_seconds_count{{{labels}}} {n}"
             );
         }
+        // Envoy's cluster series: a request counter by response code, and the time histogram by cluster.
+        out.push_str("# HELP envoy_cluster_upstream_rq Requests to an upstream cluster (simulated, Contour's Envoy).\n");
+        out.push_str("# TYPE envoy_cluster_upstream_rq counter\n");
+        for ((cluster, code), h) in &self.envoy {
+            let n: u64 = h.counts.iter().sum();
+            let _ = writeln!(
+                out,
+                "envoy_cluster_upstream_rq{{envoy_cluster_name=\"{}\",envoy_response_code=\"{code}\"}} {n}",
+                escape(cluster)
+            );
+        }
+        out.push_str("# HELP envoy_cluster_upstream_rq_time Upstream request time (simulated).\n");
+        out.push_str("# TYPE envoy_cluster_upstream_rq_time histogram\n");
+        let mut by_cluster: BTreeMap<&str, Histogram> = BTreeMap::new();
+        for ((cluster, _), h) in &self.envoy {
+            by_cluster
+                .entry(cluster)
+                .or_insert_with(|| Histogram::new(ENVOY_BUCKETS))
+                .add(h);
+        }
+        for (cluster, h) in &by_cluster {
+            h.render(
+                &mut out,
+                "envoy_cluster_upstream_rq_time",
+                &format!("envoy_cluster_name=\"{}\"", escape(cluster)),
+            );
+        }
+        out.push_str("# HELP traefik_service_request_duration_seconds Request duration by service (simulated, Traefik).\n");
+        out.push_str("# TYPE traefik_service_request_duration_seconds histogram\n");
+        for ((service, code), h) in &self.traefik {
+            h.render(
+                &mut out,
+                "traefik_service_request_duration_seconds",
+                &format!(
+                    "service=\"{}\",code=\"{code}\",method=\"GET\",protocol=\"http\"",
+                    escape(service)
+                ),
+            );
+        }
         out.push_str(
             "# HELP trafficsim_requests_total Requests the simulator sent, by route and backend.\n",
         );
@@ -320,6 +408,44 @@ mod tests {
             status,
             latency_ms,
         }
+    }
+
+    #[test]
+    fn envoy_counts_by_code_and_times_by_cluster_and_traefik_by_service() {
+        let mut m = Metrics::default();
+        let envoy = ProxySeries::Envoy { ports: vec![] };
+        let traefik = ProxySeries::Traefik { ports: vec![] };
+        for (status, ms) in [(200, 3.0), (200, 30.0), (500, 30.0)] {
+            let served = |series| ProxyServed {
+                series,
+                backend: "b",
+                status,
+                latency_ms: ms,
+            };
+            m.record_proxy(served(&envoy));
+            m.record_proxy(served(&traefik));
+        }
+        let text = m.render();
+        let has = |l: &str| text.lines().any(|x| x == l);
+        assert!(
+            has(r#"envoy_cluster_upstream_rq{envoy_cluster_name="b",envoy_response_code="200"} 2"#),
+            "{text}"
+        );
+        assert!(has(
+            r#"envoy_cluster_upstream_rq{envoy_cluster_name="b",envoy_response_code="500"} 1"#
+        ));
+        assert!(has(
+            r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="b",le="5"} 1"#
+        ));
+        assert!(has(
+            r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="b",le="50"} 3"#
+        ));
+        assert!(has(
+            r#"traefik_service_request_duration_seconds_bucket{service="b",code="200",method="GET",protocol="http",le="+Inf"} 2"#
+        ));
+        assert!(has(
+            r#"traefik_service_request_duration_seconds_bucket{service="b",code="500",method="GET",protocol="http",le="0.1"} 1"#
+        ));
     }
 
     #[test]

@@ -24,9 +24,37 @@ pub struct SimRoute {
     pub request_mix: Vec<RequestClass>,
     /// How a request picks among the rules that match it.
     pub precedence: Precedence,
-    /// For an ingress controller's series: the backends that are a canary's (ingress-nginx labels the
-    /// requests they serve with their upstream in `canary`). None: the route has no ingress series.
-    pub ingress_canaries: Option<Vec<ServiceKey>>,
+    /// The series of the proxy the route runs in (an ingress controller's, Envoy's), beside the pods'.
+    /// None: only the pods' series.
+    pub proxy: Option<ProxySeries>,
+}
+
+/// Which proxy's series a route's requests are counted in, and what they need to know of its backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxySeries {
+    /// ingress-nginx's: the backends that are a canary's (it labels the requests they serve with their
+    /// upstream in `canary`).
+    Nginx { canaries: Vec<ServiceKey> },
+    /// Contour's Envoy: a cluster per backend Service and port, `<namespace>_<service>_<port>`.
+    Envoy { ports: Vec<(ServiceKey, i32)> },
+    /// Traefik's: a service per backend Service and port, `<namespace>-<service>-<port>@kubernetescrd`.
+    Traefik { ports: Vec<(ServiceKey, i32)> },
+}
+
+impl ProxySeries {
+    /// The name the proxy gives the backend `service` in its series, if it counts it.
+    pub fn backend_name(&self, service: &ServiceKey) -> Option<String> {
+        let port =
+            |ports: &[(ServiceKey, i32)]| ports.iter().find(|(s, _)| s == service).map(|(_, p)| *p);
+        match self {
+            ProxySeries::Nginx { .. } => None,
+            ProxySeries::Envoy { ports } => {
+                port(ports).map(|p| format!("{}_{}_{p}", service.namespace, service.name))
+            }
+            ProxySeries::Traefik { ports } => port(ports)
+                .map(|p| format!("{}-{}-{p}@kubernetescrd", service.namespace, service.name)),
+        }
+    }
 }
 
 /// Which of the rules that match a request serves it.

@@ -57,14 +57,14 @@ fn specs_the_core_cannot_run_say_why() {
         );
     }
     let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
-    s.provider = Some(Provider::Contour);
+    s.provider = Some(Provider::Gloo);
     let mut w = World::new(s);
     let d = w.tick(None);
     assert_eq!(d.events[0].reason, Reason::NotSupported);
     assert!(
         w.condition("Stalled")
             .1
-            .contains("contour is not supported yet")
+            .contains("gloo is not supported yet")
     );
 }
 

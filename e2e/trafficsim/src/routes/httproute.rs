@@ -100,7 +100,7 @@ impl RouteObject for HTTPRoute {
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
-            ingress_canaries: None,
+            proxy: None,
         })
     }
 }

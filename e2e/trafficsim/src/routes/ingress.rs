@@ -14,8 +14,8 @@ use regex::Regex;
 use super::{RouteSettings, RouteSource};
 use crate::cluster::reflect;
 use crate::model::{
-    BackendTarget, HeaderMatch, Precedence, RequestMatch, ServiceKey, SimRoute, SimRule,
-    WeightedBackend,
+    BackendTarget, HeaderMatch, Precedence, ProxySeries, RequestMatch, ServiceKey, SimRoute,
+    SimRule, WeightedBackend,
 };
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io";
@@ -138,7 +138,9 @@ pub fn route(
         rps: settings.rps,
         request_mix: settings.request_mix,
         precedence: Precedence::FirstMatch,
-        ingress_canaries: Some(canary_services),
+        proxy: Some(ProxySeries::Nginx {
+            canaries: canary_services,
+        }),
     })
 }
 
@@ -190,6 +192,13 @@ pub fn source(client: &Client, default_rps: f64) -> RouteSource {
 mod tests {
     use super::*;
 
+    fn nginx_canaries(r: &SimRoute) -> &[ServiceKey] {
+        match &r.proxy {
+            Some(ProxySeries::Nginx { canaries }) => canaries,
+            other => panic!("not ingress-nginx's series: {other:?}"),
+        }
+    }
+
     fn ingress(name: &str, service: &str, annotations: &[(&str, &str)]) -> Ingress {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": "test",
@@ -219,10 +228,7 @@ mod tests {
         assert_eq!(r.name, "podinfo");
         let weights: Vec<u32> = r.rules[0].backends.iter().map(|b| b.weight).collect();
         assert_eq!(weights, [70, 30]);
-        assert_eq!(
-            r.ingress_canaries.as_ref().unwrap()[0].name,
-            "podinfo-canary"
-        );
+        assert_eq!(nginx_canaries(&r)[0].name, "podinfo-canary");
     }
 
     #[test]

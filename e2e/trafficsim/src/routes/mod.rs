@@ -2,8 +2,10 @@
 //! fields it reads, and its reduction to a [`SimRoute`]. Adding a provider is one more file and one more line
 //! in [`sources`].
 
+pub mod httpproxy;
 pub mod httproute;
 pub mod ingress;
+pub mod traefikservice;
 pub mod trafficsplit;
 pub mod virtualservice;
 
@@ -131,6 +133,8 @@ pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
         source::<httproute::HTTPRoute>(client, default_rps),
         source::<virtualservice::VirtualService>(client, default_rps),
         source::<trafficsplit::TrafficSplit>(client, default_rps),
+        source::<httpproxy::HTTPProxy>(client, default_rps),
+        source::<traefikservice::TraefikService>(client, default_rps),
         ingress::source(client, default_rps),
     ]
 }

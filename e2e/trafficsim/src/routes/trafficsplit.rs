@@ -79,7 +79,7 @@ impl RouteObject for TrafficSplit {
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
-            ingress_canaries: None,
+            proxy: None,
         })
     }
 }

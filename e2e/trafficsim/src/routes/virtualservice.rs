@@ -91,7 +91,7 @@ impl RouteObject for VirtualService {
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::FirstMatch,
-            ingress_canaries: None,
+            proxy: None,
         })
     }
 }

@@ -1,0 +1,122 @@
+//! Traefik's TraefikService (traefik.io/v1alpha1): a weighted round robin over Services (a missing weight
+//! is 1), counted in Traefik's service series, a service per backend Service and port. A TraefikService
+//! that mirrors or names other TraefikServices is not simulated.
+
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{RouteObject, RouteSettings};
+use crate::model::{
+    BackendTarget, Precedence, ProxySeries, ServiceKey, SimRoute, SimRule, WeightedBackend,
+};
+
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
+#[kube(
+    group = "traefik.io",
+    version = "v1alpha1",
+    kind = "TraefikService",
+    namespaced,
+    schema = "disabled"
+)]
+pub struct TraefikServiceSpec {
+    #[serde(default)]
+    pub weighted: Option<Weighted>,
+    #[serde(default)]
+    pub mirroring: Option<Value>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct Weighted {
+    #[serde(default)]
+    pub services: Vec<WeightedService>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct WeightedService {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+impl RouteObject for TraefikService {
+    const PROVIDER: &'static str = "traefik";
+
+    fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
+        let namespace = self.metadata.namespace.clone().unwrap_or_default();
+        let Some(weighted) = &self.spec.weighted else {
+            return Err("spec.weighted: only weighted round robin is simulated".into());
+        };
+        let mut ports = Vec::new();
+        let mut backends = Vec::new();
+        for (i, s) in weighted.services.iter().enumerate() {
+            if s.kind.as_deref().is_some_and(|k| k != "Service") {
+                return Err(format!(
+                    "spec.weighted.services[{i}]: kind {:?} is not simulated",
+                    s.kind
+                ));
+            }
+            let key = ServiceKey {
+                namespace: s.namespace.clone().unwrap_or_else(|| namespace.clone()),
+                name: s.name.clone(),
+            };
+            ports.push((key.clone(), s.port));
+            backends.push(WeightedBackend {
+                target: BackendTarget::Service(key),
+                weight: s.weight.unwrap_or(1),
+            });
+        }
+        Ok(SimRoute {
+            provider: Self::PROVIDER,
+            name: self.metadata.name.clone().unwrap_or_default(),
+            namespace,
+            rules: vec![SimRule {
+                matches: vec![],
+                backends,
+            }],
+            rps: settings.rps,
+            request_mix: settings.request_mix,
+            precedence: Precedence::MostSpecific,
+            proxy: Some(ProxySeries::Traefik { ports }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_default_to_one_and_services_are_named_as_traefik_does() {
+        let ts: TraefikService = serde_json::from_value(serde_json::json!({
+            "apiVersion": "traefik.io/v1alpha1", "kind": "TraefikService",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"weighted": {"services": [
+                {"name": "podinfo-primary", "namespace": "test", "port": 9898},
+                {"name": "podinfo-canary", "port": 9898, "weight": 3}]}}
+        }))
+        .unwrap();
+        let r = ts
+            .to_sim_route(RouteSettings {
+                rps: 10.0,
+                request_mix: vec![],
+            })
+            .unwrap();
+        let weights: Vec<u32> = r.rules[0].backends.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [1, 3]);
+        let canary = ServiceKey {
+            namespace: "test".into(),
+            name: "podinfo-canary".into(),
+        };
+        assert_eq!(
+            r.proxy.unwrap().backend_name(&canary).as_deref(),
+            Some("test-podinfo-canary-9898@kubernetescrd")
+        );
+    }
+}
