@@ -73,6 +73,9 @@ pub enum Traffic {
     Split(Weights),
     /// A/B: requests matching the analysis' match go to the canary, the rest to the primary.
     Matched,
+    /// Every request goes to the primary and its answer to the user; a copy (`analysis.mirrorWeight`
+    /// percent of requests, default all) goes to the canary, whose answers are dropped.
+    Mirrored,
 }
 
 /// The two built-in checks.
@@ -135,6 +138,16 @@ impl RouterKind {
         RouterKind::Traefik,
         RouterKind::Kubernetes,
     ];
+}
+
+impl RouterKind {
+    /// Whether the router can mirror requests to the canary (`analysis.mirror`).
+    pub fn mirrors(self) -> bool {
+        matches!(
+            self,
+            RouterKind::GatewayApi | RouterKind::Istio | RouterKind::Traefik
+        )
+    }
 }
 
 /// The router that drives a provider, if Serin has one yet.

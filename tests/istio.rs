@@ -201,3 +201,97 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_through_the_virtual
         vs.data["spec"]
     );
 }
+
+/// The canary's weight, or -1 while the VirtualService mirrors to it (with the primary at 100).
+async fn weight_or_mirrored(client: &Client, ns: &str) -> Option<i64> {
+    let vs = virtual_service(client, ns).await?;
+    let last = vs.data["spec"]["http"].as_array()?.last()?.clone();
+    if last["mirror"]["host"] == "podinfo-canary" {
+        return Some(-1);
+    }
+    canary_weight(client, ns).await
+}
+
+#[tokio::test]
+async fn mirroring_copies_requests_to_the_canary_whose_errors_never_reach_users() {
+    let checks =
+        json!([{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]);
+    let (client, ns, _serin) = start(
+        "istio-mirror",
+        json!({}),
+        json!({"interval": "2s", "iterations": 3, "threshold": 1, "mirror": true, "mirrorWeight": 50,
+            "metrics": checks}),
+    )
+    .await;
+    annotate_virtual_service(&client, &ns, json!({"trafficsim.serin.dev/rps": "100"})).await;
+    let recorder = {
+        let (client, ns) = (client.clone(), ns.clone());
+        WeightRecorder::start(move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { weight_or_mirrored(&client, &ns).await }
+        })
+    };
+    // A revision failing half its requests: judged on the copies alone, and rolled back.
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.5).await;
+    wait_weight("the VirtualService to mirror", -1, || {
+        weight_or_mirrored(&client, &ns)
+    })
+    .await;
+    let vs = virtual_service(&client, &ns).await.unwrap();
+    assert_eq!(
+        vs.data["spec"]["http"][0]["mirrorPercentage"]["value"].as_f64(),
+        Some(50.0)
+    );
+    let failed = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
+    assert!(
+        failed.conditions.iter().any(|c| c
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("request-success-rate")),
+        "{:?}",
+        failed.conditions
+    );
+    wait_weight("the mirror to be removed", 0, || {
+        weight_or_mirrored(&client, &ns)
+    })
+    .await;
+    assert_eq!(recorder.stop().await, [0, -1, 0]);
+    let canary_errors = prometheus_value(&format!(
+        r#"sum(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}", destination_workload="podinfo", response_code="500"}})"#
+    ))
+    .await
+    .expect("the canary's series count the mirrored copies");
+    let users = prometheus_value(&format!(
+        r#"sum(trafficsim_requests_total{{namespace="{ns}", route="podinfo"}})"#
+    ))
+    .await
+    .expect("the users' requests");
+    let users_failed = prometheus_value(&format!(
+        r#"sum(trafficsim_requests_total{{namespace="{ns}", route="podinfo", code=~"5.."}}) or vector(0)"#
+    ))
+    .await
+    .expect("the users' failed requests");
+    eprintln!(
+        "measured: istio mirroring: {canary_errors} failed copies at the canary, {users_failed} of {users} user requests failed"
+    );
+    assert!(canary_errors > 0.0, "no copy reached the canary");
+    assert!(users > 0.0);
+    assert_eq!(users_failed, 0.0, "the canary's errors reached users");
+
+    // A good revision is mirrored through the iterations, then gets all traffic, then is promoted.
+    wait_window_empty(&format!(
+        r#"sum(rate(istio_requests_total{{reporter="destination", destination_workload_namespace="{ns}", destination_workload="podinfo"}}[10s]))"#
+    ))
+    .await;
+    let recorder = {
+        let (client, ns) = (client.clone(), ns.clone());
+        WeightRecorder::start(move || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { weight_or_mirrored(&client, &ns).await }
+        })
+    };
+    roll_out(&client, &ns, "podinfo:3.0.0", 0.0).await;
+    wait_promoted(&client, &ns, "podinfo:3.0.0", Duration::from_secs(60)).await;
+    assert_eq!(recorder.stop().await, [0, -1, 100, 0]);
+}

@@ -153,7 +153,11 @@ pub async fn act(
     // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
     // route, read back, sends them nothing (the decision waits for that).
     if let (Some(traffic), Some(router)) = (desired.traffic, obs.router) {
-        for route in router.desired_from(canary, traffic, &obs.routes)? {
+        for (i, route) in router
+            .desired_from(canary, traffic, &obs.routes)?
+            .into_iter()
+            .enumerate()
+        {
             let Some(ar) = router.resource_of(&route) else {
                 continue;
             };
@@ -162,6 +166,11 @@ pub async fn act(
                 .iter()
                 .find(|(a, r)| a.kind == ar.kind && r.name_any() == route.name_any())
                 .map(|(_, r)| r);
+            // The object carrying the split is written whenever it reads back as other traffic, even
+            // when it holds every field wanted: a field Serin stops setting (the mirror, once mirroring
+            // ends) is only dropped by a write.
+            let other_traffic =
+                i == 0 && cached.is_some_and(|c| router.traffic(canary, c) != Some(traffic));
             if let Some(c) = cached
                 && !owned_by(&c.metadata, canary)
             {
@@ -171,7 +180,7 @@ pub async fn act(
                 apply(
                     &ctx.client,
                     &ar,
-                    cached.map(|c| to_json(&**c)),
+                    cached.filter(|_| !other_traffic).map(|c| to_json(&**c)),
                     &to_json(&route),
                     false,
                 )

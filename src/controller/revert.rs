@@ -138,7 +138,7 @@ pub async fn revert(ctx: &Context, canary: &Canary) -> Result<Action, Error> {
             let unrouted = match &observed {
                 Ok(obs) => match obs.observed.routed {
                     Some(Traffic::Split(w)) => w.canary == 0,
-                    Some(Traffic::Matched) => false,
+                    Some(Traffic::Matched | Traffic::Mirrored) => false,
                     None => obs.router.is_none_or(|r| r.resources().is_empty()),
                 },
                 Err(_) => false,

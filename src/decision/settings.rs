@@ -27,6 +27,9 @@ pub struct Settings {
     pub threshold: i32,
     pub progress_deadline: Duration,
     pub skip_analysis: bool,
+    /// `analysis.mirror` where the router mirrors, for canary (one mirrored step before the first weight)
+    /// and blue/green (mirrored through the iterations); A/B does not mirror, as in Flagger.
+    pub mirror: bool,
     pub suspend: bool,
     /// Weight moved back to the primary per interval after promotion; None: all at once.
     pub step_weight_promotion: Option<i32>,
@@ -216,6 +219,9 @@ impl Settings {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let mirror = analysis.mirror
+            && crate::vocabulary::router_for(provider).is_some_and(|r| r.mirrors())
+            && !matches!(strategy, Strategy::AbTesting { .. });
         Ok(Settings {
             provider,
             strategy,
@@ -227,6 +233,7 @@ impl Settings {
                     .max(1) as u64,
             ),
             skip_analysis,
+            mirror,
             suspend: spec.suspend,
             step_weight_promotion: analysis.step_weight_promotion,
             canary_ready_threshold: analysis

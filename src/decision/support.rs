@@ -69,19 +69,20 @@ pub fn unsupported_fields(spec: &CanarySpec, provider: Provider) -> Vec<String> 
         ("spec.canaryAnalysis", &spec.canary_analysis),
     ] {
         if let Some(a) = analysis {
-            unsupported_in_analysis(path, a, &mut out);
+            unsupported_in_analysis(path, a, provider, &mut out);
         }
     }
     out
 }
 
-fn unsupported_in_analysis(path: &str, a: &Analysis, out: &mut Vec<String>) {
+fn unsupported_in_analysis(path: &str, a: &Analysis, provider: Provider, out: &mut Vec<String>) {
     let mut note = |present: bool, field: &str| {
         if present {
             out.push(format!("{path}.{field}"));
         }
     };
-    note(a.mirror, "mirror");
-    note(a.mirror_weight.is_some(), "mirrorWeight");
+    let mirrors = router_for(provider).is_some_and(RouterKind::mirrors);
+    note(a.mirror && !mirrors, "mirror");
+    note(a.mirror_weight.is_some() && !mirrors, "mirrorWeight");
     note(a.session_affinity.is_some(), "sessionAffinity");
 }

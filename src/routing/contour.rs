@@ -170,6 +170,7 @@ impl ContourRouter {
         let split = match traffic {
             Traffic::Split(w) => w,
             Traffic::Matched => Weights::canary(0),
+            Traffic::Mirrored => return Err(super::no_mirroring(canary, "contour")),
         };
         routes.push(self.route(canary, vec![prefix], split));
         Ok(HttpProxySpec { routes })

@@ -49,6 +49,9 @@ pub struct ParentRef {
 pub struct Rule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<Match>,
+    /// Serin writes only a RequestMirror to the canary (`analysis.mirror`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Value>,
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
 }
@@ -162,18 +165,36 @@ impl Router for GatewayApiRouter {
         let rules = match traffic {
             Traffic::Split(w) => vec![Rule {
                 matches: vec![],
+                filters: vec![],
                 backend_refs: backends(w),
             }],
             Traffic::Matched => vec![
                 Rule {
                     matches: ab_matches(canary)?,
+                    filters: vec![],
                     backend_refs: backends(Weights::canary(TOTAL_WEIGHT)),
                 },
                 Rule {
                     matches: vec![],
+                    filters: vec![],
                     backend_refs: backends(Weights::canary(0)),
                 },
             ],
+            Traffic::Mirrored => {
+                let mut mirror =
+                    serde_json::json!({"backendRef": {"name": names.canary, "port": port}});
+                let percent = super::mirror_percent(canary);
+                if percent < TOTAL_WEIGHT {
+                    mirror["percent"] = percent.into();
+                }
+                vec![Rule {
+                    matches: vec![],
+                    filters: vec![
+                        serde_json::json!({"type": "RequestMirror", "requestMirror": mirror}),
+                    ],
+                    backend_refs: backends(Weights::canary(0)),
+                }]
+            }
         };
         let spec = HttpRouteSpec {
             parent_refs: canary
@@ -243,7 +264,16 @@ impl Router for GatewayApiRouter {
         if narrower_to_canary {
             return Some(Traffic::Matched);
         }
-        split(&spec.rules[catch_all]).map(Traffic::Split)
+        let rule = &spec.rules[catch_all];
+        let weights = split(rule)?;
+        let mirrors_to_canary = rule.filters.iter().any(|f| {
+            f["type"] == "RequestMirror"
+                && f["requestMirror"]["backendRef"]["name"] == *names.canary
+        });
+        if weights.canary == 0 && mirrors_to_canary {
+            return Some(Traffic::Mirrored);
+        }
+        Some(Traffic::Split(weights))
     }
 }
 

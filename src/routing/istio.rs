@@ -67,6 +67,16 @@ pub struct HttpRoute {
     pub cors_policy: Option<Value>,
     #[serde(default)]
     pub route: Vec<RouteDestination>,
+    /// Where a copy of each request goes (its answer dropped), for `analysis.mirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<MirrorPercentage>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct MirrorPercentage {
+    pub value: f64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -186,16 +196,26 @@ impl IstioRouter {
             ]
         };
         if is_tcp(canary) {
-            if traffic == Traffic::Matched {
-                return Err(RoutingError::Unsupported {
-                    canary: canary.name_any(),
-                    router: "istio",
-                    field: "spec.analysis.match with spec.service.appProtocol tcp (A/B needs HTTP)"
-                        .into(),
-                });
-            }
-            let Traffic::Split(w) = traffic else {
-                unreachable!("Matched is refused above")
+            let w = match traffic {
+                Traffic::Split(w) => w,
+                Traffic::Matched => {
+                    return Err(RoutingError::Unsupported {
+                        canary: canary.name_any(),
+                        router: "istio",
+                        field:
+                            "spec.analysis.match with spec.service.appProtocol tcp (A/B needs HTTP)"
+                                .into(),
+                    });
+                }
+                Traffic::Mirrored => {
+                    return Err(RoutingError::Unsupported {
+                        canary: canary.name_any(),
+                        router: "istio",
+                        field:
+                            "spec.analysis.mirror with spec.service.appProtocol tcp (mirroring needs HTTP)"
+                                .into(),
+                    });
+                }
             };
             let matches = service
                 .r#match
@@ -232,9 +252,25 @@ impl IstioRouter {
             headers: service.headers.clone(),
             cors_policy: service.cors_policy.clone(),
             route,
+            mirror: None,
+            mirror_percentage: None,
         };
         let http = match traffic {
             Traffic::Split(w) => vec![route(service_matches, split(w))],
+            Traffic::Mirrored => {
+                let percent = super::mirror_percent(canary);
+                vec![HttpRoute {
+                    mirror: Some(Destination {
+                        host: names.canary.clone(),
+                        port: port.clone(),
+                    }),
+                    // Istio mirrors every request without a percentage.
+                    mirror_percentage: (percent < TOTAL_WEIGHT).then_some(MirrorPercentage {
+                        value: f64::from(percent),
+                    }),
+                    ..route(service_matches, split(Weights::canary(0)))
+                }]
+            }
             Traffic::Matched => {
                 let analysis = canary
                     .spec
@@ -347,7 +383,11 @@ impl Router for IstioRouter {
         {
             return Some(Traffic::Matched);
         }
-        split(&last.route).map(Traffic::Split)
+        let weights = split(&last.route)?;
+        if weights.canary == 0 && last.mirror.as_ref().is_some_and(|m| m.host == names.canary) {
+            return Some(Traffic::Mirrored);
+        }
+        Some(Traffic::Split(weights))
     }
 }
 

@@ -76,6 +76,26 @@ pub enum RoutingError {
     },
 }
 
+/// Percent of requests mirrored to the canary: `analysis.mirrorWeight`, all when unset or 0 (as Flagger).
+pub fn mirror_percent(canary: &Canary) -> i32 {
+    canary
+        .spec
+        .active_analysis()
+        .and_then(|a| a.mirror_weight)
+        .filter(|w| *w > 0)
+        .unwrap_or(crate::api::canary::TOTAL_WEIGHT)
+}
+
+/// The error of a router asked to mirror that can't (the decision core asks only those that can).
+pub fn no_mirroring(canary: &Canary, router: &'static str) -> RoutingError {
+    use kube::ResourceExt;
+    RoutingError::Unsupported {
+        canary: canary.name_any(),
+        router,
+        field: "spec.analysis.mirror".into(),
+    }
+}
+
 /// The routing objects of a Canary that exist, as the caches hold them, with their kind: those Serin writes
 /// and those it reads (nginx's `ingressRef`).
 pub type Existing = [(ApiResource, Arc<DynamicObject>)];
@@ -148,6 +168,54 @@ mod tests {
 mod resource_tests {
     use super::*;
     use crate::vocabulary::Weights;
+
+    /// Every router reads back the traffic it wrote from the object carrying the split: the controller
+    /// writes that object whenever it reads back otherwise, so a router that could not would write every
+    /// tick.
+    #[test]
+    fn every_router_reads_back_the_traffic_it_writes() {
+        let canary: Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1"},
+            "spec": {"targetRef": {"name": "podinfo"}, "service": {"port": 9898},
+                "analysis": {"iterations": 2, "mirror": true, "mirrorWeight": 20,
+                    "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}}
+        }))
+        .unwrap();
+        let traffics = [
+            Traffic::Split(Weights::canary(0)),
+            Traffic::Split(Weights::canary(35)),
+            Traffic::Split(Weights::canary(100)),
+            Traffic::Matched,
+            Traffic::Mirrored,
+        ];
+        let kinds = [
+            RouterKind::GatewayApi,
+            RouterKind::Istio,
+            RouterKind::Linkerd,
+            RouterKind::SmiV1alpha3,
+            RouterKind::Contour,
+            RouterKind::Traefik,
+        ];
+        for kind in kinds {
+            let router = kind.router();
+            for traffic in traffics {
+                // A router refuses what it can't do, by name; what it writes it must read back.
+                let Ok(objects) = router.desired(&canary, traffic) else {
+                    assert!(
+                        traffic != Traffic::Mirrored || !kind.mirrors(),
+                        "{kind:?} says it mirrors"
+                    );
+                    continue;
+                };
+                assert_eq!(
+                    router.traffic(&canary, &objects[0]),
+                    Some(traffic),
+                    "{kind:?} with {traffic:?}"
+                );
+            }
+        }
+    }
 
     /// Every object a router builds is of a kind it lists, so the controller can write it.
     #[test]

@@ -165,6 +165,7 @@ impl Router for NginxRouter {
                 annotations.insert(key("canary-weight"), w.canary.to_string());
             }
             Traffic::Matched => annotations.extend(match_annotations(canary)?),
+            Traffic::Mirrored => return Err(super::no_mirroring(canary, "nginx")),
         }
         let canary_name = format!("{name}-canary");
         let mut object = DynamicObject::new(&canary_name, &ingresses());

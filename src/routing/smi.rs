@@ -121,6 +121,9 @@ impl Router for SmiRouter {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError> {
+        if traffic == Traffic::Mirrored {
+            return Err(super::no_mirroring(canary, self.provider));
+        }
         let Traffic::Split(w) = traffic else {
             return Err(RoutingError::Unsupported {
                 canary: canary.name_any(),

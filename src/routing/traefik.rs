@@ -27,6 +27,31 @@ pub fn traefik_services() -> ApiResource {
 pub struct TraefikServiceSpec {
     #[serde(default)]
     pub weighted: Option<Weighted>,
+    #[serde(default)]
+    pub mirroring: Option<Mirroring>,
+}
+
+/// Every request to `name`, and a copy of `percent` of them to each mirror (answers dropped).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Mirroring {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Mirror {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub percent: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -87,14 +112,36 @@ impl Router for TraefikRouter {
         canary: &Canary,
         traffic: Traffic,
     ) -> Result<Vec<DynamicObject>, RoutingError> {
-        let Traffic::Split(w) = traffic else {
-            return Err(RoutingError::Unsupported {
-                canary: canary.name_any(),
-                router: "traefik",
-                field: "spec.analysis.match (A/B: a TraefikService can't route by request)".into(),
-            });
-        };
         let names = ServiceNames::of(canary);
+        let w = match traffic {
+            Traffic::Split(w) => w,
+            Traffic::Matched => {
+                return Err(RoutingError::Unsupported {
+                    canary: canary.name_any(),
+                    router: "traefik",
+                    field: "spec.analysis.match (A/B: a TraefikService can't route by request)"
+                        .into(),
+                });
+            }
+            Traffic::Mirrored => {
+                let ns = canary.namespace().unwrap_or_default();
+                let port = canary.spec.service.port;
+                let mirroring = Mirroring {
+                    name: names.primary.clone(),
+                    namespace: ns.clone(),
+                    port,
+                    mirrors: vec![Mirror {
+                        name: names.canary.clone(),
+                        namespace: ns,
+                        port,
+                        percent: super::mirror_percent(canary),
+                    }],
+                };
+                let mut object = self.object(canary, vec![]);
+                object.data = json!({"spec": {"mirroring": mirroring}});
+                return Ok(vec![object]);
+            }
+        };
         let mut services = vec![self.service(canary, &names.primary, w.primary)];
         if w.canary > 0 {
             services.push(self.service(canary, &names.canary, w.canary));
@@ -113,6 +160,10 @@ impl Router for TraefikRouter {
         let names = ServiceNames::of(canary);
         let spec: TraefikServiceSpec =
             serde_json::from_value(route.data.get("spec")?.clone()).ok()?;
+        if let Some(m) = &spec.mirroring {
+            let to_canary = m.mirrors.iter().any(|x| x.name == names.canary);
+            return (m.name == names.primary && to_canary).then_some(Traffic::Mirrored);
+        }
         let services = spec.weighted?.services;
         let weight_of = |name: &str| {
             services
@@ -192,8 +243,23 @@ mod tests {
             TraefikRouter.traffic(&c, &object),
             Some(Traffic::Split(Weights::canary(75)))
         );
-        object.data = json!({"spec": {"mirroring": {"name": "podinfo-primary"}}});
+        object.data = json!({"spec": {"mirroring": {"name": "other"}}});
         assert_eq!(TraefikRouter.traffic(&c, &object), None);
+    }
+
+    #[test]
+    fn mirroring_sends_everything_to_the_primary_and_a_copy_to_the_canary() {
+        let mut c = canary();
+        c.spec.analysis =
+            serde_json::from_value(json!({"iterations": 2, "mirror": true, "mirrorWeight": 30}))
+                .unwrap();
+        let object = &TraefikRouter.desired(&c, Traffic::Mirrored).unwrap()[0];
+        assert_eq!(
+            object.data["spec"],
+            json!({"mirroring": {"name": "podinfo-primary", "namespace": "test", "port": 9898,
+                "mirrors": [{"name": "podinfo-canary", "namespace": "test", "port": 9898, "percent": 30}]}})
+        );
+        assert_eq!(TraefikRouter.traffic(&c, object), Some(Traffic::Mirrored));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::metrics::{IngressServed, Metrics, ProxyServed, Routed, Served};
 use crate::model::{
-    BackendTarget, Precedence, ProxySeries, RequestMatch, ServiceKey, SimRoute, WeightedBackend,
-    World,
+    BackendTarget, Precedence, ProxySeries, RequestMatch, ServiceKey, SimPod, SimRoute,
+    WeightedBackend, World,
 };
 use crate::rng::SplitMix64;
 
@@ -155,6 +155,15 @@ fn simulate_request(
             .rules
             .resize_with(route.rules.len(), Balancer::default);
     }
+    // Copies to the rule's mirrors go out beside the request; their answers reach no user, so they are
+    // counted where the mirror's pods and proxy count them, never in the route's outcomes.
+    for m in &route.rules[rule_index].mirrors {
+        if state.rng.next_f64() * 100.0 < m.percent
+            && let Some(answer) = answer(state, world, &m.service)
+        {
+            record_pod_and_proxy(route, &m.service, &answer, metrics);
+        }
+    }
     let backends = &route.rules[rule_index].backends;
     let Some(b) = state.rules[rule_index].pick(backends) else {
         // Every weight is zero: Gateway API answers 500.
@@ -168,15 +177,34 @@ fn simulate_request(
             return;
         }
     };
+    let Some(answer) = answer(state, world, service) else {
+        // No ready endpoints: the gateway's "no healthy upstream".
+        metrics.record_routed(routed(route, &service.name, 503));
+        return;
+    };
+    metrics.record_routed(routed(route, &service.name, answer.status));
+    record_pod_and_proxy(route, service, &answer, metrics);
+}
+
+/// How one of a Service's ready pods (taken in turn) answers a request; None when it has none.
+struct Answer<'w> {
+    pod: &'w SimPod,
+    status: u16,
+    latency_ms: f64,
+}
+
+fn answer<'w>(
+    state: &mut RouteState,
+    world: &'w World,
+    service: &ServiceKey,
+) -> Option<Answer<'w>> {
     let pods = world
         .endpoints
         .get(service)
         .map(Vec::as_slice)
         .unwrap_or_default();
     if pods.is_empty() {
-        // No ready endpoints: the gateway's "no healthy upstream".
-        metrics.record_routed(routed(route, &service.name, 503));
-        return;
+        return None;
     }
     let cursor = state.next_pod.entry(service.clone()).or_default();
     let pod = &pods[*cursor % pods.len()];
@@ -187,7 +215,21 @@ fn simulate_request(
         200
     };
     let latency_ms = pod.behaviour.latency_ms * (0.8 + 0.4 * state.rng.next_f64());
-    metrics.record_routed(routed(route, &service.name, status));
+    Some(Answer {
+        pod,
+        status,
+        latency_ms,
+    })
+}
+
+/// The answer in the pod's series and in the series of the proxy the route runs in.
+fn record_pod_and_proxy(
+    route: &SimRoute,
+    service: &ServiceKey,
+    a: &Answer<'_>,
+    metrics: &mut Metrics,
+) {
+    let (status, latency_ms) = (a.status, a.latency_ms);
     match &route.proxy {
         Some(ProxySeries::Nginx { canaries }) => metrics.record_ingress(IngressServed {
             namespace: &route.namespace,
@@ -210,9 +252,9 @@ fn simulate_request(
         None => {}
     }
     metrics.record_served(Served {
-        namespace: &pod.namespace,
-        pod: &pod.name,
-        workload: &pod.workload,
+        namespace: &a.pod.namespace,
+        pod: &a.pod.name,
+        workload: &a.pod.workload,
         status,
         latency_ms,
     });
@@ -230,6 +272,7 @@ fn routed<'a>(route: &'a SimRoute, backend: &'a str, status: u16) -> Routed<'a> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::MirrorTarget;
     use crate::model::{Behaviour, HeaderMatch, RequestClass, SimPod, SimRule};
 
     fn svc(name: &str) -> ServiceKey {
@@ -305,6 +348,7 @@ mod tests {
     fn weights_split_requests_exactly() {
         let w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 90), backend("canary", 10)],
             }],
@@ -324,9 +368,56 @@ mod tests {
     }
 
     #[test]
+    fn mirrored_copies_reach_the_mirror_pods_but_not_the_users() {
+        let mut w = world(route(
+            vec![SimRule {
+                mirrors: vec![MirrorTarget {
+                    service: svc("canary"),
+                    percent: 50.0,
+                }],
+                matches: vec![],
+                backends: vec![backend("primary", 100), backend("canary", 0)],
+            }],
+            100.0,
+        ));
+        w.endpoints.insert(
+            svc("canary"),
+            pods(
+                "app",
+                1,
+                Behaviour {
+                    error_rate: 1.0,
+                    latency_ms: 5.0,
+                },
+            ),
+        );
+        let mut e = Engine::new(1);
+        for _ in 0..10 {
+            e.step(&w, Duration::from_secs(1));
+        }
+        // Every user got the primary's answer.
+        assert_eq!(routed_count(&e, "primary", 200), 1000);
+        assert_eq!(routed_count(&e, "canary", 500), 0);
+        // About half the requests were copied to the canary, which failed them all.
+        let text = e.metrics.render();
+        let copies: u64 = text
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("destination_workload=\"app\"")
+                    && l.contains("response_code=\"500\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("the canary's series count the copies");
+        assert!((400..=600).contains(&copies), "{copies} copies of 1000");
+    }
+
+    #[test]
     fn fractional_rates_carry_over_between_steps() {
         let w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 1)],
             }],
@@ -343,6 +434,7 @@ mod tests {
     fn error_rate_and_latency_follow_the_pod_behaviour() {
         let w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("canary", 1)],
             }],
@@ -373,6 +465,7 @@ mod tests {
     fn same_seed_same_series_other_seed_other_series() {
         let w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 50), backend("canary", 50)],
             }],
@@ -394,10 +487,12 @@ mod tests {
         let mut r = route(
             vec![
                 SimRule {
+                    mirrors: vec![],
                     matches: vec![],
                     backends: vec![backend("primary", 1)],
                 },
                 SimRule {
+                    mirrors: vec![],
                     matches: vec![RequestMatch {
                         headers: vec![HeaderMatch::Exact {
                             name: "x-canary".into(),
@@ -424,6 +519,7 @@ mod tests {
     fn no_ready_pods_answer_503_and_zero_weights_500() {
         let mut w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("missing", 1)],
             }],
@@ -433,6 +529,7 @@ mod tests {
             name: "zero".into(),
             ..route(
                 vec![SimRule {
+                    mirrors: vec![],
                     matches: vec![],
                     backends: vec![backend("primary", 0)],
                 }],
@@ -453,6 +550,7 @@ mod tests {
     fn pods_take_turns() {
         let w = world(route(
             vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 1)],
             }],

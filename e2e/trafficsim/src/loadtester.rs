@@ -113,6 +113,7 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
         namespace: service.namespace.clone(),
         name,
         rules: vec![SimRule {
+            mirrors: vec![],
             matches: vec![],
             backends: vec![WeightedBackend {
                 target: BackendTarget::Service(service),

@@ -78,6 +78,15 @@ pub struct SimRule {
     /// Any one of these matches selects the rule; an empty list matches every request.
     pub matches: Vec<RequestMatch>,
     pub backends: Vec<WeightedBackend>,
+    /// Services that get a copy of the rule's requests; their answers are dropped (not the user's).
+    pub mirrors: Vec<MirrorTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorTarget {
+    pub service: ServiceKey,
+    /// Percent of the rule's requests copied, in [0, 100].
+    pub percent: f64,
 }
 
 /// All header conditions must hold (an empty list holds for every request).

@@ -100,3 +100,94 @@ fn step_weight_promotion_moves_traffic_back_a_step_per_interval() {
     w.run(10, Checks::Passed, &[Phase::Succeeded]);
     assert_eq!(w.weights, vec![0, 50, 30, 10, 0]);
 }
+
+#[test]
+fn canary_with_mirror_judges_one_mirrored_step_before_the_first_weight() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 20, "maxWeight": 40,
+        "mirror": true, "mirrorWeight": 50}));
+    w.later(10);
+    let d = w.tick(None);
+    assert_eq!(d.desired.traffic, Some(Traffic::Mirrored));
+    assert_eq!(w.asked_for_checks, 0, "nothing reached the canary yet");
+    assert!(w.reasons().contains(&Reason::MirroringStarted));
+    // Read back from the stored route: a restart would resume mirroring, not skip it.
+    assert_eq!(w.o.routed, Some(Traffic::Mirrored));
+    let stored = &w.route.as_ref().unwrap().data["spec"]["rules"][0]["filters"][0];
+    assert_eq!(stored["requestMirror"]["percent"], 50);
+    // Ticks before the interval change nothing.
+    w.later(3);
+    assert_eq!(w.tick(None).desired.traffic, Some(Traffic::Mirrored));
+    w.later(7);
+    let d = w.tick(Some(Checks::Passed));
+    assert_eq!(w.asked_for_checks, 1, "the mirrored step is judged");
+    assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(20))));
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.weights, vec![0, 20, 40, 0]);
+}
+
+#[test]
+fn a_mirrored_step_that_fails_its_checks_rolls_back_without_shifting_traffic() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 20, "threshold": 2,
+        "mirror": true}));
+    w.later(10);
+    w.tick(None);
+    for _ in 0..2 {
+        w.later(10);
+        let d = w.tick(Some(failed("request-success-rate 50 < 99")));
+        assert_ne!(d.desired.traffic, Some(Traffic::Split(Weights::canary(20))));
+    }
+    assert_eq!(w.phase(), Phase::Failed);
+    assert_eq!(w.weights, vec![0]);
+    assert_eq!(w.o.routed, Some(Traffic::Split(Weights::canary(0))));
+}
+
+#[test]
+fn blue_green_with_mirror_mirrors_every_iteration_then_routes_all_traffic_to_the_canary() {
+    let mut w = World::progressing(json!({"interval": "10s", "iterations": 2, "mirror": true}));
+    w.later(10);
+    assert_eq!(w.tick(None).desired.traffic, Some(Traffic::Mirrored));
+    for expected in 1..=2 {
+        w.later(10);
+        let d = w.tick(Some(Checks::Passed));
+        assert_eq!(w.o.status.iterations, expected);
+        assert_eq!(d.desired.traffic, Some(Traffic::Mirrored));
+    }
+    w.later(10);
+    let d = w.tick(Some(Checks::Passed));
+    assert_eq!(
+        d.desired.traffic,
+        Some(Traffic::Split(Weights::canary(100)))
+    );
+    assert!(
+        w.events.iter().any(|e| e
+            .message
+            .starts_with("Stop mirroring and route all traffic")),
+        "{:?}",
+        w.events
+    );
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert_eq!(w.weights, vec![0, 100, 0]);
+    assert_eq!(w.asked_for_checks, 4);
+}
+
+#[test]
+fn mirror_with_a_router_that_cannot_mirror_is_named_and_never_asked_for() {
+    let mut s = spec(json!({"interval": "10s", "iterations": 2, "mirror": true}));
+    s.provider = Some(Provider::Linkerd);
+    let mut w = World::new(s);
+    w.tick(None);
+    let (_, message) = w.condition("Unsupported");
+    assert!(message.contains("spec.analysis.mirror"), "{message}");
+    let mut s = spec(json!({"interval": "10s", "iterations": 2, "mirror": true}));
+    s.provider = Some(Provider::Istio);
+    let mut w = World::new(s);
+    w.tick(None);
+    assert!(
+        !w.o.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Unsupported"
+                && c.message.as_deref().unwrap_or("").contains("mirror")),
+        "istio mirrors"
+    );
+}

@@ -28,8 +28,16 @@ impl Tick<'_> {
             _ => self.status.canary_weight,
         };
         let matched = self.status.last_step_time.is_some() && !self.pre_rollout_pending();
+        // The mirrored step of a canary is over once a weight is set; read back, so a restart keeps it.
+        let mirrored = self.o.routed == Some(Traffic::Mirrored);
         let traffic = match self.s.strategy {
             Strategy::AbTesting { .. } if matched => Traffic::Matched,
+            Strategy::BlueGreen { .. } if self.s.mirror && matched && current == 0 => {
+                Traffic::Mirrored
+            }
+            Strategy::Canary { .. } if self.s.mirror && mirrored && current == 0 => {
+                Traffic::Mirrored
+            }
             _ => Traffic::Split(Weights::canary(current)),
         };
         self.set_traffic(traffic);
@@ -66,8 +74,22 @@ impl Tick<'_> {
             return Ok(());
         }
         match &self.s.strategy {
+            // Mirroring first: the canary gets a copy of the requests for one step (canary) or every
+            // iteration (blue/green), judged from the next step on.
+            Strategy::Canary { .. } | Strategy::BlueGreen { .. }
+                if self.s.mirror
+                    && current == 0
+                    && !mirrored
+                    && (starting || matches!(self.s.strategy, Strategy::Canary { .. })) =>
+            {
+                self.stepped();
+                self.set_traffic(Traffic::Mirrored);
+                let msg = format!("Mirroring requests to canary {}", self.name());
+                self.event(Reason::MirroringStarted, false, msg);
+                Ok(())
+            }
             // At weight 0 no traffic reaches the canary, so there is nothing to judge: no checks.
-            Strategy::Canary { .. } if current == 0 => {
+            Strategy::Canary { .. } if current == 0 && !(self.s.mirror && mirrored) => {
                 self.stepped();
                 self.advance(current)
             }
@@ -197,7 +219,14 @@ impl Tick<'_> {
             self.set_traffic(Traffic::Split(Weights::canary(
                 crate::api::canary::TOTAL_WEIGHT,
             )));
-            let msg = format!("Routing all traffic to canary {}", self.name());
+            let msg = if self.s.mirror {
+                format!(
+                    "Stop mirroring and route all traffic to canary {}",
+                    self.name()
+                )
+            } else {
+                format!("Routing all traffic to canary {}", self.name())
+            };
             self.event(Reason::IterationAdvanced, false, msg);
         } else if blue_green {
             self.start_promotion();

@@ -191,7 +191,7 @@ fn routed_to_primary(o: &Observed, s: &Settings) -> bool {
         || match o.routed {
             None => true,
             Some(Traffic::Split(w)) => w.canary == 0,
-            Some(Traffic::Matched) => false,
+            Some(Traffic::Matched | Traffic::Mirrored) => false,
         }
 }
 
@@ -310,6 +310,9 @@ impl<'a> Tick<'a> {
         if self.s.routes_traffic() {
             let traffic = match self.desired.traffic {
                 Some(Traffic::Matched) => "requests that match to the canary".to_string(),
+                Some(Traffic::Mirrored) => {
+                    "primary 100%, a copy of requests to the canary".to_string()
+                }
                 _ => {
                     let w = Weights::canary(self.status.canary_weight);
                     format!("canary {}% / primary {}%", w.canary, w.primary)

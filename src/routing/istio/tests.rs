@@ -196,3 +196,29 @@ fn handed_back_sends_everything_to_the_apex_without_the_owner() {
         json!([{"destination": {"host": "podinfo"}, "weight": 100}])
     );
 }
+
+#[test]
+fn mirroring_keeps_every_request_on_the_primary_and_copies_them_to_the_canary() {
+    let c = canary(
+        json!({}),
+        json!({"iterations": 2, "mirror": true, "mirrorWeight": 40}),
+    );
+    let vs = &IstioRouter.desired(&c, Traffic::Mirrored).unwrap()[0];
+    let http = &vs.data["spec"]["http"][0];
+    assert_eq!(http["mirror"], json!({"host": "podinfo-canary"}));
+    assert_eq!(http["mirrorPercentage"], json!({"value": 40.0}));
+    assert_eq!(http["route"][0]["weight"], 100);
+    assert_eq!(http["route"][1]["weight"], 0);
+    assert_eq!(IstioRouter.traffic(&c, vs), Some(Traffic::Mirrored));
+    // All requests when mirrorWeight is left out: no percentage.
+    let all = canary(json!({}), json!({"iterations": 2, "mirror": true}));
+    let vs = &IstioRouter.desired(&all, Traffic::Mirrored).unwrap()[0];
+    assert!(vs.data["spec"]["http"][0].get("mirrorPercentage").is_none());
+    // TCP can't mirror.
+    let tcp = canary(
+        json!({"appProtocol": "tcp"}),
+        json!({"iterations": 2, "mirror": true}),
+    );
+    let err = IstioRouter.desired(&tcp, Traffic::Mirrored).unwrap_err();
+    assert!(err.to_string().contains("spec.analysis.mirror"), "{err}");
+}

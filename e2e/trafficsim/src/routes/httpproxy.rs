@@ -117,6 +117,7 @@ impl RouteObject for HTTPProxy {
                 })
                 .collect();
             rules.push(SimRule {
+                mirrors: vec![],
                 matches: vec![RequestMatch { headers }],
                 backends,
             });

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{RouteObject, RouteSettings};
 use crate::model::{
-    BackendTarget, HeaderMatch, Precedence, RequestMatch, ServiceKey, SimRoute, SimRule,
-    WeightedBackend,
+    BackendTarget, HeaderMatch, MirrorTarget, Precedence, RequestMatch, ServiceKey, SimRoute,
+    SimRule, WeightedBackend,
 };
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
@@ -31,6 +31,8 @@ pub struct Rule {
     pub matches: Vec<Match>,
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
+    #[serde(default)]
+    pub filters: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -89,7 +91,18 @@ impl RouteObject for HTTPRoute {
                     .iter()
                     .map(|b| backend(b, &namespace))
                     .collect();
-                Ok(SimRule { matches, backends })
+                let mirrors = rule
+                    .filters
+                    .iter()
+                    .filter(|f| f["type"] == "RequestMirror")
+                    .map(|f| mirror(&f["requestMirror"], &namespace))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("spec.rules[{i}].filters: {e}"))?;
+                Ok(SimRule {
+                    matches,
+                    backends,
+                    mirrors,
+                })
             })
             .collect::<Result<_, String>>()?;
         Ok(SimRoute {
@@ -142,6 +155,41 @@ fn backend(b: &BackendRef, route_namespace: &str) -> WeightedBackend {
         target,
         weight: b.weight.unwrap_or(1),
     }
+}
+
+/// A RequestMirror filter: its Service, and the share copied (`percent`, or `fraction`; all by default).
+fn mirror(m: &serde_json::Value, namespace: &str) -> Result<MirrorTarget, String> {
+    let backend = &m["backendRef"];
+    if backend["kind"].as_str().is_some_and(|k| k != "Service") {
+        return Err(format!(
+            "a mirror to a {} is not simulated",
+            backend["kind"]
+        ));
+    }
+    let name = backend["name"]
+        .as_str()
+        .ok_or("a RequestMirror without a backendRef name")?;
+    let percent = if let Some(p) = m["percent"].as_f64() {
+        p
+    } else if let Some(n) = m["fraction"]["numerator"].as_f64() {
+        let d = m["fraction"]["denominator"].as_f64().unwrap_or(100.0);
+        if d <= 0.0 {
+            return Err("a fraction with a denominator of 0".into());
+        }
+        n / d * 100.0
+    } else {
+        100.0
+    };
+    Ok(MirrorTarget {
+        service: ServiceKey {
+            namespace: backend["namespace"]
+                .as_str()
+                .unwrap_or(namespace)
+                .to_string(),
+            name: name.to_string(),
+        },
+        percent,
+    })
 }
 
 #[cfg(test)]

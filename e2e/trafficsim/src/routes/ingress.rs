@@ -92,6 +92,7 @@ pub fn route(
                 },
             };
             rules.push(SimRule {
+                mirrors: vec![],
                 matches: vec![RequestMatch {
                     headers: vec![condition],
                 }],
@@ -102,6 +103,7 @@ pub fn route(
             let regex = Regex::new(&format!("(^|;\\s*){}=always(;|$)", regex::escape(cookie)))
                 .map_err(|e| format!("canary-by-cookie: {e}"))?;
             rules.push(SimRule {
+                mirrors: vec![],
                 matches: vec![RequestMatch {
                     headers: vec![HeaderMatch::Regex {
                         name: "cookie".into(),
@@ -127,6 +129,7 @@ pub fn route(
         });
     }
     rules.push(SimRule {
+        mirrors: vec![],
         matches: vec![],
         backends: split,
     });

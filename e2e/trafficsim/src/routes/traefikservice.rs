@@ -1,14 +1,15 @@
 //! Traefik's TraefikService (traefik.io/v1alpha1): a weighted round robin over Services (a missing weight
-//! is 1), counted in Traefik's service series, a service per backend Service and port. A TraefikService
-//! that mirrors or names other TraefikServices is not simulated.
+//! is 1), or a mirroring (every request to the main Service, a copy of `percent` of them to each mirror),
+//! counted in Traefik's service series, a service per backend Service and port. A TraefikService naming
+//! other TraefikServices is not simulated.
 
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{RouteObject, RouteSettings};
 use crate::model::{
-    BackendTarget, Precedence, ProxySeries, ServiceKey, SimRoute, SimRule, WeightedBackend,
+    BackendTarget, MirrorTarget, Precedence, ProxySeries, ServiceKey, SimRoute, SimRule,
+    WeightedBackend,
 };
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
@@ -23,7 +24,29 @@ pub struct TraefikServiceSpec {
     #[serde(default)]
     pub weighted: Option<Weighted>,
     #[serde(default)]
-    pub mirroring: Option<Value>,
+    pub mirroring: Option<Mirroring>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct Mirroring {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct Mirror {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub percent: f64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -50,8 +73,44 @@ impl RouteObject for TraefikService {
 
     fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
         let namespace = self.metadata.namespace.clone().unwrap_or_default();
+        let key = |name: &str, ns: &Option<String>| ServiceKey {
+            namespace: ns.clone().unwrap_or_else(|| namespace.clone()),
+            name: name.to_string(),
+        };
+        if let Some(m) = &self.spec.mirroring {
+            let main = key(&m.name, &m.namespace);
+            let mut ports = vec![(main.clone(), m.port)];
+            let mirrors = m
+                .mirrors
+                .iter()
+                .map(|x| {
+                    ports.push((key(&x.name, &x.namespace), x.port));
+                    MirrorTarget {
+                        service: key(&x.name, &x.namespace),
+                        percent: x.percent,
+                    }
+                })
+                .collect();
+            return Ok(SimRoute {
+                provider: Self::PROVIDER,
+                name: self.metadata.name.clone().unwrap_or_default(),
+                namespace: namespace.clone(),
+                rules: vec![SimRule {
+                    matches: vec![],
+                    backends: vec![WeightedBackend {
+                        target: BackendTarget::Service(main),
+                        weight: 1,
+                    }],
+                    mirrors,
+                }],
+                rps: settings.rps,
+                request_mix: settings.request_mix,
+                precedence: Precedence::MostSpecific,
+                proxy: Some(ProxySeries::Traefik { ports }),
+            });
+        }
         let Some(weighted) = &self.spec.weighted else {
-            return Err("spec.weighted: only weighted round robin is simulated".into());
+            return Err("spec: neither weighted nor mirroring".into());
         };
         let mut ports = Vec::new();
         let mut backends = Vec::new();
@@ -77,6 +136,7 @@ impl RouteObject for TraefikService {
             name: self.metadata.name.clone().unwrap_or_default(),
             namespace,
             rules: vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends,
             }],

@@ -73,6 +73,7 @@ impl RouteObject for TrafficSplit {
             name: self.metadata.name.clone().unwrap_or_default(),
             namespace,
             rules: vec![SimRule {
+                mirrors: vec![],
                 matches: vec![],
                 backends,
             }],

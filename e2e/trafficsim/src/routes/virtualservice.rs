@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::{RouteObject, RouteSettings};
 use crate::model::{
-    BackendTarget, HeaderMatch, Precedence, RequestMatch, ServiceKey, SimRoute, SimRule,
-    WeightedBackend,
+    BackendTarget, HeaderMatch, MirrorTarget, Precedence, RequestMatch, ServiceKey, SimRoute,
+    SimRule, WeightedBackend,
 };
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
@@ -37,6 +37,16 @@ pub struct HttpRoute {
     pub matches: Vec<BTreeMap<String, Value>>,
     #[serde(default)]
     pub route: Vec<RouteDestination>,
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    #[serde(default, rename = "mirrorPercentage")]
+    pub mirror_percentage: Option<Percent>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+pub struct Percent {
+    #[serde(default)]
+    pub value: f64,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -80,7 +90,20 @@ impl RouteObject for VirtualService {
                         weight: d.weight.unwrap_or(if alone { 100 } else { 0 }),
                     })
                     .collect();
-                Ok(SimRule { matches, backends })
+                // Istio copies every request to the mirror when no percentage is given.
+                let mirrors = route
+                    .mirror
+                    .iter()
+                    .map(|m| MirrorTarget {
+                        service: service(&m.host, &namespace),
+                        percent: route.mirror_percentage.as_ref().map_or(100.0, |p| p.value),
+                    })
+                    .collect();
+                Ok(SimRule {
+                    matches,
+                    backends,
+                    mirrors,
+                })
             })
             .collect::<Result<_, String>>()?;
         Ok(SimRoute {
