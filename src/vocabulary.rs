@@ -25,6 +25,16 @@ impl Weights {
             canary,
         }
     }
+
+    /// The split a routing object's relative weights make, in percent (rounded half up); None when
+    /// neither side has any weight (the object says nothing about the split).
+    pub fn from_relative(primary: f64, canary: f64) -> Option<Self> {
+        let total = primary.max(0.0) + canary.max(0.0);
+        (total > 0.0).then(|| {
+            let total_weight = f64::from(crate::api::canary::TOTAL_WEIGHT);
+            Self::canary((canary.max(0.0) * total_weight / total).round() as i32)
+        })
+    }
 }
 
 /// One round of checks: the verdict, and each check's result for the status.

@@ -245,12 +245,10 @@ impl Router for ContourRouter {
                     .map(|s| s.weight.max(0))
                     .sum::<i64>()
             };
-            let (primary, canary_weight) = (weight_of(&names.primary), weight_of(&names.canary));
-            let total = primary + canary_weight;
-            (total > 0).then(|| {
-                let share = (canary_weight * i64::from(TOTAL_WEIGHT) + total / 2) / total;
-                Weights::canary(share as i32)
-            })
+            Weights::from_relative(
+                weight_of(&names.primary) as f64,
+                weight_of(&names.canary) as f64,
+            )
         };
         // The split is the last route; an earlier one sending the canary anything is A/B's match route.
         let (last, earlier) = spec.routes.split_last()?;

@@ -249,11 +249,11 @@ impl Router for GatewayApiRouter {
                     .find(|b| b.name == name)
                     .map(|b| b.weight.unwrap_or(1))
             };
-            let primary = weight_of(&names.primary).unwrap_or(0);
-            let canary_weight = weight_of(&names.canary).unwrap_or(0);
-            let total = primary + canary_weight;
             // Weights are relative in Gateway API; Serin's are percentages.
-            (total > 0).then(|| Weights::canary((canary_weight * TOTAL_WEIGHT + total / 2) / total))
+            Weights::from_relative(
+                f64::from(weight_of(&names.primary).unwrap_or(0)),
+                f64::from(weight_of(&names.canary).unwrap_or(0)),
+            )
         };
         // As the API server stores it: a rule without matches gets a `/` path prefix, so the split is the
         // catch-all rule, and A/B's match rule comes before it.

@@ -368,9 +368,10 @@ impl Router for IstioRouter {
                     .map(|d| d.weight.max(0))
                     .sum::<i32>()
             };
-            let (primary, canary_weight) = (weight_of(&names.primary), weight_of(&names.canary));
-            let total = primary + canary_weight;
-            (total > 0).then(|| Weights::canary((canary_weight * TOTAL_WEIGHT + total / 2) / total))
+            Weights::from_relative(
+                f64::from(weight_of(&names.primary)),
+                f64::from(weight_of(&names.canary)),
+            )
         };
         if let Some(tcp) = spec.tcp.first() {
             return split(&tcp.route).map(Traffic::Split);

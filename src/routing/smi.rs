@@ -154,13 +154,8 @@ impl Router for SmiRouter {
                 .filter_map(|b| weight(&b["weight"]))
                 .sum::<f64>()
         };
-        let (primary, canary_weight) = (weight_of(&names.primary), weight_of(&names.canary));
-        let total = primary + canary_weight;
-        (total > 0.0).then(|| {
-            Traffic::Split(Weights::canary(
-                (canary_weight / total * f64::from(TOTAL_WEIGHT)).round() as i32,
-            ))
-        })
+        Weights::from_relative(weight_of(&names.primary), weight_of(&names.canary))
+            .map(Traffic::Split)
     }
 }
 

@@ -172,12 +172,11 @@ impl Router for TraefikRouter {
                 .map(|s| s.weight.unwrap_or(1).max(0))
                 .sum::<i64>()
         };
-        let (primary, canary_weight) = (weight_of(&names.primary), weight_of(&names.canary));
-        let total = primary + canary_weight;
-        (total > 0).then(|| {
-            let share = (canary_weight * i64::from(TOTAL_WEIGHT) + total / 2) / total;
-            Traffic::Split(Weights::canary(share as i32))
-        })
+        Weights::from_relative(
+            weight_of(&names.primary) as f64,
+            weight_of(&names.canary) as f64,
+        )
+        .map(Traffic::Split)
     }
 }
 
