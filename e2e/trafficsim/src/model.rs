@@ -109,6 +109,16 @@ pub enum HeaderMatch {
 }
 
 impl HeaderMatch {
+    /// A regex matched against the whole value, as Envoy-based proxies match (RE2 full match).
+    pub fn whole_value(name: &str, pattern: &str) -> Result<Self, String> {
+        Regex::new(&format!("^(?:{pattern})$"))
+            .map(|regex| HeaderMatch::Regex {
+                name: name.to_string(),
+                regex,
+            })
+            .map_err(|e| format!("header {name} regex {pattern:?}: {e}"))
+    }
+
     fn holds(&self, headers: &BTreeMap<String, String>) -> bool {
         match self {
             HeaderMatch::Exact { name, value } => headers.get(name) == Some(value),

@@ -70,9 +70,7 @@ fn condition(c: &Value) -> Result<Option<HeaderMatch>, String> {
             value: v.to_string(),
         }
     } else if let Some(v) = text("regex") {
-        // Envoy matches the whole value.
-        let regex = regex(format!("^(?:{v})$"))?;
-        HeaderMatch::Regex { name, regex }
+        HeaderMatch::whole_value(&name, v)?
     } else if let Some(v) = text("contains") {
         let regex = regex(regex::escape(v))?;
         HeaderMatch::Regex { name, regex }

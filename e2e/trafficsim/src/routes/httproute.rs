@@ -1,7 +1,6 @@
 //! Gateway API HTTPRoute (gateway.networking.k8s.io/v1): the fields a data plane needs to split traffic.
 
 use kube::CustomResource;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::{RouteObject, RouteSettings};
@@ -125,10 +124,7 @@ fn header_match(h: &HeaderCondition) -> Result<HeaderMatch, String> {
             name,
             value: h.value.clone(),
         }),
-        // Gateways match the whole value (Envoy's RE2 full match).
-        "RegularExpression" => Regex::new(&format!("^(?:{})$", h.value))
-            .map(|regex| HeaderMatch::Regex { name, regex })
-            .map_err(|e| format!("header {} regex {:?}: {e}", h.name, h.value)),
+        "RegularExpression" => HeaderMatch::whole_value(&name, &h.value),
         other => Err(format!(
             "header {} match type {other:?} is not Exact or RegularExpression",
             h.name

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use kube::CustomResource;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -159,15 +158,7 @@ fn request_match(m: &BTreeMap<String, Value>) -> Result<RequestMatch, String> {
 
 fn header_match(name: &str, condition: &Value) -> Result<HeaderMatch, String> {
     let text = |k: &str| condition.get(k).and_then(Value::as_str);
-    let regex = |pattern: String| {
-        // Envoy matches the whole value (RE2 full match).
-        Regex::new(&format!("^(?:{pattern})$"))
-            .map(|regex| HeaderMatch::Regex {
-                name: name.to_string(),
-                regex,
-            })
-            .map_err(|e| format!("header {name} regex {pattern:?}: {e}"))
-    };
+    let regex = |pattern: String| HeaderMatch::whole_value(name, &pattern);
     if let Some(v) = text("exact") {
         Ok(HeaderMatch::Exact {
             name: name.to_string(),
