@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::contour::http_proxies;
@@ -14,7 +14,9 @@ use serin_e2e::rollout::{
     WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
     wait_window_empty,
 };
-use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, prometheus_value, wait_for};
+use serin_e2e::{
+    SerinProcess, annotate, apply, client, install_crds, namespace, prometheus_value, wait_for,
+};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -41,16 +43,7 @@ async fn start(
     let serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     // The simulator's settings, under a field manager of the test's own (Serin owns only what it sets).
-    let patch = json!({"apiVersion": "projectcontour.io/v1", "kind": "HTTPProxy",
-        "metadata": {"name": "podinfo", "annotations": annotations}});
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &http_proxies())
-        .patch(
-            "podinfo",
-            &PatchParams::apply("serin-e2e"),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("annotating the HTTPProxy");
+    annotate(&client, &ns, &http_proxies(), "podinfo", annotations).await;
     (client, ns, serin)
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::istio::{destination_rules, virtual_services};
@@ -14,7 +14,9 @@ use serin_e2e::rollout::{
     WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
     wait_window_empty,
 };
-use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, prometheus_value, wait_for};
+use serin_e2e::{
+    SerinProcess, annotate, apply, client, install_crds, namespace, prometheus_value, wait_for,
+};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -59,16 +61,7 @@ async fn canary_weight(client: &Client, ns: &str) -> Option<i64> {
 /// The simulator's annotations on the VirtualService, under a field manager of the test's own (Serin owns
 /// only the fields it sets).
 async fn annotate_virtual_service(client: &Client, ns: &str, annotations: Value) {
-    let patch = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-        "metadata": {"name": "podinfo", "annotations": annotations}});
-    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &virtual_services())
-        .patch(
-            "podinfo",
-            &PatchParams::apply("serin-e2e"),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("annotating the VirtualService");
+    annotate(client, ns, &virtual_services(), "podinfo", annotations).await;
 }
 
 /// A query of the canary workload's share of the requests Istio's series count over the last 5s, in

@@ -16,7 +16,7 @@ use serin_e2e::rollout::{
     WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
     wait_window_empty,
 };
-use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, wait_for};
+use serin_e2e::{SerinProcess, annotate, apply, client, install_crds, namespace, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -79,16 +79,14 @@ async fn linkerd_steps_through_the_traffic_split_and_rolls_a_faulty_image_back()
         .expect("Serin made the TrafficSplit");
     assert_eq!(s.data["spec"]["service"], "podinfo");
     // The simulator's rate for this split, under a field manager of the test's own.
-    let patch = json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
-        "metadata": {"name": "podinfo", "annotations": {"trafficsim.serin.dev/rps": "100"}}});
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &traffic_splits(v))
-        .patch(
-            "podinfo",
-            &PatchParams::apply("serin-e2e"),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("annotating the TrafficSplit");
+    annotate(
+        &client,
+        &ns,
+        &traffic_splits(v),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": "100"}),
+    )
+    .await;
 
     let recorder = {
         let (client, ns) = (client.clone(), ns.clone());

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin_e2e::{
-    SerinProcess, apply, client, httproute_resource, install_crds, namespace, prometheus_value,
-    wait_for,
+    SerinProcess, annotate, apply, client, httproute_resource, install_crds, namespace,
+    prometheus_value, wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -85,16 +85,14 @@ async fn ab_testing_sends_the_matching_requests_to_the_canary() {
     // A quarter of the simulated requests carry the header (annotations of the simulator's, under a field
     // manager of our own: Serin owns only the fields it sets).
     let mix = json!([{"share": 0.25, "headers": {"x-canary": "insider"}}]).to_string();
-    let patch = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "podinfo",
-        "annotations": {"trafficsim.serin.dev/request-mix": mix, "trafficsim.serin.dev/rps": "200"}}});
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &httproute_resource())
-        .patch(
-            "podinfo",
-            &PatchParams::apply("serin-e2e"),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("annotating the route");
+    annotate(
+        &client,
+        &ns,
+        &httproute_resource(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/request-mix": mix, "trafficsim.serin.dev/rps": "200"}),
+    )
+    .await;
 
     apply::<Deployment>(&client, &ns, deployment("podinfo:2")).await;
     wait_for(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin::routing::traefik::traefik_services;
@@ -15,7 +15,7 @@ use serin_e2e::rollout::{
     WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
     wait_window_empty,
 };
-use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, wait_for};
+use serin_e2e::{SerinProcess, annotate, apply, client, install_crds, namespace, wait_for};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -73,16 +73,14 @@ async fn a_good_image_steps_through_the_traefik_service_and_a_faulty_one_is_roll
         json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1, "metrics": checks}),
     )
     .await;
-    let patch = json!({"apiVersion": "traefik.io/v1alpha1", "kind": "TraefikService",
-        "metadata": {"name": "podinfo", "annotations": {"trafficsim.serin.dev/rps": "100"}}});
-    Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &traefik_services())
-        .patch(
-            "podinfo",
-            &PatchParams::apply("serin-e2e"),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .expect("annotating the TraefikService");
+    annotate(
+        &client,
+        &ns,
+        &traefik_services(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": "100"}),
+    )
+    .await;
 
     let recorder = {
         let (client, ns) = (client.clone(), ns.clone());

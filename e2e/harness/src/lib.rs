@@ -186,6 +186,27 @@ pub async fn apply_httproute(client: &Client, namespace: &str, object: Value) ->
         .unwrap_or_else(|e| panic!("applying HTTPRoute {namespace}/{name}: {e}"))
 }
 
+/// Sets annotations (the traffic simulator's) on an object Serin writes, under the tests' own field
+/// manager: Serin owns only the fields it sets, so it keeps them.
+pub async fn annotate(
+    client: &Client,
+    namespace: &str,
+    ar: &ApiResource,
+    name: &str,
+    annotations: Value,
+) {
+    let patch = json!({"apiVersion": ar.api_version, "kind": ar.kind,
+        "metadata": {"name": name, "annotations": annotations}});
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, ar)
+        .patch(
+            name,
+            &PatchParams::apply("serin-e2e"),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("annotating {} {namespace}/{name}: {e}", ar.kind));
+}
+
 /// Polls `check` every `every` until it returns Some, or fails after `timeout` with the last state seen.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F) -> T
 where
