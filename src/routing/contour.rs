@@ -95,23 +95,27 @@ fn header_condition(canary: &Canary, name: &str, condition: &Value) -> Result<Va
     Ok(json!({"header": {"name": name, key: value}}))
 }
 
+/// A service of a route, with Linkerd's `l5d-dst-override` so a meshed Contour keeps the split.
+fn backend(canary: &Canary, name: &str, weight: i32) -> Service {
+    let port = canary.spec.service.port;
+    Service {
+        name: name.to_string(),
+        port,
+        weight: i64::from(weight),
+        request_headers_policy: Some(json!({"set": [{
+            "name": "l5d-dst-override",
+            "value": format!(
+                "{name}.{}.svc.cluster.local:{port}",
+                canary.namespace().unwrap_or_default()
+            ),
+        }]})),
+    }
+}
+
 impl ContourRouter {
     fn route(&self, canary: &Canary, conditions: Vec<Value>, w: Weights) -> Route {
         let service = &canary.spec.service;
         let names = ServiceNames::of(canary);
-        let backend = |name: &str, weight: i32| Service {
-            name: name.to_string(),
-            port: service.port,
-            weight: i64::from(weight),
-            request_headers_policy: Some(json!({"set": [{
-                "name": "l5d-dst-override",
-                "value": format!(
-                    "{name}.{}.svc.cluster.local:{}",
-                    canary.namespace().unwrap_or_default(),
-                    service.port
-                ),
-            }]})),
-        };
         let retry_policy = service.retries.as_ref().map(|r| {
             let mut policy = serde_json::Map::new();
             if let Some(n) = r.get("attempts") {
@@ -134,8 +138,8 @@ impl ContourRouter {
                 .map(|t| json!({"response": t, "idle": "5m"})),
             retry_policy,
             services: vec![
-                backend(&names.primary, w.primary),
-                backend(&names.canary, w.canary),
+                backend(canary, &names.primary, w.primary),
+                backend(canary, &names.canary, w.canary),
             ],
         }
     }
@@ -215,19 +219,7 @@ impl Router for ContourRouter {
         let names = ServiceNames::of(canary);
         let mut spec = self.spec(canary, Traffic::Split(Weights::canary(0)))?;
         for route in &mut spec.routes {
-            let mut apex = route.services[0].clone();
-            apex.name = names.apex.clone();
-            apex.weight = i64::from(TOTAL_WEIGHT);
-            apex.request_headers_policy = Some(json!({"set": [{
-                "name": "l5d-dst-override",
-                "value": format!(
-                    "{}.{}.svc.cluster.local:{}",
-                    names.apex,
-                    canary.namespace().unwrap_or_default(),
-                    canary.spec.service.port
-                ),
-            }]}));
-            route.services = vec![apex];
+            route.services = vec![backend(canary, &names.apex, TOTAL_WEIGHT)];
         }
         let mut proxy = self.object(canary, &spec);
         proxy.metadata.owner_references = None;
