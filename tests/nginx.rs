@@ -5,17 +5,22 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::Api;
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
-use serin_e2e::podinfo::{wait_phase, wait_promoted};
+use serin_e2e::podinfo::{annotated, wait_phase, wait_promoted};
 use serin_e2e::rollout::{
     WeightRecorder, faulty_rolled_back, hold_and_measure, resume, roll_out, wait_weight,
     wait_window_empty,
 };
-use serin_e2e::{SerinProcess, apply, client, install_crds, namespace, prometheus_value, wait_for};
+use serin_e2e::{
+    SerinProcess, apply, client, install_crds, namespace, prometheus_query, prometheus_value,
+    wait_for,
+};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -185,5 +190,137 @@ async fn ab_sends_the_requests_with_the_header_to_the_canary_ingress() {
         a.get("nginx.ingress.kubernetes.io/canary-weight")
             .map(String::as_str),
         Some("0")
+    );
+}
+
+/// Requests through the user's Ingress, as the simulator counted them, answered with `codes`
+/// (a PromQL matcher such as `="200"`); empty when no such request was ever counted.
+async fn answered(ns: &str, codes: &str) -> Vec<f64> {
+    prometheus_query(&format!(
+        r#"sum(trafficsim_requests_total{{namespace="{ns}", code{codes}}})"#
+    ))
+    .await
+    .expect("Prometheus answers")
+}
+
+/// Defect 12 ("Trust the core"): an app serving through its Ingress when its Canary arrives never goes
+/// without endpoints. The user's Service selected podinfo's pods; Serin used to take it over on its first
+/// tick, while podinfo-primary's pods were still starting (8 s here, kwok's ready delay), and every request
+/// through the Ingress found no endpoint until they were ready.
+#[tokio::test]
+async fn an_app_serving_through_its_ingress_is_adopted_without_a_failed_request() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "adopt").await;
+    let mut slow = serin_e2e::rollout::behaviour(0.0);
+    slow["pod-ready.stage.kwok.x-k8s.io/delay"] = json!("8s");
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(
+            serin_e2e::podinfo::deployment("podinfo:1.0.0", json!({})),
+            slow,
+        ),
+    )
+    .await;
+    apply::<Service>(&client, &ns, serin_e2e::apps::service("podinfo")).await;
+    serin_e2e::apps::wait_rolled_out(&client, &ns, "podinfo", 3).await;
+    apply::<Ingress>(&client, &ns, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "podinfo", "annotations": {"trafficsim.serin.dev/rps": "100"}},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}))
+    .await;
+    wait_for(
+        "requests through the user's Ingress",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match answered(&ns, r#"="200""#).await.first() {
+                Some(n) if *n > 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
+        "spec": {"provider": "nginx", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "ingressRef": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"},
+            "service": {"port": 9898}, "analysis": {"interval": "1s", "stepWeight": 50}}}))
+    .await;
+    let _serin = SerinProcess::start(SERIN, &ns, "a").await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    // While the primary's pods start, the user's Service still selects the target's.
+    let mut looked_while_starting = 0;
+    loop {
+        let primary = deployments.get_opt("podinfo-primary").await.unwrap();
+        let ready = primary
+            .as_ref()
+            .and_then(|p| p.status.as_ref()?.available_replicas)
+            .unwrap_or(0);
+        if primary.is_some() && ready == 3 {
+            break;
+        }
+        if primary.is_some() {
+            let apex = services.get("podinfo").await.unwrap();
+            let selector = json!(apex.spec.and_then(|s| s.selector));
+            assert_eq!(
+                selector,
+                json!({"app": "podinfo"}),
+                "the Service was taken over with {ready} of podinfo-primary's 3 pods ready"
+            );
+            looked_while_starting += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        looked_while_starting >= 10,
+        "podinfo-primary started too fast to show anything ({looked_while_starting} looks)"
+    );
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    let apex = services.get("podinfo").await.unwrap();
+    assert_eq!(
+        json!(apex.spec.and_then(|s| s.selector)),
+        json!({"app": "podinfo-primary"})
+    );
+    wait_for(
+        "podinfo scaled to zero",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let d = deployments
+                .get("podinfo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match d.spec.and_then(|s| s.replicas) {
+                Some(0) => Ok(()),
+                r => Err(format!("replicas {r:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Prometheus has scraped past the switch and the scale-down: 3 s more of requests were counted.
+    let served = answered(&ns, r#"="200""#).await[0];
+    let total = wait_for(
+        "Prometheus to count 3 s of requests after the scale-down",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match answered(&ns, r#"="200""#).await.first() {
+                Some(n) if *n >= served + 300.0 => Ok(*n),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let failed = answered(&ns, r#"!="200""#).await;
+    eprintln!(
+        "measured: adoption through the Ingress: {total} requests answered 200, others {failed:?}"
+    );
+    assert!(
+        failed.iter().all(|n| *n == 0.0),
+        "requests failed while the app was adopted: {failed:?}"
     );
 }

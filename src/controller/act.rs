@@ -86,6 +86,9 @@ pub async fn act(
         let service_resource = ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&());
         let ports = ports(canary, obs.target.template());
         for svc in services(canary, &obs.target_selector, &obs.primary_selector, &ports) {
+            if svc.name_any() == apex_name && !desired.apex {
+                continue;
+            }
             let cached = ctx
                 .services
                 .get(&ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default()));

@@ -13,7 +13,7 @@ use super::Context;
 use crate::api::Canary;
 use crate::decision::settings::Settings;
 use crate::decision::{Manual, Observed, Primary, Readiness, Target};
-use crate::routing::{Router, router_for};
+use crate::routing::{Router, ServiceNames, router_for};
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
 use crate::workload::readiness::readiness;
@@ -177,6 +177,13 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
             .and_then(|(_, route)| r.traffic(canary, route))
     });
 
+    let apex = ServiceNames::of(canary).apex;
+    let apex_to_primary = ctx
+        .services
+        .get(&ObjectRef::new(&apex).within(&ns))
+        .and_then(|svc| svc.spec.as_ref()?.selector.clone())
+        .is_some_and(|selector| selector == primary_selector);
+
     let observed = Observed {
         now: Timestamp::now(),
         generation: canary.metadata.generation.unwrap_or(0),
@@ -190,6 +197,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         },
         primary: primary_state,
         routed,
+        apex_to_primary,
         checks: None,
         hooks: BTreeMap::new(),
         retry: canary.annotations().get(RETRY_ANNOTATION).cloned(),

@@ -41,6 +41,9 @@ pub struct Observed {
     /// The traffic the route sends now, read back as the API server stores it; None when there is no
     /// route (yet), or the provider routes nothing.
     pub routed: Option<Traffic>,
+    /// The apex Service, as the cache holds it, selects the primary's pods (false while it does not exist,
+    /// or still selects the target's, as the user's own Service before Serin takes it over).
+    pub apex_to_primary: bool,
     /// The checks' results, when the controller has run them this tick.
     pub checks: Option<CheckRound>,
     /// The webhooks called this tick, by type, in the order called (a list stops where its type's rule
@@ -126,8 +129,12 @@ pub struct Notice {
 /// The state the controller brings the objects to this tick. None of it is done when the spec is invalid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
-    /// Create the Services and route if they are missing (never overwriting what exists).
+    /// Create the primary's and the canary's Services (and a StatefulSet's governing copy, the primary's
+    /// autoscaler): nothing routes to them before the apex or the route does.
     pub bootstrap: bool,
+    /// Point the apex Service at the primary's pods (creating it, or taking over the user's own): only once
+    /// the primary is ready, so a request to the apex never finds no endpoint.
+    pub apex: bool,
     /// Create the missing primary from the target, which holds this revision: at initialization, or
     /// rebuilding it from the last promoted revision. Never from a revision not analysed.
     pub create_primary: Option<String>,
@@ -137,7 +144,8 @@ pub struct Desired {
     /// Copy the target's pod template and configs into the primary, at this revision.
     pub promote_primary: Option<String>,
     pub canary_scale: Scale,
-    /// None: leave the route alone (no route, or the provider does not shift traffic).
+    /// None: leave the route alone (no route, the provider does not shift traffic, or the primary the
+    /// route would send everything to is not ready yet).
     pub traffic: Option<Traffic>,
 }
 

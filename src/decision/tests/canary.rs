@@ -15,7 +15,18 @@ fn initialization_waits_for_the_primary_then_scales_the_target_to_zero() {
     assert_eq!(w.phase(), Phase::Initializing);
     assert!(d.desired.bootstrap);
     assert_eq!(d.desired.canary_scale, Scale::Keep);
+    assert_eq!(
+        d.desired.traffic, None,
+        "no route before the primary is ready"
+    );
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initializing);
     assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
+    assert_eq!(
+        d.desired.canary_scale,
+        Scale::Keep,
+        "the apex has not been read back selecting the primary yet"
+    );
     let d = w.tick(None);
     assert_eq!(w.phase(), Phase::Initialized);
     assert_eq!(d.desired.canary_scale, Scale::Zero);
@@ -288,8 +299,7 @@ fn suspend_stops_the_analysis_where_it_is() {
 #[test]
 fn a_suspended_canary_starts_no_new_analysis() {
     let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.spec.suspend = true;
     w.o.target.revision = "r2".into();
     w.tick(None);

@@ -20,9 +20,7 @@ fn hook(name: &str, kind: &str) -> Value {
 /// A world initialized at r1 whose target then changed to r2 (the tick that sees it is left to the test).
 fn initialized(analysis: Value) -> World {
     let mut w = World::new(spec(analysis));
-    w.tick(None);
-    w.tick(None);
-    assert_eq!(w.phase(), Phase::Initialized);
+    w.initialize();
     w.o.target.revision = "r2".into();
     w
 }
@@ -355,8 +353,7 @@ fn flaggers_alerts_come_on_flaggers_occasions() {
     let mut w = World::new(spec(
         json!({"interval": "10s", "stepWeight": 50, "threshold": 1}),
     ));
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     assert_eq!(
         w.notices[0].message,
         "New Deployment detected, initialization completed."

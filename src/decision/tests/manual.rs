@@ -94,8 +94,7 @@ fn abort_rolls_back_at_once() {
 #[test]
 fn a_value_set_while_nothing_is_analysed_is_refused_and_not_kept_for_the_next_revision() {
     let mut w = World::new(spec(analysis()));
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.manual.promote = Some("x".into());
     w.o.manual.abort = Some("y".into());
     w.later(1);

@@ -67,6 +67,7 @@ impl World {
                 ready: Readiness::NotReady("not created".into()),
             },
             routed: None,
+            apex_to_primary: false,
             checks: None,
             hooks: Default::default(),
             retry: None,
@@ -87,12 +88,22 @@ impl World {
         }
     }
 
+    /// Ticks until the Canary is Initialized: the primary created, then the apex Service and the route
+    /// switched to it, then the target scaled to zero.
+    pub(super) fn initialize(&mut self) {
+        for _ in 0..4 {
+            self.tick(None);
+            if self.phase() == Phase::Initialized {
+                return;
+            }
+        }
+        panic!("not initialized; at {:?}", self.phase());
+    }
+
     /// A world whose Canary is initialized at r1 and whose target then changed to r2.
     pub(super) fn progressing(analysis: serde_json::Value) -> Self {
         let mut w = World::new(spec(analysis));
-        w.tick(None);
-        w.tick(None);
-        assert_eq!(w.phase(), Phase::Initialized);
+        w.initialize();
         w.o.target.revision = "r2".into();
         w.tick(None);
         assert_eq!(w.phase(), Phase::Progressing);
@@ -154,6 +165,9 @@ impl World {
         if let Some(revision) = &d.promote_primary {
             self.o.primary.revision = Some(revision.clone());
             self.primary_revision_writes += 1;
+        }
+        if d.apex {
+            self.o.apex_to_primary = true;
         }
         if let Some(traffic) = d.traffic {
             // Through the real router, stored as the API server stores it, and read back from that.

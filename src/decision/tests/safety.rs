@@ -84,6 +84,9 @@ fn a_target_update_during_initialization_is_analysed() {
     w.tick(None);
     w.o.target.revision = "r2".into();
     w.o.primary.ready = Readiness::Ready;
+    // The apex Service and the route switch to the primary; then it is Initialized at r1.
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Initializing);
     let d = w.tick(None);
     assert_eq!(w.o.status.last_promoted_spec.as_deref(), Some("r1"));
     assert_eq!(w.o.status.last_applied_spec.as_deref(), Some("r2"));
@@ -200,9 +203,7 @@ fn the_route_changed_under_serin_is_believed_over_the_status() {
 fn a_deleted_primary_is_rebuilt_from_the_last_promoted_revision_only() {
     // Settled, and the target still holds the promoted revision: rebuilt.
     let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
-    w.tick(None);
-    w.tick(None);
-    assert_eq!(w.phase(), Phase::Initialized);
+    w.initialize();
     w.o.primary = Primary {
         revision: None,
         ready: Readiness::NotReady("not created".into()),
@@ -253,8 +254,7 @@ fn a_deleted_primary_is_rebuilt_from_the_last_promoted_revision_only() {
 #[test]
 fn a_missing_config_holds_instead_of_changing_the_revision() {
     let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.status.phase = Some(Phase::Succeeded);
     w.o.target.missing_configs = vec!["ConfigMap shop/app-config".into()];
     // What observe would compute without the config: another revision.
@@ -341,8 +341,7 @@ fn initialization_past_the_progress_deadline_is_stalled_and_recovers() {
     w.o.target.missing_configs.clear();
     w.tick(None);
     assert_eq!(w.primaries_created, vec!["r1"]);
-    w.tick(None);
-    assert_eq!(w.phase(), Phase::Initialized);
+    w.initialize();
     assert_eq!(w.condition("Stalled").0, "False");
 }
 
@@ -369,4 +368,66 @@ fn status_checks_never_exceed_their_limit() {
     }));
     assert_eq!(w.o.status.checks.len(), MAX_STATUS_CHECKS);
     assert_eq!(w.o.status.checks[0].name, "m90");
+}
+
+/// Defect 12: an app adopted while serving lost its endpoints at initialization. The first tick took over
+/// the user's apex Service (its selector on the primary's pods) and wrote the route to the primary while
+/// the primary's pods were still starting: every request to the app found no endpoint until they were
+/// ready. The apex and the route now switch once the primary is ready, and the target goes to zero only
+/// once both read back that way.
+#[test]
+fn an_app_adopted_while_serving_keeps_its_endpoints_until_the_primary_is_ready() {
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    w.o.primary = Primary {
+        revision: Some("r1".into()),
+        ready: Readiness::NotReady("0 of 3 updated replicas available".into()),
+    };
+    for _ in 0..3 {
+        let d = w.tick(None);
+        assert_eq!(w.phase(), Phase::Initializing);
+        assert!(
+            d.desired.bootstrap,
+            "the primary's and canary's Services may come"
+        );
+        assert!(
+            !d.desired.apex,
+            "the apex keeps selecting the target's pods"
+        );
+        assert_eq!(d.desired.traffic, None, "no route to a primary not ready");
+        assert_eq!(d.desired.canary_scale, Scale::Keep);
+        w.later(5);
+    }
+    assert!(!w.o.apex_to_primary);
+    assert_eq!(w.o.routed, None);
+
+    w.o.primary.ready = Readiness::Ready;
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initializing);
+    assert!(d.desired.apex);
+    assert_eq!(d.desired.traffic, Some(Traffic::Split(Weights::canary(0))));
+    assert_eq!(
+        d.desired.canary_scale,
+        Scale::Keep,
+        "the target serves until the apex is read back on the primary"
+    );
+    w.later(1);
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Initialized);
+    assert_eq!(d.desired.canary_scale, Scale::Zero);
+    assert_eq!(w.reasons().last(), Some(&Reason::Initialized));
+}
+
+/// The apex read back on the target's pods (the user's tool re-applied its Service) keeps the target's
+/// pods until Serin's next write has put it back on the primary.
+#[test]
+fn the_target_is_not_scaled_to_zero_while_the_apex_selects_it() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 50}));
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    w.o.apex_to_primary = false;
+    w.later(10);
+    let d = w.tick(None);
+    assert!(d.desired.apex);
+    assert_eq!(d.desired.canary_scale, Scale::Keep);
+    let d = w.tick(None);
+    assert_eq!(d.desired.canary_scale, Scale::Zero);
 }

@@ -17,6 +17,7 @@ fn an_interval_below_the_controller_minimum_is_an_invalid_spec() {
         d.desired,
         Desired {
             bootstrap: false,
+            apex: false,
             create_primary: None,
             primary_configs: false,
             promote_primary: None,

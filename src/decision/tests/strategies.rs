@@ -11,8 +11,7 @@ fn skip_analysis_promotes_at_once() {
     let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
     s.skip_analysis = true;
     let mut w = World::new(s);
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.target.revision = "r2".into();
     let d = w.tick(None);
     assert_eq!(w.phase(), Phase::Promoting);
@@ -28,8 +27,7 @@ fn no_analysis_at_all_means_skip_analysis() {
         serde_json::from_value(json!({"targetRef": {"name": "podinfo"}, "service": {"port": 80}}))
             .unwrap();
     let mut w = World::new(s);
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.target.revision = "r2".into();
     w.tick(None);
     assert_eq!(w.phase(), Phase::Promoting);
@@ -62,8 +60,7 @@ fn provider_kubernetes_runs_blue_green_without_touching_routes() {
     let mut s = spec(json!({"interval": "10s", "iterations": 2}));
     s.provider = Some(Provider::Kubernetes);
     let mut w = World::new(s);
-    w.tick(None);
-    w.tick(None);
+    w.initialize();
     w.o.target.revision = "r2".into();
     let d = w.tick(None);
     assert_eq!(d.desired.traffic, None);

@@ -46,6 +46,7 @@ pub fn decide(o: &Observed) -> Outcome {
     if matches!(phase, Phase::Terminating | Phase::Terminated) {
         // Deletion is the finalizer's: nothing moves.
         t.desired.bootstrap = false;
+        t.desired.apex = false;
         t.desired.traffic = None;
         t.desired.canary_scale = Scale::Keep;
         return Outcome::Act(Box::new(t.finish()));
@@ -132,6 +133,7 @@ fn stalled(o: &Observed, reason: Reason, message: &str) -> Decision {
         status,
         desired: Desired {
             bootstrap: false,
+            apex: false,
             create_primary: None,
             primary_configs: false,
             promote_primary: None,
@@ -184,15 +186,17 @@ struct Tick<'a> {
     overdue: bool,
 }
 
-/// True once the route, read back from the API server, sends nothing to the canary (or there is no route
-/// to read): only then may the canary's pods go.
+/// True once the apex Service selects the primary and the route sends nothing to the canary (or there is
+/// no route to read), both read back from the API server: only then may the canary's pods go. At
+/// initialization the target's pods are all the apex has until then.
 fn routed_to_primary(o: &Observed, s: &Settings) -> bool {
-    !s.routes_traffic()
-        || match o.routed {
-            None => true,
-            Some(Traffic::Split(w)) => w.canary == 0,
-            Some(Traffic::Matched | Traffic::Mirrored) => false,
-        }
+    o.apex_to_primary
+        && (!s.routes_traffic()
+            || match o.routed {
+                None => true,
+                Some(Traffic::Split(w)) => w.canary == 0,
+                Some(Traffic::Matched | Traffic::Mirrored) => false,
+            })
 }
 
 fn elapsed(now: Timestamp, since: &MicroTime) -> Duration {
@@ -217,6 +221,7 @@ impl<'a> Tick<'a> {
             status: o.status.clone(),
             desired: Desired {
                 bootstrap: true,
+                apex: true,
                 create_primary: None,
                 primary_configs: o.primary.revision.as_deref() == Some(o.target.revision.as_str()),
                 promote_primary: None,
@@ -411,6 +416,9 @@ impl<'a> Tick<'a> {
         self.desired.primary_configs = false;
         self.blocked = Some(Reason::ConfigNotFound);
         self.set_phase(phase);
+        if phase == Phase::Initializing && self.o.primary.ready != Readiness::Ready {
+            self.before_primary_serves();
+        }
         let new_reason = self.message != why;
         if new_reason {
             self.event(Reason::ConfigNotFound, true, why.clone());
@@ -442,13 +450,22 @@ impl<'a> Tick<'a> {
                 Reason::Initializing,
                 false,
                 format!(
-                    "Creating {primary}, the Services and the route for {}",
+                    "Creating {primary}; the apex Service and the route switch to it once it is ready, while {} serves",
                     self.name()
                 ),
             );
         }
         self.set_phase(Phase::Initializing);
         match (&self.o.primary.revision, &self.o.primary.ready) {
+            (Some(_), Readiness::Ready) if !routed_to_primary(self.o, self.s) => {
+                // The apex Service and the route switch to the primary now (the desired state's
+                // default); the target serves until both read back that way.
+                let why = format!(
+                    "{}-primary is ready: switching the apex Service and the route to it",
+                    self.name()
+                );
+                self.overdue = self.wait(why);
+            }
             (Some(running), Readiness::Ready) => {
                 // What the primary runs is what was promoted: a target that moved on meanwhile is a new
                 // revision, analysed like any other.
@@ -458,7 +475,7 @@ impl<'a> Tick<'a> {
                 self.set_phase(Phase::Initialized);
                 self.scale_down();
                 let msg = format!(
-                    "{}-primary is ready; {} scaled to zero until its next revision",
+                    "{}-primary is ready: the apex Service and the route send traffic to it, and {} goes to zero until its next revision",
                     self.name(),
                     self.name()
                 );
@@ -480,15 +497,25 @@ impl<'a> Tick<'a> {
             }
             (None, _) => {
                 self.desired.create_primary = Some(self.revision().to_string());
+                self.before_primary_serves();
                 let why = format!("Waiting for {}-primary to be created", self.name());
                 self.overdue = self.wait(why);
             }
             (Some(_), Readiness::NotReady(why)) => {
+                self.before_primary_serves();
                 let why = format!("Waiting for {}-primary to be ready: {why}", self.name());
                 self.overdue = self.wait(why);
             }
         }
         Ok(())
+    }
+
+    /// Until the primary is ready, the apex Service and the route stay as they are: the user's own Service
+    /// keeps selecting the target's pods, which serve, where a switch would leave requests no endpoint.
+    /// Flagger switches both only once the primary is ready, too.
+    fn before_primary_serves(&mut self) {
+        self.desired.apex = false;
+        self.desired.traffic = None;
     }
 
     fn idle(&mut self, phase: Phase) -> Step {
@@ -588,6 +615,7 @@ impl<'a> Tick<'a> {
 
     fn finish(mut self) -> Decision {
         self.record_hooks();
+
         let (now, generation) = (self.o.now, self.o.generation);
         self.status.observed_generation = Some(generation);
         let phase = self.status.phase.unwrap_or(Phase::Initializing);
