@@ -151,6 +151,11 @@ impl RouterKind {
 }
 
 impl RouterKind {
+    /// Whether the router keeps users on the revision they reached (`analysis.sessionAffinity`).
+    pub fn sticks(self) -> bool {
+        matches!(self, RouterKind::GatewayApi | RouterKind::Istio)
+    }
+
     /// Whether the router can mirror requests to the canary (`analysis.mirror`).
     pub fn mirrors(self) -> bool {
         matches!(

@@ -259,14 +259,23 @@ impl Severity {
     }
 }
 
+/// Session affinity (Flagger's): users who reached the canary stay on it while it has weight.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cookieName)").message("sessionAffinity.cookieName is required"))]
 pub struct SessionAffinity {
+    /// The cookie the canary's answers set; requests carrying it go to the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]+$')").message("cookieName must be a cookie name (letters, digits and !#$%&*+.^_`|~-)"))]
     pub cookie_name: Option<String>,
+    /// The cookie the primary's answers set for an analysis interval; requests carrying it stay on the
+    /// primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9!#$%&*+.^_`|~-]+$')").message("primaryCookieName must be a cookie name (letters, digits and !#$%&*+.^_`|~-)"))]
     pub primary_cookie_name: Option<String>,
+    /// Seconds the canary's cookie lasts (default 86400, a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxAge must be at least 1 second"))]
     pub max_age: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,

@@ -84,5 +84,6 @@ fn unsupported_in_analysis(path: &str, a: &Analysis, provider: Provider, out: &m
     let mirrors = router_for(provider).is_some_and(RouterKind::mirrors);
     note(a.mirror && !mirrors, "mirror");
     note(a.mirror_weight.is_some() && !mirrors, "mirrorWeight");
-    note(a.session_affinity.is_some(), "sessionAffinity");
+    let sticks = router_for(provider).is_some_and(RouterKind::sticks);
+    note(a.session_affinity.is_some() && !sticks, "sessionAffinity");
 }

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::affinity::{self, Sticky};
 use super::{Router, RoutingError, ServiceNames};
 use crate::api::Canary;
 use crate::api::canary::TOTAL_WEIGHT;
@@ -119,6 +120,42 @@ pub struct BackendRef {
     pub port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// Serin writes only the session affinity cookie the backend's answers carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Value>,
+}
+
+/// A filter adding `Set-Cookie: value` to answers.
+fn set_cookie(value: &str) -> Value {
+    serde_json::json!({"type": "ResponseHeaderModifier",
+        "responseHeaderModifier": {"add": [{"name": affinity::SET_COOKIE_HEADER, "value": value}]}})
+}
+
+/// A rule of session affinity: each of its matches is on the Canary's cookie.
+fn is_sticky(canary: &Canary, rule: &Rule) -> bool {
+    !rule.matches.is_empty()
+        && rule.matches.iter().all(|m| {
+            m.headers.iter().any(|h| {
+                h.match_type == "RegularExpression"
+                    && affinity::is_sticky_match(canary, &h.name, &h.value)
+            })
+        })
+}
+
+/// The rule sending requests with `cookie` to `weights`.
+fn cookie_rule(cookie: &affinity::Cookie, backend_refs: Vec<BackendRef>) -> Rule {
+    Rule {
+        matches: vec![Match {
+            headers: vec![HeaderMatch {
+                match_type: "RegularExpression".into(),
+                name: affinity::COOKIE_HEADER.into(),
+                value: cookie.regex(),
+            }],
+            ..Match::default()
+        }],
+        filters: vec![],
+        backend_refs,
+    }
 }
 
 fn gvk() -> GroupVersionKind {
@@ -154,20 +191,44 @@ impl Router for GatewayApiRouter {
                     name: names.primary.clone(),
                     port,
                     weight: Some(w.primary),
+                    filters: vec![],
                 },
                 BackendRef {
                     name: names.canary.clone(),
                     port,
                     weight: Some(w.canary),
+                    filters: vec![],
                 },
             ]
         };
+        let split = |backend_refs| Rule {
+            matches: vec![],
+            filters: vec![],
+            backend_refs,
+        };
         let rules = match traffic {
-            Traffic::Split(w) => vec![Rule {
-                matches: vec![],
-                filters: vec![],
-                backend_refs: backends(w),
-            }],
+            Traffic::Split(w) => match affinity::sticky(canary, w) {
+                None => vec![split(backends(w))],
+                Some(Sticky::Active {
+                    canary: cc,
+                    primary,
+                }) => {
+                    let mut weighted = backends(w);
+                    weighted[1].filters = vec![set_cookie(&cc.set)];
+                    let mut rules = vec![cookie_rule(&cc, backends(Weights::canary(TOTAL_WEIGHT)))];
+                    if let Some(pc) = primary {
+                        weighted[0].filters = vec![set_cookie(&pc.set)];
+                        rules.push(cookie_rule(&pc, backends(Weights::canary(0))));
+                    }
+                    rules.push(split(weighted));
+                    rules
+                }
+                Some(Sticky::Ended { canary: cc, expire }) => {
+                    let mut expiring = cookie_rule(&cc, backends(w));
+                    expiring.filters = vec![set_cookie(&expire)];
+                    vec![expiring, split(backends(w))]
+                }
+            },
             Traffic::Matched => vec![
                 Rule {
                     matches: ab_matches(canary)?,
@@ -260,6 +321,7 @@ impl Router for GatewayApiRouter {
         let catch_all = spec.rules.iter().position(Rule::is_catch_all)?;
         let narrower_to_canary = spec.rules[..catch_all]
             .iter()
+            .filter(|r| !is_sticky(canary, r))
             .any(|r| split(r).is_some_and(|w| w.canary > 0));
         if narrower_to_canary {
             return Some(Traffic::Matched);
@@ -520,6 +582,55 @@ mod tests {
             json!([{"backendRefs": [{"name": "podinfo", "port": 9898}]}])
         );
         assert_eq!(route.data["spec"]["hostnames"], json!(["app.example.com"]));
+    }
+
+    #[test]
+    fn session_affinity_rules_come_before_the_split_and_read_back_as_it() {
+        let mut c = canary(json!({"stepWeight": 10, "sessionAffinity": {"cookieName": "canary"}}));
+        c.status = Some(crate::api::CanaryStatus {
+            last_applied_spec: Some("r2".into()),
+            ..Default::default()
+        });
+        let route = as_stored(
+            GatewayApiRouter
+                .desired(&c, Traffic::Split(Weights::canary(10)))
+                .unwrap()
+                .remove(0),
+        );
+        let rules = &route.data["spec"]["rules"];
+        let cookie = &rules[0]["matches"][0]["headers"][0];
+        assert_eq!(cookie["type"], "RegularExpression");
+        assert_eq!(cookie["name"], "Cookie");
+        assert_eq!(rules[0]["backendRefs"][1]["weight"], json!(100));
+        let set = &rules[1]["backendRefs"][1]["filters"][0];
+        assert_eq!(set["type"], "ResponseHeaderModifier");
+        let value = set["responseHeaderModifier"]["add"][0]["value"]
+            .as_str()
+            .unwrap();
+        assert!(
+            value.starts_with("canary=") && value.ends_with("; Max-Age=86400"),
+            "{value}"
+        );
+        assert_eq!(
+            GatewayApiRouter.traffic(&c, &route),
+            Some(Traffic::Split(Weights::canary(10)))
+        );
+        let route = as_stored(
+            GatewayApiRouter
+                .desired(&c, Traffic::Split(Weights::canary(0)))
+                .unwrap()
+                .remove(0),
+        );
+        let expire = &route.data["spec"]["rules"][0]["filters"][0]["responseHeaderModifier"]["add"]
+            [0]["value"];
+        assert!(
+            expire.as_str().unwrap().ends_with("; Max-Age=0"),
+            "{expire}"
+        );
+        assert_eq!(
+            GatewayApiRouter.traffic(&c, &route),
+            Some(Traffic::Split(Weights::canary(0)))
+        );
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! hosts carrying the Canary's `service.trafficPolicy`. For A/B, a route before it sends the requests that
 //! match the analysis' `match` to the canary. The route takes the Canary's `service` settings as Flagger
 //! passes them: `match`, `rewrite`, `timeout`, `retries`, `headers`, `corsPolicy`, `hosts` (the apex
-//! Service's name added), `gateways` (`mesh` when none), `delegation`. Our own minimal types of the fields
-//! Serin writes, on networking.istio.io/v1.
+//! Service's name added), `gateways` (`mesh` when none), `delegation`. Session affinity puts its cookie
+//! routes first (`affinity`). Our own minimal types of the fields Serin writes, on networking.istio.io/v1.
 
 use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use kube::core::GroupVersionKind;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use super::affinity::{self, Sticky};
 use super::{Router, RoutingError, ServiceNames};
 use crate::api::Canary;
 use crate::api::canary::TOTAL_WEIGHT;
@@ -94,6 +95,9 @@ pub struct RouteDestination {
     /// Percent; Istio reads a missing weight as 0 when a route has several destinations.
     #[serde(default)]
     pub weight: i32,
+    /// Serin sets only the session affinity cookie its answers carry (`response.add.Set-Cookie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Value>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -136,6 +140,28 @@ fn merged_matches(analysis: &[Value], service: &[Value]) -> Vec<Value> {
         }
     }
     out
+}
+
+/// A destination's headers that set a session affinity cookie on its answers.
+fn set_cookie(value: &str) -> Value {
+    json!({"response": {"add": {affinity::SET_COOKIE_HEADER: value}}})
+}
+
+/// A route of session affinity: each of its matches is on the Canary's cookie.
+fn is_sticky(canary: &Canary, route: &HttpRoute) -> bool {
+    !route.matches.is_empty()
+        && route.matches.iter().all(|m| {
+            m.get("headers")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .any(|(name, condition)| {
+                    condition
+                        .get("regex")
+                        .and_then(Value::as_str)
+                        .is_some_and(|re| affinity::is_sticky_match(canary, name, re))
+                })
+        })
 }
 
 fn owned(canary: &Canary, name: &str, ar: &ApiResource) -> DynamicObject {
@@ -188,6 +214,7 @@ impl IstioRouter {
                 port: port.clone(),
             },
             weight,
+            headers: None,
         };
         let split = |w: Weights| {
             vec![
@@ -256,7 +283,43 @@ impl IstioRouter {
             mirror_percentage: None,
         };
         let http = match traffic {
-            Traffic::Split(w) => vec![route(service_matches, split(w))],
+            Traffic::Split(w) => match affinity::sticky(canary, w) {
+                None => vec![route(service_matches, split(w))],
+                Some(sticky) => {
+                    let cookie_match = |c: &affinity::Cookie| {
+                        merged_matches(
+                            &[json!({"headers": {affinity::COOKIE_HEADER: {"regex": c.regex()}}})],
+                            &service_matches,
+                        )
+                    };
+                    match sticky {
+                        Sticky::Active {
+                            canary: cc,
+                            primary,
+                        } => {
+                            let mut weighted = split(w);
+                            weighted[1].headers = Some(set_cookie(&cc.set));
+                            let mut http = vec![route(
+                                cookie_match(&cc),
+                                split(Weights::canary(TOTAL_WEIGHT)),
+                            )];
+                            if let Some(pc) = primary {
+                                weighted[0].headers = Some(set_cookie(&pc.set));
+                                http.push(route(cookie_match(&pc), split(Weights::canary(0))));
+                            }
+                            http.push(route(service_matches, weighted));
+                            http
+                        }
+                        Sticky::Ended { canary: cc, expire } => {
+                            let mut expiring = route(cookie_match(&cc), split(w));
+                            let mut headers = expiring.headers.take().unwrap_or_else(|| json!({}));
+                            headers["response"]["add"][affinity::SET_COOKIE_HEADER] = json!(expire);
+                            expiring.headers = Some(headers);
+                            vec![expiring, route(service_matches, split(w))]
+                        }
+                    }
+                }
+            },
             Traffic::Mirrored => {
                 let percent = super::mirror_percent(canary);
                 vec![HttpRoute {
@@ -343,6 +406,7 @@ impl Router for IstioRouter {
                 port: None,
             },
             weight: 100,
+            headers: None,
         }];
         for r in &mut spec.http {
             r.route = to_apex.clone();
@@ -376,10 +440,12 @@ impl Router for IstioRouter {
         if let Some(tcp) = spec.tcp.first() {
             return split(&tcp.route).map(Traffic::Split);
         }
-        // The split is the last route; an earlier one sending the canary anything is A/B's match route.
+        // The split is the last route; an earlier one sending the canary anything is A/B's match route
+        // (session affinity's cookie routes are neither).
         let (last, earlier) = spec.http.split_last()?;
         if earlier
             .iter()
+            .filter(|r| !is_sticky(canary, r))
             .any(|r| split(&r.route).is_some_and(|w| w.canary > 0))
         {
             return Some(Traffic::Matched);

@@ -1,6 +1,7 @@
 //! Routing: moving traffic between a Canary's primary and canary through the user's ingress or mesh
 //! objects. One file per provider behind one trait; the registry says which providers Serin can drive.
 
+pub mod affinity;
 pub mod contour;
 pub mod gatewayapi;
 pub mod istio;
@@ -174,7 +175,7 @@ mod resource_tests {
     /// tick.
     #[test]
     fn every_router_reads_back_the_traffic_it_writes() {
-        let canary: Canary = serde_json::from_value(serde_json::json!({
+        let plain: Canary = serde_json::from_value(serde_json::json!({
             "apiVersion": "serin.dev/v1beta1", "kind": "Canary",
             "metadata": {"name": "podinfo", "namespace": "test", "uid": "u1"},
             "spec": {"targetRef": {"name": "podinfo"}, "service": {"port": 9898},
@@ -182,6 +183,24 @@ mod resource_tests {
                     "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}}
         }))
         .unwrap();
+        // Session affinity's cookie routes, before the split, are not A/B's.
+        let mut sticky = plain.clone();
+        if let Some(a) = sticky.spec.analysis.as_mut() {
+            a.session_affinity = serde_json::from_value(
+                serde_json::json!({"cookieName": "canary", "primaryCookieName": "primary"}),
+            )
+            .unwrap();
+        }
+        sticky.status = Some(crate::api::CanaryStatus {
+            last_applied_spec: Some("r2".into()),
+            ..Default::default()
+        });
+        for canary in [plain, sticky] {
+            reads_back_what_it_writes(&canary);
+        }
+    }
+
+    fn reads_back_what_it_writes(canary: &Canary) {
         let traffics = [
             Traffic::Split(Weights::canary(0)),
             Traffic::Split(Weights::canary(35)),
@@ -201,7 +220,7 @@ mod resource_tests {
             let router = kind.router();
             for traffic in traffics {
                 // A router refuses what it can't do, by name; what it writes it must read back.
-                let Ok(objects) = router.desired(&canary, traffic) else {
+                let Ok(objects) = router.desired(canary, traffic) else {
                     assert!(
                         traffic != Traffic::Mirrored || !kind.mirrors(),
                         "{kind:?} says it mirrors"
@@ -209,7 +228,7 @@ mod resource_tests {
                     continue;
                 };
                 assert_eq!(
-                    router.traffic(&canary, &objects[0]),
+                    router.traffic(canary, &objects[0]),
                     Some(traffic),
                     "{kind:?} with {traffic:?}"
                 );

@@ -15,6 +15,8 @@ use crate::rng::SplitMix64;
 pub struct Engine {
     seed: u64,
     routes: HashMap<String, RouteState>,
+    /// Simulated seconds since the start (cookies expire by it).
+    clock: f64,
     pub metrics: Metrics,
 }
 
@@ -24,6 +26,52 @@ struct RouteState {
     owed: f64,
     rules: Vec<Balancer>,
     next_pod: HashMap<ServiceKey, usize>,
+    /// The route's clients, when it has some, and the one sending the next request.
+    clients: Vec<Client>,
+    next_client: usize,
+}
+
+/// A client as a browser is one: it keeps the cookies answers set, and sends them back.
+#[derive(Default)]
+struct Client {
+    /// Cookie name -> (value, expiry in simulated seconds; None: for the session).
+    jar: BTreeMap<String, (String, Option<f64>)>,
+    /// The backend Service that served its previous request.
+    last_backend: Option<String>,
+}
+
+impl Client {
+    /// The `cookie` header it sends: the class's own cookies, then its live ones.
+    fn cookie_header(&self, class_cookie: Option<&String>, now: f64) -> Option<String> {
+        let live = self
+            .jar
+            .iter()
+            .filter(|(_, (_, expiry))| expiry.is_none_or(|e| e > now))
+            .map(|(name, (value, _))| format!("{name}={value}"));
+        let all: Vec<String> = class_cookie.cloned().into_iter().chain(live).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// Keeps (or, with a Max-Age of 0 or less, drops) the cookie a `Set-Cookie` value sets.
+    fn set_cookie(&mut self, set_cookie: &str, now: f64) {
+        let mut parts = set_cookie.split(';').map(str::trim);
+        let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+            return;
+        };
+        let max_age = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case("max-age"))
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        match max_age {
+            Some(age) if age <= 0.0 => {
+                self.jar.remove(name);
+            }
+            age => {
+                self.jar
+                    .insert(name.to_string(), (value.to_string(), age.map(|a| now + a)));
+            }
+        }
+    }
 }
 
 /// Smooth weighted round-robin (as nginx balances): over any window the split follows the weights as
@@ -65,6 +113,7 @@ impl Engine {
         Self {
             seed,
             routes: HashMap::new(),
+            clock: 0.0,
             metrics: Metrics::default(),
         }
     }
@@ -84,14 +133,20 @@ impl Engine {
                     owed: 0.0,
                     rules: Vec::new(),
                     next_pod: HashMap::new(),
+                    clients: Vec::new(),
+                    next_client: 0,
                 });
             let due = route.rps.max(0.0) * elapsed.as_secs_f64() + state.owed;
             let n = due.floor();
             state.owed = due - n;
+            state
+                .clients
+                .resize_with(route.clients as usize, Client::default);
             for _ in 0..n as u64 {
-                simulate_request(route, state, world, &mut self.metrics);
+                simulate_request(route, state, world, self.clock, &mut self.metrics);
             }
         }
+        self.clock += elapsed.as_secs_f64();
         let live_pods: HashSet<(String, String)> = world
             .endpoints
             .values()
@@ -106,19 +161,32 @@ fn simulate_request(
     route: &SimRoute,
     state: &mut RouteState,
     world: &World,
+    now: f64,
     metrics: &mut Metrics,
 ) {
-    let no_headers = BTreeMap::new();
     let draw = state.rng.next_f64();
     let mut cumulative = 0.0;
-    let headers = route
+    let mut headers = route
         .request_mix
         .iter()
         .find(|class| {
             cumulative += class.share;
             draw < cumulative
         })
-        .map_or(&no_headers, |class| &class.headers);
+        .map(|class| class.headers.clone())
+        .unwrap_or_default();
+    // The clients take turns; each sends the cookies it was given.
+    let client = (!state.clients.is_empty()).then(|| {
+        let i = state.next_client % state.clients.len();
+        state.next_client = state.next_client.wrapping_add(1);
+        i
+    });
+    if let Some(i) = client
+        && let Some(cookie) = state.clients[i].cookie_header(headers.get("cookie"), now)
+    {
+        headers.insert("cookie".into(), cookie);
+    }
+    let headers = &headers;
 
     // Of the rules that match, the one whose match names the most headers wins (Gateway API precedence,
     // reduced to the conditions the simulator models), ties going to the earlier rule; or, for a route
@@ -177,6 +245,21 @@ fn simulate_request(
             return;
         }
     };
+    // The proxy adds the rule's and the backend's cookies to the answer; the client keeps them.
+    if let Some(i) = client {
+        let c = &mut state.clients[i];
+        for set in [&route.rules[rule_index].set_cookie, &backends[b].set_cookie]
+            .into_iter()
+            .flatten()
+        {
+            c.set_cookie(set, now);
+        }
+        if let Some(previous) = c.last_backend.replace(service.name.clone())
+            && previous != service.name
+        {
+            metrics.record_switch(&route.namespace, &route.name, &previous, &service.name);
+        }
+    }
     let Some(answer) = answer(state, world, service) else {
         // No ready endpoints: the gateway's "no healthy upstream".
         metrics.record_routed(routed(route, &service.name, 503));
@@ -286,6 +369,7 @@ mod tests {
         WeightedBackend {
             target: BackendTarget::Service(svc(name)),
             weight,
+            set_cookie: None,
         }
     }
 
@@ -310,6 +394,7 @@ mod tests {
             request_mix: vec![],
             precedence: Precedence::MostSpecific,
             proxy: None,
+            clients: 0,
         }
     }
 
@@ -351,6 +436,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 90), backend("canary", 10)],
+                set_cookie: None,
             }],
             100.0,
         ));
@@ -377,6 +463,7 @@ mod tests {
                 }],
                 matches: vec![],
                 backends: vec![backend("primary", 100), backend("canary", 0)],
+                set_cookie: None,
             }],
             100.0,
         ));
@@ -420,6 +507,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 1)],
+                set_cookie: None,
             }],
             3.0,
         ));
@@ -437,6 +525,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("canary", 1)],
+                set_cookie: None,
             }],
             1000.0,
         ));
@@ -468,6 +557,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 50), backend("canary", 50)],
+                set_cookie: None,
             }],
             500.0,
         ));
@@ -490,6 +580,7 @@ mod tests {
                     mirrors: vec![],
                     matches: vec![],
                     backends: vec![backend("primary", 1)],
+                    set_cookie: None,
                 },
                 SimRule {
                     mirrors: vec![],
@@ -500,6 +591,7 @@ mod tests {
                         }],
                     }],
                     backends: vec![backend("canary", 1)],
+                    set_cookie: None,
                 },
             ],
             1000.0,
@@ -522,6 +614,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("missing", 1)],
+                set_cookie: None,
             }],
             10.0,
         ));
@@ -532,6 +625,7 @@ mod tests {
                     mirrors: vec![],
                     matches: vec![],
                     backends: vec![backend("primary", 0)],
+                    set_cookie: None,
                 }],
                 10.0,
             )
@@ -553,6 +647,7 @@ mod tests {
                 mirrors: vec![],
                 matches: vec![],
                 backends: vec![backend("primary", 1)],
+                set_cookie: None,
             }],
             10.0,
         ));
@@ -566,5 +661,84 @@ mod tests {
                 .unwrap_or_else(|| panic!("no series for {pod}"));
             assert!(count.ends_with(" 5"), "{count}");
         }
+    }
+
+    fn switches(engine: &Engine, from: &str, to: &str) -> u64 {
+        let needle = format!("from=\"{from}\",to=\"{to}\"}} ");
+        engine
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("trafficsim_client_switches_total"))
+            .find_map(|l| l.split_once(&needle).map(|(_, n)| n.parse().unwrap()))
+            .unwrap_or(0)
+    }
+
+    /// Session affinity through the simulator: clients keep the cookie the canary's answers set, and the
+    /// rule matching it keeps them there; a Max-Age of 0 drops it and the split takes them back.
+    #[test]
+    fn clients_keep_the_cookies_answers_set() {
+        let sticky = |to: Vec<WeightedBackend>, set_cookie: Option<&str>| SimRule {
+            matches: vec![RequestMatch {
+                headers: vec![
+                    HeaderMatch::whole_value("cookie", "(.*; ?)?canary=abc(;.*)?").unwrap(),
+                ],
+            }],
+            backends: to,
+            mirrors: vec![],
+            set_cookie: set_cookie.map(str::to_string),
+        };
+        let split = |canary: u32| SimRule {
+            matches: vec![],
+            backends: vec![
+                backend("primary", 100 - canary),
+                WeightedBackend {
+                    set_cookie: Some("canary=abc; Max-Age=600; Path=/".into()),
+                    ..backend("canary", canary)
+                },
+            ],
+            mirrors: vec![],
+            set_cookie: None,
+        };
+        let mut r = route(
+            vec![sticky(vec![backend("canary", 1)], None), split(20)],
+            100.0,
+        );
+        r.precedence = Precedence::FirstMatch;
+        r.clients = 20;
+        r.request_mix = vec![RequestClass {
+            share: 0.5,
+            headers: BTreeMap::from([("cookie".to_string(), "theme=dark".to_string())]),
+        }];
+        let mut e = Engine::new(7);
+        e.step(&world(r.clone()), Duration::from_secs(10));
+        assert_eq!(
+            switches(&e, "canary", "primary"),
+            0,
+            "a client on the canary stays"
+        );
+        assert!(switches(&e, "primary", "canary") > 0);
+        let on_canary = routed_count(&e, "canary", 200) + routed_count(&e, "canary", 500);
+        assert!(
+            on_canary > 200 * 2,
+            "sticky clients pile up on the canary: {on_canary} of 1000"
+        );
+        assert_eq!(e.routes.values().next().unwrap().clients.len(), 20);
+
+        // The canary's weight is gone: the cookie is expired on the next answer, and the split (all
+        // primary) serves the clients from then on.
+        let before = switches(&e, "canary", "primary");
+        r.rules = vec![
+            sticky(vec![backend("primary", 1)], Some("canary=abc; Max-Age=0")),
+            split(0),
+        ];
+        e.step(&world(r.clone()), Duration::from_secs(1));
+        e.step(&world(r), Duration::from_secs(10));
+        assert!(switches(&e, "canary", "primary") > before);
+        let state = e.routes.values().next().unwrap();
+        assert!(
+            state.clients.iter().all(|c| c.jar.is_empty()),
+            "cookies expired"
+        );
     }
 }

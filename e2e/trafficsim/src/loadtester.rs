@@ -118,7 +118,9 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
             backends: vec![WeightedBackend {
                 target: BackendTarget::Service(service),
                 weight: 1,
+                set_cookie: None,
             }],
+            set_cookie: None,
         }],
         rps,
         request_mix: if headers.is_empty() {
@@ -131,6 +133,7 @@ pub fn load_route(spec: &LoadSpec, name: String) -> Result<(SimRoute, Duration),
         },
         precedence: Precedence::MostSpecific,
         proxy: None,
+        clients: 0,
     };
     Ok((route, duration))
 }

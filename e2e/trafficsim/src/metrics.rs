@@ -138,6 +138,9 @@ pub struct Metrics {
     linkerd: BTreeMap<(String, String, u16), Histogram>,
     /// (namespace, route, backend, status)
     routed: BTreeMap<(String, String, String, u16), u64>,
+    /// (namespace, route, from backend, to backend): a client's request served by another backend than
+    /// its previous one.
+    switches: BTreeMap<(String, String, String, String), u64>,
     nginx: BTreeMap<NginxKey, (u64, f64)>,
     /// (Envoy cluster, status): Contour's Envoy.
     envoy: BTreeMap<(String, u16), Histogram>,
@@ -208,6 +211,14 @@ impl Metrics {
                 r.backend.to_string(),
                 r.status,
             ))
+            .or_default() += 1;
+    }
+
+    /// A client of `route` sent by the route to `to` after `from`.
+    pub fn record_switch(&mut self, namespace: &str, route: &str, from: &str, to: &str) {
+        *self
+            .switches
+            .entry((namespace.into(), route.into(), from.into(), to.into()))
             .or_default() += 1;
     }
 
@@ -356,6 +367,18 @@ impl Metrics {
                 escape(ns),
                 escape(route),
                 escape(backend)
+            );
+        }
+        out.push_str("# HELP trafficsim_client_switches_total Requests of a route's clients served by another backend than their previous request.\n");
+        out.push_str("# TYPE trafficsim_client_switches_total counter\n");
+        for ((ns, route, from, to), n) in &self.switches {
+            let _ = writeln!(
+                out,
+                "trafficsim_client_switches_total{{namespace=\"{}\",route=\"{}\",from=\"{}\",to=\"{}\"}} {n}",
+                escape(ns),
+                escape(route),
+                escape(from),
+                escape(to)
             );
         }
         out

@@ -27,6 +27,9 @@ pub struct SimRoute {
     /// The series of the proxy the route runs in (an ingress controller's, Envoy's), beside the pods'.
     /// None: only the pods' series.
     pub proxy: Option<ProxySeries>,
+    /// The requests come from this many clients in turn, each keeping the cookies answers set (0: no
+    /// client state).
+    pub clients: u32,
 }
 
 /// Which proxy's series a route's requests are counted in, and what they need to know of its backends.
@@ -80,6 +83,8 @@ pub struct SimRule {
     pub backends: Vec<WeightedBackend>,
     /// Services that get a copy of the rule's requests; their answers are dropped (not the user's).
     pub mirrors: Vec<MirrorTarget>,
+    /// A `Set-Cookie` the rule adds to its answers.
+    pub set_cookie: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +151,8 @@ pub enum BackendTarget {
 pub struct WeightedBackend {
     pub target: BackendTarget,
     pub weight: u32,
+    /// A `Set-Cookie` added to this backend's answers.
+    pub set_cookie: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

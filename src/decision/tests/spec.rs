@@ -71,8 +71,10 @@ fn specs_the_core_cannot_run_say_why() {
 
 #[test]
 fn fields_not_acted_on_yet_are_named() {
-    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10,
-        "sessionAffinity": {"cookieName": "canary"}})));
+    let mut s = spec(json!({"interval": "10s", "stepWeight": 10,
+        "sessionAffinity": {"cookieName": "canary"}}));
+    s.provider = Some(Provider::Contour);
+    let mut w = World::new(s.clone());
     w.tick(None);
     let (status, message) = w.condition("Unsupported");
     assert_eq!(status, "True");
@@ -80,6 +82,19 @@ fn fields_not_acted_on_yet_are_named() {
         message.contains("spec.analysis.sessionAffinity"),
         "{message}"
     );
+    // Gateway API and Istio keep users on the revision they reached.
+    for provider in [Provider::GatewayApi, Provider::Istio] {
+        s.provider = Some(provider);
+        let mut w = World::new(s.clone());
+        w.tick(None);
+        assert!(
+            !w.o.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Unsupported"),
+            "{provider:?}"
+        );
+    }
 }
 
 #[test]

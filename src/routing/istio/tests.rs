@@ -222,3 +222,75 @@ fn mirroring_keeps_every_request_on_the_primary_and_copies_them_to_the_canary() 
     let err = IstioRouter.desired(&tcp, Traffic::Mirrored).unwrap_err();
     assert!(err.to_string().contains("spec.analysis.mirror"), "{err}");
 }
+
+/// Session affinity, as Flagger routes it: the canary's cookie first (to the canary), the primary's next
+/// (to the primary), then the split whose destinations set them; at weight 0, requests with the cookie
+/// are routed as the rest and it is expired.
+#[test]
+fn session_affinity_puts_cookie_routes_before_the_split() {
+    let mut c = canary(
+        json!({"match": [{"uri": {"prefix": "/"}}]}),
+        json!({"interval": "20s", "stepWeight": 10,
+            "sessionAffinity": {"cookieName": "canary", "primaryCookieName": "primary", "maxAge": 120}}),
+    );
+    c.status = Some(crate::api::CanaryStatus {
+        last_applied_spec: Some("r2".into()),
+        ..Default::default()
+    });
+    let vs = &IstioRouter
+        .desired(&c, Traffic::Split(Weights::canary(10)))
+        .unwrap()[0];
+    let http = &vs.data["spec"]["http"];
+    let regex = |i: usize| {
+        http[i]["match"][0]["headers"]["Cookie"]["regex"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(regex(0).starts_with("(.*; ?)?canary="), "{}", regex(0));
+    assert!(regex(1).starts_with("(.*; ?)?primary="), "{}", regex(1));
+    // The service's uri match stays in each cookie route.
+    assert_eq!(http[0]["match"][0]["uri"], json!({"prefix": "/"}));
+    let weights = |i: usize| {
+        http[i]["route"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["weight"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (weights(0), weights(1), weights(2)),
+        (vec![0, 100], vec![100, 0], vec![90, 10])
+    );
+    let set_cookie = |d: usize| {
+        http[2]["route"][d]["headers"]["response"]["add"]["Set-Cookie"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(set_cookie(1).starts_with("canary=") && set_cookie(1).ends_with("; Max-Age=120"));
+    assert!(set_cookie(0).starts_with("primary=") && set_cookie(0).ends_with("; Max-Age=20"));
+    assert_eq!(
+        IstioRouter.traffic(&c, vs),
+        Some(Traffic::Split(Weights::canary(10)))
+    );
+
+    let vs = &IstioRouter
+        .desired(&c, Traffic::Split(Weights::canary(0)))
+        .unwrap()[0];
+    let http = vs.data["spec"]["http"].as_array().unwrap();
+    assert_eq!(http.len(), 2);
+    let expire = http[0]["headers"]["response"]["add"]["Set-Cookie"]
+        .as_str()
+        .unwrap();
+    assert!(
+        expire.starts_with("canary=") && expire.ends_with("; Max-Age=0"),
+        "{expire}"
+    );
+    assert_eq!(http[0]["route"][0]["weight"], json!(100));
+    assert_eq!(
+        IstioRouter.traffic(&c, vs),
+        Some(Traffic::Split(Weights::canary(0)))
+    );
+}

@@ -111,6 +111,7 @@ impl RouteObject for HTTPProxy {
                     WeightedBackend {
                         target: BackendTarget::Service(key(&s.name)),
                         weight: if weighted { s.weight.unwrap_or(0) } else { 1 },
+                        set_cookie: None,
                     }
                 })
                 .collect();
@@ -118,6 +119,7 @@ impl RouteObject for HTTPProxy {
                 mirrors: vec![],
                 matches: vec![RequestMatch { headers }],
                 backends,
+                set_cookie: None,
             });
         }
         Ok(SimRoute {
@@ -129,6 +131,7 @@ impl RouteObject for HTTPProxy {
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
             proxy: Some(ProxySeries::Envoy { ports }),
+            clients: settings.clients,
         })
     }
 }
@@ -150,6 +153,7 @@ mod tests {
         RouteSettings {
             rps: 10.0,
             request_mix: vec![],
+            clients: 0,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct BackendRef {
     pub namespace: Option<String>,
     #[serde(default)]
     pub weight: Option<u32>,
+    #[serde(default)]
+    pub filters: Vec<serde_json::Value>,
 }
 
 impl RouteObject for HTTPRoute {
@@ -101,6 +103,7 @@ impl RouteObject for HTTPRoute {
                     matches,
                     backends,
                     mirrors,
+                    set_cookie: set_cookie(&rule.filters),
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -113,6 +116,7 @@ impl RouteObject for HTTPRoute {
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
             proxy: None,
+            clients: settings.clients,
         })
     }
 }
@@ -150,7 +154,30 @@ fn backend(b: &BackendRef, route_namespace: &str) -> WeightedBackend {
     WeightedBackend {
         target,
         weight: b.weight.unwrap_or(1),
+        set_cookie: set_cookie(&b.filters),
     }
+}
+
+/// The `Set-Cookie` a ResponseHeaderModifier filter adds (or sets) on answers.
+fn set_cookie(filters: &[serde_json::Value]) -> Option<String> {
+    filters
+        .iter()
+        .filter(|f| f["type"] == "ResponseHeaderModifier")
+        .flat_map(|f| {
+            let m = &f["responseHeaderModifier"];
+            [&m["add"], &m["set"]]
+                .into_iter()
+                .filter_map(serde_json::Value::as_array)
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .find(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("set-cookie"))
+        })
+        .and_then(|h| h["value"].as_str().map(str::to_string))
 }
 
 /// A RequestMirror filter: its Service, and the share copied (`percent`, or `fraction`; all by default).
@@ -205,6 +232,7 @@ mod tests {
         RouteSettings {
             rps: 10.0,
             request_mix: vec![],
+            clients: 0,
         }
     }
 
@@ -225,7 +253,8 @@ mod tests {
                     namespace: "apps".into(),
                     name: "podinfo-primary".into()
                 }),
-                weight: 90
+                weight: 90,
+                set_cookie: None,
             }
         );
         assert_eq!(
@@ -235,7 +264,8 @@ mod tests {
                     namespace: "other".into(),
                     name: "podinfo-canary".into()
                 }),
-                weight: 1
+                weight: 1,
+                set_cookie: None,
             }
         );
     }
@@ -280,6 +310,32 @@ mod tests {
         assert!(
             e.starts_with("spec.rules[0].matches: header x regex"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn cookies_set_by_a_rule_or_a_backend_are_read() {
+        let route: HTTPRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"rules": [
+                {"filters": [{"type": "ResponseHeaderModifier",
+                    "responseHeaderModifier": {"add": [{"name": "Set-Cookie", "value": "canary=abc; Max-Age=0"}]}}],
+                 "backendRefs": [{"name": "podinfo-primary", "weight": 100}]},
+                {"backendRefs": [{"name": "podinfo-primary", "weight": 90},
+                    {"name": "podinfo-canary", "weight": 10, "filters": [{"type": "ResponseHeaderModifier",
+                        "responseHeaderModifier": {"set": [{"name": "set-cookie", "value": "canary=abc; Max-Age=60"}]}}]}]}]}
+        }))
+        .unwrap();
+        let r = route.to_sim_route(settings()).unwrap();
+        assert_eq!(
+            r.rules[0].set_cookie.as_deref(),
+            Some("canary=abc; Max-Age=0")
+        );
+        assert_eq!(r.rules[1].backends[0].set_cookie, None);
+        assert_eq!(
+            r.rules[1].backends[1].set_cookie.as_deref(),
+            Some("canary=abc; Max-Age=60")
         );
     }
 }

@@ -61,6 +61,7 @@ pub fn route(
     let mut split = vec![WeightedBackend {
         target: BackendTarget::Service(service.clone()),
         weight: 100,
+        set_cookie: None,
     }];
     let mut canary_services = Vec::new();
     for canary in canaries {
@@ -71,6 +72,7 @@ pub fn route(
         let to_canary = vec![WeightedBackend {
             target: BackendTarget::Service(canary_service.clone()),
             weight: 1,
+            set_cookie: None,
         }];
         if let Some(header) = annotation(canary, "canary-by-header") {
             let name = header.to_ascii_lowercase();
@@ -97,6 +99,7 @@ pub fn route(
                     headers: vec![condition],
                 }],
                 backends: to_canary.clone(),
+                set_cookie: None,
             });
         }
         if let Some(cookie) = annotation(canary, "canary-by-cookie") {
@@ -111,6 +114,7 @@ pub fn route(
                     }],
                 }],
                 backends: to_canary,
+                set_cookie: None,
             });
         }
         let weight: u32 = annotation(canary, "canary-weight")
@@ -126,12 +130,14 @@ pub fn route(
         split.push(WeightedBackend {
             target: BackendTarget::Service(canary_service),
             weight,
+            set_cookie: None,
         });
     }
     rules.push(SimRule {
         mirrors: vec![],
         matches: vec![],
         backends: split,
+        set_cookie: None,
     });
     Ok(SimRoute {
         provider: "nginx",
@@ -144,6 +150,7 @@ pub fn route(
         proxy: Some(ProxySeries::Nginx {
             canaries: canary_services,
         }),
+        clients: settings.clients,
     })
 }
 
@@ -216,6 +223,7 @@ mod tests {
         RouteSettings {
             rps: 10.0,
             request_mix: vec![],
+            clients: 0,
         }
     }
 

@@ -26,6 +26,9 @@ pub const RPS_ANNOTATION: &str = "trafficsim.serin.dev/rps";
 /// The mix of requests sent to one route: JSON `[{"share": 0.1, "headers": {"x-canary": "insider"}}]`; the
 /// share not listed carries no special headers. Cookies are a `cookie` header.
 pub const REQUEST_MIX_ANNOTATION: &str = "trafficsim.serin.dev/request-mix";
+/// The route's requests come from this many clients in turn, each keeping the cookies its answers set
+/// (as browsers do), for session affinity. Absent: no client state.
+pub const CLIENTS_ANNOTATION: &str = "trafficsim.serin.dev/clients";
 
 /// A routing object kind the simulator serves.
 pub trait RouteObject:
@@ -42,6 +45,7 @@ pub trait RouteObject:
 pub struct RouteSettings {
     pub rps: f64,
     pub request_mix: Vec<RequestClass>,
+    pub clients: u32,
 }
 
 impl RouteSettings {
@@ -63,7 +67,18 @@ impl RouteSettings {
             Some(v) => parse_request_mix(v)
                 .map_err(|e| format!("annotation {REQUEST_MIX_ANNOTATION}: {e}"))?,
         };
-        Ok(Self { rps, request_mix })
+        let clients = match annotations.get(CLIENTS_ANNOTATION) {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("annotation {CLIENTS_ANNOTATION}: {v:?} is not a count"))?,
+        };
+        Ok(Self {
+            rps,
+            request_mix,
+            clients,
+        })
     }
 }
 
@@ -162,7 +177,8 @@ mod tests {
             s,
             RouteSettings {
                 rps: 50.0,
-                request_mix: vec![]
+                request_mix: vec![],
+                clients: 0,
             }
         );
     }

@@ -100,13 +100,16 @@ impl RouteObject for TraefikService {
                     backends: vec![WeightedBackend {
                         target: BackendTarget::Service(main),
                         weight: 1,
+                        set_cookie: None,
                     }],
                     mirrors,
+                    set_cookie: None,
                 }],
                 rps: settings.rps,
                 request_mix: settings.request_mix,
                 precedence: Precedence::MostSpecific,
                 proxy: Some(ProxySeries::Traefik { ports }),
+                clients: settings.clients,
             });
         }
         let Some(weighted) = &self.spec.weighted else {
@@ -129,6 +132,7 @@ impl RouteObject for TraefikService {
             backends.push(WeightedBackend {
                 target: BackendTarget::Service(key),
                 weight: s.weight.unwrap_or(1),
+                set_cookie: None,
             });
         }
         Ok(SimRoute {
@@ -139,11 +143,13 @@ impl RouteObject for TraefikService {
                 mirrors: vec![],
                 matches: vec![],
                 backends,
+                set_cookie: None,
             }],
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
             proxy: Some(ProxySeries::Traefik { ports }),
+            clients: settings.clients,
         })
     }
 }
@@ -166,6 +172,7 @@ mod tests {
             .to_sim_route(RouteSettings {
                 rps: 10.0,
                 request_mix: vec![],
+                clients: 0,
             })
             .unwrap();
         let weights: Vec<u32> = r.rules[0].backends.iter().map(|b| b.weight).collect();

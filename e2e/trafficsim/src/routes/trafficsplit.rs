@@ -65,6 +65,7 @@ impl RouteObject for TrafficSplit {
                     }),
                     weight: thousandths(&b.weight)
                         .map_err(|e| format!("spec.backends[{i}]: {e}"))?,
+                    set_cookie: None,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -76,11 +77,13 @@ impl RouteObject for TrafficSplit {
                 mirrors: vec![],
                 matches: vec![],
                 backends,
+                set_cookie: None,
             }],
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
             proxy: None,
+            clients: settings.clients,
         })
     }
 }
@@ -103,6 +106,7 @@ mod tests {
             .to_sim_route(RouteSettings {
                 rps: 10.0,
                 request_mix: vec![],
+                clients: 0,
             })
             .unwrap();
         let weights: Vec<u32> = r.rules[0].backends.iter().map(|b| b.weight).collect();

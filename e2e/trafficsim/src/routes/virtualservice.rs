@@ -40,6 +40,8 @@ pub struct HttpRoute {
     pub mirror: Option<Destination>,
     #[serde(default, rename = "mirrorPercentage")]
     pub mirror_percentage: Option<Percent>,
+    #[serde(default)]
+    pub headers: Option<Value>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -53,6 +55,8 @@ pub struct RouteDestination {
     pub destination: Destination,
     #[serde(default)]
     pub weight: Option<u32>,
+    #[serde(default)]
+    pub headers: Option<Value>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -87,6 +91,7 @@ impl RouteObject for VirtualService {
                     .map(|d| WeightedBackend {
                         target: BackendTarget::Service(service(&d.destination.host, &namespace)),
                         weight: d.weight.unwrap_or(if alone { 100 } else { 0 }),
+                        set_cookie: set_cookie(d.headers.as_ref()),
                     })
                     .collect();
                 // Istio copies every request to the mirror when no percentage is given.
@@ -102,6 +107,7 @@ impl RouteObject for VirtualService {
                     matches,
                     backends,
                     mirrors,
+                    set_cookie: set_cookie(route.headers.as_ref()),
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -114,6 +120,7 @@ impl RouteObject for VirtualService {
             request_mix: settings.request_mix,
             precedence: Precedence::FirstMatch,
             proxy: None,
+            clients: settings.clients,
         })
     }
 }
@@ -133,6 +140,17 @@ fn service(host: &str, namespace: &str) -> ServiceKey {
             name: host.into(),
         },
     }
+}
+
+/// The `Set-Cookie` Istio's `headers.response` adds (or sets) on answers.
+fn set_cookie(headers: Option<&Value>) -> Option<String> {
+    let response = headers?.get("response")?;
+    ["add", "set"]
+        .into_iter()
+        .filter_map(|op| response.get(op)?.as_object())
+        .flatten()
+        .find(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .and_then(|(_, v)| v.as_str().map(str::to_string))
 }
 
 fn request_match(m: &BTreeMap<String, Value>) -> Result<RequestMatch, String> {
@@ -192,6 +210,7 @@ mod tests {
         RouteSettings {
             rps: 10.0,
             request_mix: vec![],
+            clients: 0,
         }
     }
 
@@ -255,5 +274,29 @@ mod tests {
             .to_sim_route(settings())
             .unwrap_err();
         assert!(e.contains("TCP"), "{e}");
+    }
+
+    #[test]
+    fn cookies_set_by_a_destination_or_a_route_are_read() {
+        let r = vs(serde_json::json!({"http": [
+            {"match": [{"headers": {"Cookie": {"regex": "(.*; ?)?canary=abc(;.*)?"}}}],
+             "headers": {"response": {"add": {"Set-Cookie": "canary=abc; Max-Age=0"}}},
+             "route": [{"destination": {"host": "podinfo-primary"}, "weight": 100}]},
+            {"route": [{"destination": {"host": "podinfo-primary"}, "weight": 90},
+                {"destination": {"host": "podinfo-canary"}, "weight": 10,
+                 "headers": {"response": {"add": {"Set-Cookie": "canary=abc; Max-Age=60"}}}}]}]}))
+        .to_sim_route(settings())
+        .unwrap();
+        assert_eq!(
+            r.rules[0].set_cookie.as_deref(),
+            Some("canary=abc; Max-Age=0")
+        );
+        assert_eq!(r.rules[1].backends[0].set_cookie, None);
+        assert_eq!(
+            r.rules[1].backends[1].set_cookie.as_deref(),
+            Some("canary=abc; Max-Age=60")
+        );
+        let cookie = BTreeMap::from([("cookie".to_string(), "a=b; canary=abc".to_string())]);
+        assert!(r.rules[0].matches[0].holds(&cookie));
     }
 }
