@@ -298,3 +298,80 @@ async fn mirroring_copies_requests_to_the_canary_whose_errors_never_reach_users(
     wait_promoted(&client, &ns, "podinfo:3.0.0", Duration::from_secs(60)).await;
     assert_eq!(recorder.stop().await, [0, -1, 100, 0]);
 }
+
+/// A switches counter of the simulator's clients of the VirtualService, summed; empty when no client
+/// ever switched that way.
+async fn client_switches(ns: &str, from: &str, to: &str) -> Vec<f64> {
+    serin_e2e::prometheus_query(&format!(
+        r#"sum(trafficsim_client_switches_total{{namespace="{ns}", route="podinfo", from="{from}", to="{to}"}})"#
+    ))
+    .await
+    .expect("Prometheus answers")
+}
+
+/// Session affinity: 40 clients keeping their cookies, as browsers do. A client the split sent to the
+/// canary stays on it through the analysis, so the canary's share of requests grows past its weight; once
+/// the canary is promoted its cookie is expired and the clients go back to the primary.
+#[tokio::test]
+async fn session_affinity_keeps_the_users_who_reached_the_canary_on_it() {
+    let (client, ns, _serin) = start(
+        "istio-sticky",
+        json!({}),
+        json!({"interval": "2s", "stepWeight": 20, "maxWeight": 40, "threshold": 1,
+            "sessionAffinity": {"cookieName": "canary", "maxAge": 600}}),
+    )
+    .await;
+    annotate_virtual_service(
+        &client,
+        &ns,
+        json!({"trafficsim.serin.dev/rps": "100", "trafficsim.serin.dev/clients": "40"}),
+    )
+    .await;
+    roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
+    wait_weight("the VirtualService", 20, || canary_weight(&client, &ns)).await;
+    let vs = virtual_service(&client, &ns).await.unwrap();
+    let http = vs.data["spec"]["http"].as_array().unwrap();
+    assert_eq!(http.len(), 2, "the canary's cookie route, then the split");
+    let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
+    let to_canary = client_switches(&ns, "podinfo-primary", "podinfo-canary").await;
+    let back = client_switches(&ns, "podinfo-canary", "podinfo-primary").await;
+    eprintln!(
+        "measured: session affinity at weight 20: canary share {share:.1}%, clients switched to the canary {to_canary:?}, back {back:?}"
+    );
+    assert!(
+        to_canary.first().is_some_and(|n| *n > 0.0),
+        "the split sent clients to the canary: {to_canary:?}"
+    );
+    assert!(back.is_empty(), "a client left the canary: {back:?}");
+    assert!(
+        share > 40.0,
+        "clients stay on the canary: {share:.1}% at weight 20"
+    );
+
+    resume(&client, &ns).await;
+    wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
+    let vs = virtual_service(&client, &ns).await.unwrap();
+    let expire = vs.data["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        expire.starts_with("canary=") && expire.ends_with("; Max-Age=0"),
+        "{expire}"
+    );
+    wait_for(
+        "the clients to go back to the primary",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || async {
+            match client_switches(&ns, "podinfo-canary", "podinfo-primary")
+                .await
+                .first()
+            {
+                Some(n) if *n > 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}

@@ -188,3 +188,62 @@ async fn provider_kubernetes_promotes_without_a_route() {
         "provider kubernetes makes no HTTPRoute"
     );
 }
+
+/// Session affinity through an HTTPRoute: 40 clients keeping their cookies; a client the split sent to
+/// the canary stays there while the analysis holds at weight 20, and the canary is promoted.
+#[tokio::test]
+async fn session_affinity_keeps_the_users_who_reached_the_canary_on_it() {
+    let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 40,
+        "sessionAffinity": {"cookieName": "canary", "primaryCookieName": "primary"}});
+    let (client, ns, _serin) = start("sticky-gw", "gatewayapi", analysis).await;
+    annotate(
+        &client,
+        &ns,
+        &httproute_resource(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": "100", "trafficsim.serin.dev/clients": "40"}),
+    )
+    .await;
+    apply::<Deployment>(&client, &ns, deployment("podinfo:2")).await;
+    wait_for(
+        "the route at weight 20 with its cookie rules",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let r = route(&client, &ns).await.ok_or("no route")?;
+            let rules = r.data["spec"]["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            match rules.last() {
+                Some(split) if rules.len() == 3 && split["backendRefs"][1]["weight"] == 20 => {
+                    Ok(())
+                }
+                _ => Err(r.data["spec"].to_string()),
+            }
+        },
+    )
+    .await;
+    serin_e2e::podinfo::annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let switches = |from: &'static str, to: &'static str| {
+        let ns = ns.clone();
+        async move {
+            serin_e2e::prometheus_query(&format!(
+                r#"sum(trafficsim_client_switches_total{{namespace="{ns}", route="podinfo", from="{from}", to="{to}"}})"#
+            ))
+            .await
+            .expect("Prometheus answers")
+        }
+    };
+    let to_canary = switches("podinfo-primary", "podinfo-canary").await;
+    let back = switches("podinfo-canary", "podinfo-primary").await;
+    eprintln!(
+        "measured: gatewayapi session affinity at weight 20: clients switched to the canary {to_canary:?}, back {back:?}"
+    );
+    assert!(to_canary.first().is_some_and(|n| *n > 0.0), "{to_canary:?}");
+    assert!(back.is_empty(), "a client left the canary: {back:?}");
+    serin_e2e::podinfo::annotate_canary(&client, &ns, "serin.dev/pause", Some("false")).await;
+    wait_phase(&client, &ns, Phase::Succeeded).await;
+    assert_eq!(primary_image(&client, &ns).await, "podinfo:2");
+}

@@ -1,5 +1,6 @@
 //! Gateway API: an HTTPRoute `<service>` whose rule splits traffic between `<service>-primary` and
-//! `<service>-canary` by weight; for A/B, a rule before it sends the requests that match to the canary.
+//! `<service>-canary` by weight; for A/B, a rule before it sends the requests that match to the canary;
+//! with session affinity, cookie rules before it (`affinity`), the backends' answers setting the cookies.
 //! Our own minimal types of the fields Serin writes (the gateway-api crate is on another kube major).
 
 use std::collections::BTreeMap;
@@ -142,7 +143,7 @@ fn is_sticky(canary: &Canary, rule: &Rule) -> bool {
         })
 }
 
-/// The rule sending requests with `cookie` to `weights`.
+/// The rule sending the requests that carry `cookie` to these backends.
 fn cookie_rule(cookie: &affinity::Cookie, backend_refs: Vec<BackendRef>) -> Rule {
     Rule {
         matches: vec![Match {
