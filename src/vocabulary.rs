@@ -115,8 +115,10 @@ impl Builtin {
 /// The routers Serin has. A provider without one is refused at the Canary, never silently ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouterKind {
-    /// Gateway API HTTPRoute (gateway.networking.k8s.io/v1).
+    /// Gateway API HTTPRoute (gateway.networking.k8s.io/v1), or GRPCRoute.
     GatewayApi,
+    /// Gateway API HTTPRoute at v1beta1 (or GRPCRoute, v1).
+    GatewayApiV1beta1,
     /// Istio VirtualService and DestinationRules (networking.istio.io/v1).
     Istio,
     /// SMI TrafficSplit v1alpha1, as Flagger drives Linkerd.
@@ -136,8 +138,9 @@ pub enum RouterKind {
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 10] = [
+    pub const ALL: [RouterKind; 11] = [
         RouterKind::GatewayApi,
+        RouterKind::GatewayApiV1beta1,
         RouterKind::Istio,
         RouterKind::Linkerd,
         RouterKind::SmiV1alpha1,
@@ -153,14 +156,20 @@ impl RouterKind {
 impl RouterKind {
     /// Whether the router keeps users on the revision they reached (`analysis.sessionAffinity`).
     pub fn sticks(self) -> bool {
-        matches!(self, RouterKind::GatewayApi | RouterKind::Istio)
+        matches!(
+            self,
+            RouterKind::GatewayApi | RouterKind::GatewayApiV1beta1 | RouterKind::Istio
+        )
     }
 
     /// Whether the router can mirror requests to the canary (`analysis.mirror`).
     pub fn mirrors(self) -> bool {
         matches!(
             self,
-            RouterKind::GatewayApi | RouterKind::Istio | RouterKind::Traefik
+            RouterKind::GatewayApi
+                | RouterKind::GatewayApiV1beta1
+                | RouterKind::Istio
+                | RouterKind::Traefik
         )
     }
 }
@@ -169,6 +178,7 @@ impl RouterKind {
 pub fn router_for(provider: Provider) -> Option<RouterKind> {
     match provider {
         Provider::GatewayApi | Provider::GatewayApiV1 => Some(RouterKind::GatewayApi),
+        Provider::GatewayApiV1beta1 => Some(RouterKind::GatewayApiV1beta1),
         Provider::Kubernetes => Some(RouterKind::Kubernetes),
         Provider::Istio => Some(RouterKind::Istio),
         Provider::Linkerd => Some(RouterKind::Linkerd),
@@ -178,8 +188,7 @@ pub fn router_for(provider: Provider) -> Option<RouterKind> {
         Provider::Nginx => Some(RouterKind::Nginx),
         Provider::Contour => Some(RouterKind::Contour),
         Provider::Traefik => Some(RouterKind::Traefik),
-        Provider::GatewayApiV1beta1
-        | Provider::Gloo
+        Provider::Gloo
         | Provider::Skipper
         | Provider::AppMesh
         | Provider::AppMeshV1beta2

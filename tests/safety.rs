@@ -9,7 +9,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin::routing::Router;
-use serin::routing::gatewayapi::GatewayApiRouter;
+use serin::routing::gatewayapi;
 use serin::vocabulary::{Traffic, Weights};
 use serin_e2e::podinfo::{deployment, route_weight, setup, status, wait_phase, weights_until};
 use serin_e2e::{SerinProcess, apply, apply_httproute, client, install_crds, namespace, wait_for};
@@ -31,10 +31,7 @@ async fn the_route_is_read_back_as_the_api_server_stores_it() {
     }))
     .unwrap();
     for traffic in [Traffic::Split(Weights::canary(20)), Traffic::Matched] {
-        let mut route = GatewayApiRouter
-            .desired(&canary, traffic)
-            .unwrap()
-            .remove(0);
+        let mut route = gatewayapi::V1.desired(&canary, traffic).unwrap().remove(0);
         // No owner: the Canary is not in the cluster.
         route.metadata.owner_references = None;
         let mut object = serde_json::to_value(&route).unwrap();
@@ -50,7 +47,7 @@ async fn the_route_is_read_back_as_the_api_server_stores_it() {
         );
         assert_eq!(split_rule["backendRefs"][0]["kind"], "Service");
         assert_eq!(
-            GatewayApiRouter.traffic(&canary, &stored),
+            gatewayapi::V1.traffic(&canary, &stored),
             Some(traffic),
             "{}",
             stored.data["spec"]

@@ -281,6 +281,18 @@ pub struct ScalerReplicas {
     pub max_replicas: Option<i32>,
 }
 
+/// The Gateway API route kind a Canary's traffic goes through.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum RouteKind {
+    #[default]
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
+}
+
 /// The Services (apex `<name>`, `<name>-primary`, `<name>-canary`) and the route Serin manages.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -318,6 +330,10 @@ pub struct CanaryService {
     /// Gateway API parents of the HTTPRoute.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateway_refs: Vec<ParentRef>,
+    /// Serin: the Gateway API route Serin writes, HTTPRoute (the default, as Flagger) or GRPCRoute (for
+    /// gRPC services); providers gatewayapi and gatewayapi:v1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_kind: Option<RouteKind>,
     /// Hostnames of the route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,

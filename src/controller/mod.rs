@@ -92,7 +92,9 @@ pub struct Context {
     pub templates: Store<MetricTemplate>,
     pub alert_providers: Store<AlertProvider>,
     /// The caches of the kinds Serin reads untyped, by kind: routes and autoscalers.
-    dynamic: HashMap<String, Store<DynamicObject>>,
+    /// The untyped caches by kind, each with the version it watches (one watch per kind: the same
+    /// objects are served at every version, e.g. HTTPRoute v1 and v1beta1).
+    dynamic: HashMap<String, (ApiResource, Store<DynamicObject>)>,
     pub recorder: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
@@ -110,7 +112,18 @@ pub struct Context {
 
 impl Context {
     pub fn dynamic_store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
-        self.dynamic.get(&ar.kind)
+        self.dynamic.get(&ar.kind).map(|(_, store)| store)
+    }
+
+    /// An object of `ar`'s kind from its cache, whichever version the cache watches.
+    pub fn dynamic_get(
+        &self,
+        ar: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<DynamicObject>> {
+        let (watched, store) = self.dynamic.get(&ar.kind)?;
+        store.get(&ObjectRef::new_with(name, watched.clone()).within(namespace))
     }
 
     /// The untyped caches a Canary is observed from besides every Canary's: its provider's routes, its
@@ -389,7 +402,7 @@ async fn lead(
             move |r| canaries_of(&r.metadata, &s),
             ar.clone(),
         );
-        dynamic.insert(ar.kind.clone(), reader);
+        dynamic.insert(ar.kind.clone(), (ar.clone(), reader));
     }
 
     let recorder = recorder.clone();

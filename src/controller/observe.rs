@@ -97,10 +97,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         Some(r) => {
             let kind = scaler::kind_of(r);
             let ar = scaler::resource(kind);
-            let store = ctx.dynamic_store(&ar);
-            let get = |name: &str| {
-                store.and_then(|s| s.get(&ObjectRef::new_with(name, ar.clone()).within(&ns)))
-            };
+            let get = |name: &str| ctx.dynamic_get(&ar, &ns, name);
             let Some(found) = get(&r.name) else {
                 return Err(Blocked::AutoscalerNotFound {
                     kind: scaler::kind_name(kind),
@@ -164,8 +161,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     let routes: Vec<(ApiResource, Arc<DynamicObject>)> = wanted
         .iter()
         .filter_map(|(ar, name)| {
-            let store = ctx.dynamic_store(ar)?;
-            let object = store.get(&ObjectRef::new_with(name, ar.clone()).within(&ns))?;
+            let object = ctx.dynamic_get(ar, &ns, name)?;
             Some((ar.clone(), object))
         })
         .collect();

@@ -262,10 +262,7 @@ async fn keep_primary(
         if let Some(r) = &canary.spec.autoscaler_ref {
             let ar = scaler::resource(scaler::kind_of(r));
             let name = scaler::primary_scaler_name(&r.name);
-            if let Some(s) = ctx
-                .dynamic_store(&ar)
-                .and_then(|s| s.get(&ObjectRef::new_with(&name, ar.clone()).within(&ns)))
-            {
+            if let Some(s) = ctx.dynamic_get(&ar, &ns, &name) {
                 writes += release(ctx, canary, &ar, &s.metadata).await?;
             }
         }

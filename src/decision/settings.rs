@@ -207,6 +207,20 @@ impl Settings {
             }
         }
 
+        if spec.service.route_kind == Some(crate::api::canary::RouteKind::GrpcRoute) {
+            if !matches!(provider, Provider::GatewayApi | Provider::GatewayApiV1) {
+                problems.push(problem(
+                    "spec.service.routeKind",
+                    format!("GRPCRoute is a Gateway API route: use provider gatewayapi or gatewayapi:v1, not {provider}"),
+                ));
+            }
+            if analysis.session_affinity.is_some() {
+                problems.push(problem(
+                    &format!("{path}.sessionAffinity"),
+                    "session affinity keeps browsers on a revision by cookie; a GRPCRoute has no cookies to keep: remove it or route by HTTPRoute",
+                ));
+            }
+        }
         if spec.autoscaler_ref.is_some()
             && spec.target_ref.kind == Some(crate::api::canary::TargetKind::DaemonSet)
         {

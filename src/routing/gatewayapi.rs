@@ -14,10 +14,45 @@ use serde_json::Value;
 use super::affinity::{self, Sticky};
 use super::{Router, RoutingError, ServiceNames};
 use crate::api::Canary;
-use crate::api::canary::TOTAL_WEIGHT;
+use crate::api::canary::{RouteKind, TOTAL_WEIGHT};
 use crate::vocabulary::{Traffic, Weights};
 
-pub struct GatewayApiRouter;
+/// The router of providers `gatewayapi` and `gatewayapi:v1` ([`V1`]) and `gatewayapi:v1beta1`
+/// ([`V1BETA1`]): an HTTPRoute at that version, or a GRPCRoute (v1) with `service.routeKind: GRPCRoute`.
+pub struct GatewayApiRouter {
+    http_version: &'static str,
+}
+
+pub const V1: GatewayApiRouter = GatewayApiRouter { http_version: "v1" };
+pub const V1BETA1: GatewayApiRouter = GatewayApiRouter {
+    http_version: "v1beta1",
+};
+
+const GROUP: &str = "gateway.networking.k8s.io";
+
+impl GatewayApiRouter {
+    fn http_routes(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(GROUP, self.http_version, "HTTPRoute"),
+            "httproutes",
+        )
+    }
+
+    /// The route kind the Canary's traffic goes through.
+    fn resource_for(&self, canary: &Canary) -> ApiResource {
+        match canary.spec.service.route_kind.unwrap_or_default() {
+            RouteKind::HttpRoute => self.http_routes(),
+            RouteKind::GrpcRoute => grpc_routes(),
+        }
+    }
+}
+
+pub fn grpc_routes() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, "v1", "GRPCRoute"),
+        "grpcroutes",
+    )
+}
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -70,7 +105,8 @@ pub struct Match {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    /// An HTTP method (HTTPRoute), or a gRPC service and method (GRPCRoute).
+    pub method: Option<Value>,
 }
 
 impl Match {
@@ -159,24 +195,17 @@ fn cookie_rule(cookie: &affinity::Cookie, backend_refs: Vec<BackendRef>) -> Rule
     }
 }
 
-fn gvk() -> GroupVersionKind {
-    GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute")
-}
-
 impl Router for GatewayApiRouter {
     fn name(&self) -> &'static str {
         "gatewayapi"
     }
 
     fn resources(&self) -> Vec<ApiResource> {
-        vec![ApiResource::from_gvk_with_plural(&gvk(), "httproutes")]
+        vec![self.http_routes(), grpc_routes()]
     }
 
     fn objects(&self, canary: &Canary) -> Vec<(ApiResource, String)> {
-        self.resources()
-            .into_iter()
-            .map(|ar| (ar, ServiceNames::of(canary).apex))
-            .collect()
+        vec![(self.resource_for(canary), ServiceNames::of(canary).apex)]
     }
 
     fn desired(
@@ -276,10 +305,7 @@ impl Router for GatewayApiRouter {
             hostnames: canary.spec.service.hosts.clone(),
             rules,
         };
-        let mut route = DynamicObject::new(
-            &names.apex,
-            &ApiResource::from_gvk_with_plural(&gvk(), "httproutes"),
-        );
+        let mut route = DynamicObject::new(&names.apex, &self.resource_for(canary));
         route.metadata = ObjectMeta {
             name: Some(names.apex.clone()),
             namespace: canary.namespace(),
@@ -466,9 +492,7 @@ mod tests {
     #[test]
     fn a_split_is_one_rule_with_both_backends() {
         let c = canary(json!({"stepWeight": 10}));
-        let route = &GatewayApiRouter
-            .desired(&c, Traffic::Split(Weights::canary(30)))
-            .unwrap()[0];
+        let route = &V1.desired(&c, Traffic::Split(Weights::canary(30))).unwrap()[0];
         assert_eq!(route.metadata.name.as_deref(), Some("podinfo"));
         assert_eq!(
             route.metadata.owner_references.as_ref().unwrap()[0].kind,
@@ -481,7 +505,7 @@ mod tests {
                                            {"name": "podinfo-canary", "port": 9898, "weight": 30}]}]})
         );
         assert_eq!(
-            GatewayApiRouter.traffic(&c, route),
+            V1.traffic(&c, route),
             Some(Traffic::Split(Weights::canary(30)))
         );
     }
@@ -492,7 +516,7 @@ mod tests {
             {"headers": {"x-canary": {"exact": "insider"}}},
             {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}, "x-tier": {"prefix": "beta."}}}
         ]}));
-        let route = &GatewayApiRouter.desired(&c, Traffic::Matched).unwrap()[0];
+        let route = &V1.desired(&c, Traffic::Matched).unwrap()[0];
         let rules = &route.data["spec"]["rules"];
         assert_eq!(
             rules[0]["matches"][0]["headers"],
@@ -505,13 +529,13 @@ mod tests {
         );
         assert_eq!(rules[0]["backendRefs"][1]["weight"], 100);
         assert_eq!(rules[1]["backendRefs"][0]["weight"], 100);
-        assert_eq!(GatewayApiRouter.traffic(&c, route), Some(Traffic::Matched));
+        assert_eq!(V1.traffic(&c, route), Some(Traffic::Matched));
     }
 
     #[test]
     fn match_fields_the_router_cannot_express_are_errors() {
         let c = canary(json!({"iterations": 3, "match": [{"uri": {"prefix": "/api"}}]}));
-        let e = GatewayApiRouter.desired(&c, Traffic::Matched).unwrap_err();
+        let e = V1.desired(&c, Traffic::Matched).unwrap_err();
         assert_eq!(
             e.to_string(),
             "Canary podinfo: spec.analysis.match[0].uri is not supported yet by the gatewayapi router"
@@ -521,13 +545,13 @@ mod tests {
     #[test]
     fn relative_weights_read_back_as_percentages() {
         let c = canary(json!({"stepWeight": 10}));
-        let mut route = GatewayApiRouter
+        let mut route = V1
             .desired(&c, Traffic::Split(Weights::canary(0)))
             .unwrap()
             .remove(0);
         route.data["spec"]["rules"][0]["backendRefs"] = json!([{"name": "podinfo-primary", "weight": 3}, {"name": "podinfo-canary", "weight": 1}]);
         assert_eq!(
-            GatewayApiRouter.traffic(&c, &route),
+            V1.traffic(&c, &route),
             Some(Traffic::Split(Weights::canary(25)))
         );
     }
@@ -535,7 +559,7 @@ mod tests {
     #[test]
     fn weights_are_read_back_from_the_route_as_the_server_stores_it() {
         let c = canary(json!({"stepWeight": 10}));
-        let route = GatewayApiRouter
+        let route = V1
             .desired(&c, Traffic::Split(Weights::canary(20)))
             .unwrap()
             .remove(0);
@@ -545,30 +569,21 @@ mod tests {
             json!([{"path": {"type": "PathPrefix", "value": "/"}}])
         );
         assert_eq!(
-            GatewayApiRouter.traffic(&c, &stored),
+            V1.traffic(&c, &stored),
             Some(Traffic::Split(Weights::canary(20)))
         );
         let ab = canary(
             json!({"iterations": 3, "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}),
         );
-        let matched = as_stored(
-            GatewayApiRouter
-                .desired(&ab, Traffic::Matched)
-                .unwrap()
-                .remove(0),
-        );
-        assert_eq!(
-            GatewayApiRouter.traffic(&ab, &matched),
-            Some(Traffic::Matched)
-        );
+        let matched = as_stored(V1.desired(&ab, Traffic::Matched).unwrap().remove(0));
+        assert_eq!(V1.traffic(&ab, &matched), Some(Traffic::Matched));
         let split = as_stored(
-            GatewayApiRouter
-                .desired(&ab, Traffic::Split(Weights::canary(0)))
+            V1.desired(&ab, Traffic::Split(Weights::canary(0)))
                 .unwrap()
                 .remove(0),
         );
         assert_eq!(
-            GatewayApiRouter.traffic(&ab, &split),
+            V1.traffic(&ab, &split),
             Some(Traffic::Split(Weights::canary(0)))
         );
     }
@@ -576,7 +591,7 @@ mod tests {
     #[test]
     fn a_route_handed_back_sends_everything_to_the_apex_service_and_has_no_owner() {
         let c = canary(json!({"stepWeight": 10}));
-        let route = GatewayApiRouter.handed_back(&c).unwrap().remove(0);
+        let route = V1.handed_back(&c).unwrap().remove(0);
         assert_eq!(route.metadata.owner_references, None);
         assert_eq!(
             route.data["spec"]["rules"],
@@ -593,8 +608,7 @@ mod tests {
             ..Default::default()
         });
         let route = as_stored(
-            GatewayApiRouter
-                .desired(&c, Traffic::Split(Weights::canary(10)))
+            V1.desired(&c, Traffic::Split(Weights::canary(10)))
                 .unwrap()
                 .remove(0),
         );
@@ -613,12 +627,11 @@ mod tests {
             "{value}"
         );
         assert_eq!(
-            GatewayApiRouter.traffic(&c, &route),
+            V1.traffic(&c, &route),
             Some(Traffic::Split(Weights::canary(10)))
         );
         let route = as_stored(
-            GatewayApiRouter
-                .desired(&c, Traffic::Split(Weights::canary(0)))
+            V1.desired(&c, Traffic::Split(Weights::canary(0)))
                 .unwrap()
                 .remove(0),
         );
@@ -629,20 +642,69 @@ mod tests {
             "{expire}"
         );
         assert_eq!(
-            GatewayApiRouter.traffic(&c, &route),
+            V1.traffic(&c, &route),
             Some(Traffic::Split(Weights::canary(0)))
         );
     }
 
     #[test]
+    fn a_grpc_route_or_a_v1beta1_http_route_by_the_canarys_route_kind_and_provider() {
+        let mut c = canary(json!({"stepWeight": 10}));
+        let route = V1
+            .desired(&c, Traffic::Split(Weights::canary(30)))
+            .unwrap()
+            .remove(0);
+        let types = route.types.clone().unwrap();
+        assert_eq!(
+            (types.api_version.as_str(), types.kind.as_str()),
+            ("gateway.networking.k8s.io/v1", "HTTPRoute")
+        );
+        let route = V1BETA1
+            .desired(&c, Traffic::Split(Weights::canary(30)))
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            route.types.unwrap().api_version,
+            "gateway.networking.k8s.io/v1beta1"
+        );
+        assert_eq!(V1BETA1.objects(&c)[0].0.version, "v1beta1");
+
+        c.spec.service.route_kind = Some(RouteKind::GrpcRoute);
+        for router in [V1, V1BETA1] {
+            assert_eq!(router.objects(&c)[0].0.kind, "GRPCRoute");
+            for traffic in [Traffic::Split(Weights::canary(30)), Traffic::Mirrored] {
+                // As stored: a GRPCRoute gets no path defaults.
+                let route = router.desired(&c, traffic).unwrap().remove(0);
+                let types = route.types.clone().unwrap();
+                assert_eq!(
+                    (types.api_version.as_str(), types.kind.as_str()),
+                    ("gateway.networking.k8s.io/v1", "GRPCRoute")
+                );
+                assert_eq!(router.traffic(&c, &route), Some(traffic));
+                assert!(router.resource_of(&route).is_some());
+            }
+        }
+        let mut ab = canary(
+            json!({"iterations": 2, "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}),
+        );
+        ab.spec.service.route_kind = Some(RouteKind::GrpcRoute);
+        let route = V1.desired(&ab, Traffic::Matched).unwrap().remove(0);
+        assert_eq!(
+            route.data["spec"]["rules"][0]["matches"][0]["headers"][0]["value"],
+            "insider"
+        );
+        assert_eq!(V1.traffic(&ab, &route), Some(Traffic::Matched));
+    }
+
+    #[test]
     fn a_rule_for_one_path_only_is_not_the_split() {
         let c = canary(json!({"stepWeight": 10}));
-        let mut route = GatewayApiRouter
+        let mut route = V1
             .desired(&c, Traffic::Split(Weights::canary(20)))
             .unwrap()
             .remove(0);
         route.data["spec"]["rules"][0]["matches"] =
             json!([{"path": {"type": "PathPrefix", "value": "/api"}}]);
-        assert_eq!(GatewayApiRouter.traffic(&c, &route), None);
+        assert_eq!(V1.traffic(&c, &route), None);
     }
 }

@@ -22,7 +22,8 @@ pub use crate::vocabulary::{RouterKind, router_for};
 impl RouterKind {
     pub fn router(self) -> &'static dyn Router {
         match self {
-            RouterKind::GatewayApi => &gatewayapi::GatewayApiRouter,
+            RouterKind::GatewayApi => &gatewayapi::V1,
+            RouterKind::GatewayApiV1beta1 => &gatewayapi::V1BETA1,
             RouterKind::Istio => &istio::IstioRouter,
             RouterKind::Linkerd => &smi::LINKERD,
             RouterKind::SmiV1alpha1 => &smi::SMI_V1ALPHA1,

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::*;
 use crate::api::{CanaryStatus, Phase, Provider};
 use crate::routing::Router;
-use crate::routing::gatewayapi::{GatewayApiRouter, as_stored};
+use crate::routing::gatewayapi::{self, as_stored};
 
 pub(super) struct World {
     pub(super) o: Observed,
@@ -171,7 +171,7 @@ impl World {
         }
         if let Some(traffic) = d.traffic {
             // Through the real router, stored as the API server stores it, and read back from that.
-            let route = GatewayApiRouter
+            let route = gatewayapi::V1
                 .desired(&self.canary(), traffic)
                 .expect("a route")
                 .remove(0);
@@ -241,7 +241,7 @@ impl World {
         self.o.routed = self
             .route
             .as_ref()
-            .and_then(|r| GatewayApiRouter.traffic(&self.canary(), r));
+            .and_then(|r| gatewayapi::V1.traffic(&self.canary(), r));
     }
 
     /// Someone (or a crash between writes) left the route's catch-all split at `canary` percent.

@@ -118,3 +118,25 @@ fn the_service_fields_istio_acts_on_are_not_named_for_istio() {
     assert!(message.contains("spec.service.trafficPolicy"), "{message}");
     assert_eq!(with_istio_fields(Provider::Istio), None);
 }
+
+#[test]
+fn a_grpc_route_needs_a_gateway_api_provider_and_no_cookies() {
+    let mut s = spec(json!({"interval": "10s", "stepWeight": 10}));
+    s.service.route_kind = Some(crate::api::canary::RouteKind::GrpcRoute);
+    s.provider = Some(Provider::Istio);
+    let mut w = World::new(s.clone());
+    w.tick(None);
+    let (_, message) = w.condition("Stalled");
+    assert!(message.contains("spec.service.routeKind"), "{message}");
+    s.provider = Some(Provider::GatewayApi);
+    if let Some(a) = s.analysis.as_mut() {
+        a.session_affinity = serde_json::from_value(json!({"cookieName": "canary"})).unwrap();
+    }
+    let mut w = World::new(s);
+    w.tick(None);
+    let (_, message) = w.condition("Stalled");
+    assert!(
+        message.contains("spec.analysis.sessionAffinity"),
+        "{message}"
+    );
+}

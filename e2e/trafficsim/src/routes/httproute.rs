@@ -39,6 +39,9 @@ pub struct Rule {
 pub struct Match {
     #[serde(default)]
     pub headers: Vec<HeaderCondition>,
+    /// A GRPCRoute's gRPC service and method: not simulated (the simulator's requests have none).
+    #[serde(default)]
+    pub method: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -71,47 +74,11 @@ impl RouteObject for HTTPRoute {
 
     fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
         let namespace = self.metadata.namespace.clone().unwrap_or_default();
-        let rules = self
-            .spec
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| {
-                let matches = rule
-                    .matches
-                    .iter()
-                    .map(|m| {
-                        let headers = m.headers.iter().map(header_match).collect::<Result<_, _>>();
-                        headers
-                            .map(|headers| RequestMatch { headers })
-                            .map_err(|e| format!("spec.rules[{i}].matches: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?;
-                let backends = rule
-                    .backend_refs
-                    .iter()
-                    .map(|b| backend(b, &namespace))
-                    .collect();
-                let mirrors = rule
-                    .filters
-                    .iter()
-                    .filter(|f| f["type"] == "RequestMirror")
-                    .map(|f| mirror(&f["requestMirror"], &namespace))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("spec.rules[{i}].filters: {e}"))?;
-                Ok(SimRule {
-                    matches,
-                    backends,
-                    mirrors,
-                    set_cookie: set_cookie(&rule.filters),
-                })
-            })
-            .collect::<Result<_, String>>()?;
         Ok(SimRoute {
             provider: Self::PROVIDER,
             name: self.metadata.name.clone().unwrap_or_default(),
+            rules: sim_rules(&self.spec.rules, &namespace)?,
             namespace,
-            rules,
             rps: settings.rps,
             request_mix: settings.request_mix,
             precedence: Precedence::MostSpecific,
@@ -119,6 +86,49 @@ impl RouteObject for HTTPRoute {
             clients: settings.clients,
         })
     }
+}
+
+/// Gateway API rules (an HTTPRoute's, a GRPCRoute's) as the simulator runs them.
+pub(super) fn sim_rules(rules: &[Rule], namespace: &str) -> Result<Vec<SimRule>, String> {
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let matches = rule
+                .matches
+                .iter()
+                .map(|m| {
+                    if m.method.as_ref().is_some_and(serde_json::Value::is_object) {
+                        return Err(format!(
+                            "spec.rules[{i}].matches: a gRPC method match is not simulated"
+                        ));
+                    }
+                    let headers = m.headers.iter().map(header_match).collect::<Result<_, _>>();
+                    headers
+                        .map(|headers| RequestMatch { headers })
+                        .map_err(|e| format!("spec.rules[{i}].matches: {e}"))
+                })
+                .collect::<Result<_, _>>()?;
+            let backends = rule
+                .backend_refs
+                .iter()
+                .map(|b| backend(b, namespace))
+                .collect();
+            let mirrors = rule
+                .filters
+                .iter()
+                .filter(|f| f["type"] == "RequestMirror")
+                .map(|f| mirror(&f["requestMirror"], namespace))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("spec.rules[{i}].filters: {e}"))?;
+            Ok(SimRule {
+                matches,
+                backends,
+                mirrors,
+                set_cookie: set_cookie(&rule.filters),
+            })
+        })
+        .collect()
 }
 
 fn header_match(h: &HeaderCondition) -> Result<HeaderMatch, String> {

@@ -2,6 +2,7 @@
 //! fields it reads, and its reduction to a [`SimRoute`]. Adding a provider is one more file and one more line
 //! in [`sources`].
 
+pub mod grpcroute;
 pub mod httpproxy;
 pub mod httproute;
 pub mod ingress;
@@ -146,6 +147,7 @@ fn source<K: RouteObject>(client: &Client, default_rps: f64) -> RouteSource {
 pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
     vec![
         source::<httproute::HTTPRoute>(client, default_rps),
+        source::<grpcroute::GRPCRoute>(client, default_rps),
         source::<virtualservice::VirtualService>(client, default_rps),
         source::<trafficsplit::TrafficSplit>(client, default_rps),
         source::<httpproxy::HTTPProxy>(client, default_rps),
