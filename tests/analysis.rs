@@ -63,6 +63,16 @@ where
     (client, ns, serin)
 }
 
+/// `extra` for a Canary through `provider`: gatewayapi (the harness's default) or istio (a VirtualService;
+/// the built-in checks then read Istio's series).
+fn on(provider: &str, mut extra: Value) -> Value {
+    if provider == "istio" {
+        extra["provider"] = json!("istio");
+        extra["service"] = json!({"port": 9898});
+    }
+    extra
+}
+
 fn check<'a>(status: &'a CanaryStatus, name: &str) -> &'a CheckStatus {
     status
         .checks
@@ -108,11 +118,21 @@ async fn assert_rolled_back(client: &Client, ns: &str) {
 
 #[tokio::test]
 async fn a_good_image_is_promoted_on_its_metrics() {
+    good_image("gatewayapi").await;
+}
+
+/// The same through a VirtualService, judged by Istio's series.
+#[tokio::test]
+async fn a_good_image_is_promoted_on_its_metrics_through_istio() {
+    good_image("istio").await;
+}
+
+async fn good_image(provider: &str) {
     let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60, "threshold": 2, "metrics": builtin_checks()});
     let (client, ns, serin) = roll_out(
-        "analysis-good",
+        &format!("analysis-good-{provider}"),
         analysis,
-        json!({}),
+        on(provider, json!({})),
         behaviour(0.0, 20),
         |_, _| async {},
     )
@@ -151,11 +171,21 @@ async fn a_good_image_is_promoted_on_its_metrics() {
 
 #[tokio::test]
 async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks() {
+    image_with_errors("gatewayapi").await;
+}
+
+/// The same through a VirtualService, judged by Istio's series.
+#[tokio::test]
+async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks_through_istio() {
+    image_with_errors("istio").await;
+}
+
+async fn image_with_errors(provider: &str) {
     let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60, "threshold": 2, "metrics": builtin_checks()});
     let (client, ns, serin) = roll_out(
-        "analysis-errors",
+        &format!("analysis-errors-{provider}"),
         analysis,
-        json!({}),
+        on(provider, json!({})),
         behaviour(0.2, 20),
         |_, _| async {},
     )
@@ -200,11 +230,21 @@ async fn an_image_with_errors_is_rolled_back_after_threshold_failed_checks() {
 
 #[tokio::test]
 async fn a_slow_image_is_rolled_back() {
+    slow_image("gatewayapi").await;
+}
+
+/// The same through a VirtualService, judged by Istio's series.
+#[tokio::test]
+async fn a_slow_image_is_rolled_back_through_istio() {
+    slow_image("istio").await;
+}
+
+async fn slow_image(provider: &str) {
     let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60, "threshold": 2, "metrics": builtin_checks()});
     let (client, ns, _serin) = roll_out(
-        "analysis-slow",
+        &format!("analysis-slow-{provider}"),
         analysis,
-        json!({}),
+        on(provider, json!({})),
         behaviour(0.0, 900),
         |_, _| async {},
     )
@@ -228,20 +268,36 @@ async fn a_slow_image_is_rolled_back() {
 
 #[tokio::test]
 async fn a_canary_without_traffic_holds_then_fails_at_the_deadline_with_no_data() {
+    no_traffic("gatewayapi").await;
+}
+
+/// The same through a VirtualService, judged by Istio's series.
+#[tokio::test]
+async fn a_canary_without_traffic_holds_then_fails_at_the_deadline_with_no_data_through_istio() {
+    no_traffic("istio").await;
+}
+
+async fn no_traffic(provider: &str) {
     let analysis =
         json!({"interval": "2s", "stepWeight": 20, "threshold": 1, "metrics": builtin_checks()});
     let (client, ns, _serin) = roll_out(
-        "analysis-idle",
+        &format!("analysis-idle-{provider}"),
         analysis,
-        json!({"progressDeadlineSeconds": 12}),
+        on(provider, json!({"progressDeadlineSeconds": 12})),
         behaviour(0.0, 20),
         // The simulator sends this route no requests at all.
         |client, ns| async move {
-            apply_httproute(
+            let route = if provider == "istio" {
+                serin::routing::istio::virtual_services()
+            } else {
+                serin_e2e::httproute_resource()
+            };
+            serin_e2e::annotate(
                 &client,
                 &ns,
-                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                    "metadata": {"name": "podinfo", "annotations": {"trafficsim.serin.dev/rps": "0"}}}),
+                &route,
+                "podinfo",
+                json!({"trafficsim.serin.dev/rps": "0"}),
             )
             .await;
         },

@@ -70,18 +70,33 @@ pub async fn wait_phase(
     .await
 }
 
-/// The canary's weight in the HTTPRoute, as the data plane would read it.
+/// The canary's weight in the Canary's route, as the data plane would read it: the HTTPRoute's catch-all
+/// rule (its last), or with provider istio the VirtualService's split (its last HTTP route).
 pub async fn route_weight(client: &Client, ns: &str) -> Option<i64> {
-    let route = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &httproute_resource())
+    let canary = Api::<Canary>::namespaced(client.clone(), ns)
         .get("podinfo")
         .await
         .ok()?;
-    let refs = route.data["spec"]["rules"][0]["backendRefs"]
+    let istio = canary.spec.provider == Some(serin::api::Provider::Istio);
+    let ar = if istio {
+        serin::routing::istio::virtual_services()
+    } else {
+        httproute_resource()
+    };
+    let route = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
+        .get("podinfo")
+        .await
+        .ok()?;
+    let (rules, backends, name) = if istio {
+        ("http", "route", "/destination/host")
+    } else {
+        ("rules", "backendRefs", "/name")
+    };
+    route.data["spec"][rules].as_array()?.last()?[backends]
         .as_array()?
-        .clone();
-    refs.iter()
-        .find(|b| b["name"] == "podinfo-canary")
-        .and_then(|b| b["weight"].as_i64())
+        .iter()
+        .find(|b| b.pointer(name) == Some(&serde_json::json!("podinfo-canary")))
+        .map(|b| b["weight"].as_i64().unwrap_or(0))
 }
 
 pub async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
