@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 .PHONY: demo test unit bench crds cluster-up cluster-down
 
-# The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio).
+# The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio,
+# linkerd, nginx, contour, traefik).
 PROVIDER ?= gatewayapi
 demo:
 	cargo build --quiet -p serin --bin serin

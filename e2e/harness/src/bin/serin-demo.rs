@@ -4,21 +4,20 @@
 //! route's weights, the traffic split that Prometheus sees, and the checks' values; then the Slack messages a
 //! loopback receiver got for the promotion and for the rollback.
 //!
-//! Usage: serin-demo <path to the serin binary> [gatewayapi|istio]
+//! Usage: serin-demo <path to the serin binary> [gatewayapi|istio|linkerd|nginx|contour|traefik]
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use serin::api::{AlertProvider, Canary, CanaryStatus, Phase};
+use serin::decision::Traffic;
 use serin_e2e::receiver::Receiver;
-use serin_e2e::{
-    SerinProcess, apply, client, cluster, httproute_resource, install_crds, prometheus_value,
-    wait_for,
-};
+use serin_e2e::{SerinProcess, apply, client, cluster, install_crds, prometheus_value, wait_for};
 
 const NS: &str = "serin-demo";
 
@@ -33,81 +32,91 @@ fn podinfo(version: &str, error_rate: f64) -> Value {
     })
 }
 
-/// The routing providers the demo runs on.
+/// The routing providers the demo runs on: every one Serin routes through.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Provider {
-    GatewayApi,
-    Istio,
-}
+struct Provider(serin::api::Provider);
+
+const PROVIDERS: &str = "gatewayapi, istio, linkerd, nginx, contour, traefik";
 
 impl Provider {
     fn parse(name: &str) -> Option<Self> {
-        match name {
-            "gatewayapi" => Some(Provider::GatewayApi),
-            "istio" => Some(Provider::Istio),
-            _ => None,
-        }
+        use serin::api::Provider as P;
+        let p: P = serde_json::from_value(json!(name)).ok()?;
+        matches!(
+            p,
+            P::GatewayApi | P::Istio | P::Linkerd | P::Nginx | P::Contour | P::Traefik
+        )
+        .then_some(Provider(p))
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Provider::GatewayApi => "gatewayapi",
-            Provider::Istio => "istio",
-        }
+        self.0.as_str()
+    }
+
+    fn router(self) -> &'static dyn serin::routing::Router {
+        serin::routing::router_for(self.0)
+            .expect("every demo provider has a router")
+            .router()
     }
 
     /// The routing objects Serin makes, as `kubectl get` names them.
     fn objects(self) -> &'static str {
-        match self {
-            Provider::GatewayApi => "the HTTPRoute podinfo",
-            Provider::Istio => {
+        use serin::api::Provider as P;
+        match self.0 {
+            P::Istio => {
                 "the VirtualService podinfo and the DestinationRules podinfo-primary and podinfo-canary"
             }
+            P::Linkerd => "the TrafficSplit podinfo",
+            P::Nginx => {
+                "the canary Ingress podinfo-canary (a copy of your Ingress podinfo, which Serin only reads)"
+            }
+            P::Contour => "the HTTPProxy podinfo",
+            P::Traefik => "the TraefikService podinfo",
+            _ => "the HTTPRoute podinfo",
         }
     }
 
     fn kubectl_kinds(self) -> &'static str {
-        match self {
-            Provider::GatewayApi => "httproutes",
-            Provider::Istio => "virtualservices,destinationrules",
+        use serin::api::Provider as P;
+        match self.0 {
+            P::Istio => "virtualservices,destinationrules",
+            P::Linkerd => "trafficsplits",
+            P::Nginx => "ingresses",
+            P::Contour => "httpproxies",
+            P::Traefik => "traefikservices",
+            _ => "httproutes",
         }
-    }
-
-    fn route_resource(self) -> kube::api::ApiResource {
-        match self {
-            Provider::GatewayApi => httproute_resource(),
-            Provider::Istio => serin::routing::istio::virtual_services(),
-        }
-    }
-
-    /// The primary/canary weights in the route, as the data plane reads them.
-    fn weights(self, route: &DynamicObject) -> Option<String> {
-        let (list, weight) = match self {
-            Provider::GatewayApi => (
-                route.data["spec"]["rules"][0]["backendRefs"].clone(),
-                "weight",
-            ),
-            Provider::Istio => (
-                route.data["spec"]["http"].as_array()?.last()?["route"].clone(),
-                "weight",
-            ),
-        };
-        Some(
-            list.as_array()?
-                .iter()
-                .map(|b| b[weight].as_i64().unwrap_or(0).to_string())
-                .collect::<Vec<_>>()
-                .join("/"),
-        )
     }
 
     fn service(self) -> Value {
-        match self {
-            Provider::GatewayApi => {
+        use serin::api::Provider as P;
+        match self.0 {
+            P::GatewayApi => {
                 json!({"port": 9898, "gatewayRefs": [{"name": "public-gateway"}], "hosts": ["podinfo.local"]})
             }
-            Provider::Istio => json!({"port": 9898, "hosts": ["podinfo.local"]}),
+            P::Istio => json!({"port": 9898, "hosts": ["podinfo.local"]}),
+            _ => json!({"port": 9898}),
         }
+    }
+
+    /// The user's own objects the Canary refers to: with nginx, the Ingress for the apex Service.
+    async fn users_objects(self, client: &Client) {
+        if self.0 == serin::api::Provider::Nginx {
+            apply::<Ingress>(client, NS, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "podinfo"},
+                "spec": {"ingressClassName": "nginx", "rules": [{"host": "podinfo.local", "http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]}}))
+            .await;
+        }
+    }
+
+    /// The primary/canary weights in the route, read back as Serin reads them.
+    fn weights(self, canary: &Canary, route: &DynamicObject) -> Option<String> {
+        Some(match self.router().traffic(canary, route)? {
+            Traffic::Split(w) => format!("{}/{}", w.primary, w.canary),
+            Traffic::Matched => "matched".into(),
+            Traffic::Mirrored => "mirrored".into(),
+        })
     }
 }
 
@@ -115,6 +124,7 @@ fn canary(provider: Provider) -> Value {
     json!({
         "apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
         "spec": {"provider": provider.name(), "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "ingressRef": (provider.0 == serin::api::Provider::Nginx).then(|| json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "podinfo"})),
             "service": provider.service(),
             "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
                 "alerts": [{"name": "deploys", "severity": "info", "providerRef": {"name": "slack"}}],
@@ -188,15 +198,16 @@ async fn line(client: &Client, clock: &Instant, provider: Provider) -> (CanarySt
         .get("podinfo")
         .await
         .ok();
-    let status = canary.and_then(|c| c.status).unwrap_or_default();
-    let route =
-        Api::<DynamicObject>::namespaced_with(client.clone(), NS, &provider.route_resource())
-            .get("podinfo")
+    let mut weights = "-".to_string();
+    if let Some(c) = &canary
+        && let Some((ar, name)) = provider.router().objects(c).into_iter().next()
+        && let Ok(route) = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &ar)
+            .get(&name)
             .await
-            .ok();
-    let weights = route
-        .and_then(|r| provider.weights(&r))
-        .unwrap_or_else(|| "-".into());
+    {
+        weights = provider.weights(c, &route).unwrap_or(weights);
+    }
+    let status = canary.and_then(|c| c.status).unwrap_or_default();
     let sel = |re: &str| format!(r#"kubernetes_namespace="{NS}",kubernetes_pod_name=~"{re}""#);
     let canary_rps = format!(
         "sum(rate(http_request_duration_seconds_count{{{}}}[5s]))",
@@ -275,7 +286,7 @@ async fn primary_image(client: &Client) -> String {
 #[tokio::main]
 async fn main() {
     let Some(serin_bin) = std::env::args().nth(1) else {
-        eprintln!("usage: serin-demo <path to the serin binary> [gatewayapi|istio]");
+        eprintln!("usage: serin-demo <path to the serin binary> [PROVIDER: {PROVIDERS}]");
         std::process::exit(2);
     };
     let provider_name = std::env::args()
@@ -283,7 +294,7 @@ async fn main() {
         .unwrap_or_else(|| "gatewayapi".into());
     let Some(provider) = Provider::parse(&provider_name) else {
         eprintln!(
-            "serin-demo: provider {provider_name:?} is not one the demo runs on (gatewayapi, istio)"
+            "serin-demo: provider {provider_name:?} is not one the demo runs on ({PROVIDERS})"
         );
         std::process::exit(2);
     };
@@ -307,6 +318,7 @@ async fn main() {
         provider.name()
     );
     apply::<Deployment>(&client, NS, podinfo("6.0.0", 0.0)).await;
+    provider.users_objects(&client).await;
     apply::<Canary>(&client, NS, canary(provider)).await;
     loop {
         let (status, text) = line(&client, &clock, provider).await;
