@@ -375,3 +375,43 @@ async fn session_affinity_keeps_the_users_who_reached_the_canary_on_it() {
     )
     .await;
 }
+
+/// A route field taken out of the Canary leaves the VirtualService: server-side apply drops a field only
+/// when its manager applies without it, and the VirtualService held every field still wanted.
+#[tokio::test]
+async fn a_route_option_removed_from_the_canary_leaves_the_virtual_service() {
+    let (client, ns, _serin) = start(
+        "istio-removed",
+        json!({"retries": {"attempts": 3, "perTryTimeout": "1s"}, "timeout": "30s"}),
+        json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50}),
+    )
+    .await;
+    let vs = virtual_service(&client, &ns).await.unwrap();
+    assert_eq!(vs.data["spec"]["http"][0]["timeout"], "30s");
+    assert_eq!(vs.data["spec"]["http"][0]["retries"]["attempts"], 3);
+    kube::Api::<Canary>::namespaced(client.clone(), &ns)
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"spec": {"service": {"retries": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the VirtualService without retries",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let vs = virtual_service(&client, &ns)
+                .await
+                .ok_or("no VirtualService")?;
+            let route = &vs.data["spec"]["http"][0];
+            if route.get("retries").is_none() && route["timeout"] == "30s" {
+                Ok(())
+            } else {
+                Err(route.to_string())
+            }
+        },
+    )
+    .await;
+}

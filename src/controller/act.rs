@@ -156,7 +156,7 @@ pub async fn act(
     // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
     // route, read back, sends them nothing (the decision waits for that).
     if let (Some(traffic), Some(router)) = (desired.traffic, obs.router) {
-        for (i, route) in router
+        for (i, mut route) in router
             .desired_from(canary, traffic, &obs.routes)?
             .into_iter()
             .enumerate()
@@ -164,6 +164,7 @@ pub async fn act(
             let Some(ar) = router.resource_of(&route) else {
                 continue;
             };
+            stamp_spec_hash(&mut route);
             let cached = obs
                 .routes
                 .iter()
@@ -280,6 +281,27 @@ pub async fn act(
     }
 
     Ok(writes)
+}
+
+/// The annotation holding a hash of the spec Serin last applied to a routing object.
+pub const SPEC_HASH_ANNOTATION: &str = "serin.dev/spec-hash";
+
+/// Stamps the route with a hash of its spec. A route is written when the cache lacks a wanted field; a
+/// field Serin stops setting (a `retries` taken out of the Canary) is only dropped by a write, and inside a
+/// list it can't be told from the API server's defaults: the hash changes with it, so the write comes.
+fn stamp_spec_hash(route: &mut DynamicObject) {
+    use sha2::{Digest, Sha256};
+    // serde_json's maps are ordered by key: the same spec always serializes the same.
+    let digest = Sha256::digest(route.data.to_string().as_bytes());
+    let hash = digest.iter().take(8).fold(String::new(), |mut s, b| {
+        s.push_str(&format!("{b:02x}"));
+        s
+    });
+    route
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SPEC_HASH_ANNOTATION.into(), hash);
 }
 
 /// A StatefulSet target's governing Service, copied for the primary as `<serviceName>-primary` (unless it

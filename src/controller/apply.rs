@@ -45,6 +45,7 @@ pub async fn apply(
 ) -> Result<bool, kube::Error> {
     if let Some(have) = &cached
         && contains(have, &strip_type(want))
+        && !drops_fields(have, want)
     {
         return Ok(false);
     }
@@ -55,6 +56,45 @@ pub async fn apply(
     pp.force = force;
     api.patch(name, &pp, &Patch::Apply(want)).await?;
     Ok(true)
+}
+
+/// Whether the cached object holds a field Serin applied before and no longer wants (a `retries` removed
+/// from the Canary, a mirror once mirroring ends): server-side apply drops the fields a manager stops
+/// applying, but only when it applies. Read from the object's managedFields: Serin's last apply, at the
+/// maps' keys (a list, atomic or keyed, is compared as a whole by [`contains`]).
+pub fn drops_fields(have: &Value, want: &Value) -> bool {
+    have["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["manager"] == FIELD_MANAGER
+                && m["operation"] == "Apply"
+                && m["subresource"].as_str().unwrap_or_default().is_empty()
+        })
+        .any(|m| not_wanted(&m["fieldsV1"], want))
+}
+
+/// True when a field of the managed set `fields` (FieldsV1: `f:<name>` per map key) is not in `want`.
+fn not_wanted(fields: &Value, want: &Value) -> bool {
+    let Some(keys) = fields.as_object() else {
+        return false;
+    };
+    keys.iter().any(|(key, below)| {
+        // `.`, and a list's `k:`/`v:`/`i:` entries, are not map keys.
+        let Some(name) = key.strip_prefix("f:") else {
+            return false;
+        };
+        match want.get(name) {
+            None => true,
+            Some(w) => {
+                let map = below
+                    .as_object()
+                    .is_some_and(|o| o.keys().any(|k| k.starts_with("f:")));
+                map && w.is_object() && not_wanted(below, w)
+            }
+        }
+    })
 }
 
 /// The JSON of a typed object, for [`apply`].
@@ -96,5 +136,36 @@ mod tests {
         ));
         assert!(!contains(&have, &json!({"spec": {"hostnames": ["x"]}})));
         assert!(contains(&json!({"n": 3.0}), &json!({"n": 3})));
+    }
+
+    #[test]
+    fn a_field_serin_applied_and_no_longer_wants_is_a_reason_to_write() {
+        let have = json!({"metadata": {"name": "podinfo", "managedFields": [
+            {"manager": "serin", "operation": "Apply", "fieldsV1": {
+                "f:metadata": {"f:ownerReferences": {"k:{\"uid\":\"u1\"}": {}}},
+                "f:spec": {"f:http": {}, "f:hosts": {}, "f:trafficPolicy": {"f:tls": {"f:mode": {}}}}}},
+            {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:extra": {}}}},
+            {"manager": "serin", "operation": "Apply", "subresource": "status", "fieldsV1": {"f:status": {}}}]},
+            "spec": {"http": [], "hosts": ["podinfo"], "trafficPolicy": {"tls": {"mode": "DISABLE"}}, "extra": 1}});
+        let same = json!({"metadata": {"name": "podinfo", "ownerReferences": [{"uid": "u1"}]},
+            "spec": {"http": [], "hosts": ["podinfo"], "trafficPolicy": {"tls": {"mode": "DISABLE"}}}});
+        assert!(
+            !drops_fields(&have, &same),
+            "another manager's and the status' fields are not ours"
+        );
+        let mut no_policy = same.clone();
+        no_policy["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("trafficPolicy");
+        assert!(drops_fields(&have, &no_policy));
+        let mut other_policy = same.clone();
+        other_policy["spec"]["trafficPolicy"] =
+            json!({"loadBalancer": {"simple": "LEAST_REQUEST"}});
+        assert!(drops_fields(&have, &other_policy));
+        assert!(
+            !drops_fields(&json!({"metadata": {}}), &same),
+            "no managedFields: nothing known"
+        );
     }
 }
