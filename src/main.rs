@@ -45,6 +45,12 @@ struct RunArgs {
     /// The smallest analysis interval a Canary may use; a smaller one is reported as an invalid spec.
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     min_interval: Duration,
+    /// The annotations prefix of NGINX ingresses (ingress-nginx's --annotations-prefix), provider nginx.
+    #[arg(long, default_value = "nginx.ingress.kubernetes.io")]
+    ingress_annotations_prefix: String,
+    /// The ingressClassName of the HTTPProxies Serin writes, provider contour (none by default).
+    #[arg(long)]
+    ingress_class: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -229,6 +235,10 @@ fn main() -> ExitCode {
             let identity = args
                 .identity
                 .unwrap_or_else(|| format!("serin-{}", std::process::id()));
+            serin::routing::configure(serin::routing::RouterFlags {
+                ingress_annotations_prefix: Some(args.ingress_annotations_prefix.clone()),
+                ingress_class: args.ingress_class.clone().filter(|c| !c.is_empty()),
+            });
             let config = RunConfig {
                 defaults: ControllerDefaults {
                     provider: args.provider,

@@ -20,7 +20,12 @@ use crate::api::Canary;
 use crate::api::canary::TOTAL_WEIGHT;
 use crate::vocabulary::{Traffic, Weights};
 
-pub struct ContourRouter;
+#[derive(Default)]
+pub struct ContourRouter {
+    /// `spec.ingressClassName` of the HTTPProxy (`--ingress-class`, Flagger's flag), for a Contour that
+    /// serves only its class.
+    pub ingress_class: Option<String>,
+}
 
 pub fn http_proxies() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -32,6 +37,8 @@ pub fn http_proxies() -> ApiResource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpProxySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_class_name: Option<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
 }
@@ -177,7 +184,10 @@ impl ContourRouter {
             Traffic::Mirrored => return Err(super::no_mirroring(canary, "contour")),
         };
         routes.push(self.route(canary, vec![prefix], split));
-        Ok(HttpProxySpec { routes })
+        Ok(HttpProxySpec {
+            ingress_class_name: self.ingress_class.clone(),
+            routes,
+        })
     }
 
     fn object(&self, canary: &Canary, spec: &HttpProxySpec) -> DynamicObject {

@@ -11,7 +11,7 @@ pub mod services;
 pub mod smi;
 pub mod traefik;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kube::api::{ApiResource, DynamicObject};
 
@@ -29,12 +29,44 @@ impl RouterKind {
             RouterKind::SmiV1alpha1 => &smi::SMI_V1ALPHA1,
             RouterKind::SmiV1alpha2 => &smi::SMI_V1ALPHA2,
             RouterKind::SmiV1alpha3 => &smi::SMI_V1ALPHA3,
-            RouterKind::Nginx => &nginx::NginxRouter,
-            RouterKind::Contour => &contour::ContourRouter,
+            RouterKind::Nginx => NGINX.get_or_init(|| {
+                nginx::NginxRouter::with_prefix(
+                    flags()
+                        .ingress_annotations_prefix
+                        .as_deref()
+                        .unwrap_or(nginx::PREFIX),
+                )
+            }),
+            RouterKind::Contour => CONTOUR.get_or_init(|| contour::ContourRouter {
+                ingress_class: flags().ingress_class.clone(),
+            }),
             RouterKind::Traefik => &traefik::TraefikRouter,
             RouterKind::Kubernetes => &kubernetes::KubernetesRouter,
         }
     }
+}
+
+/// The controller flags routers take, with Flagger's names: set once at startup, before any router is
+/// used.
+#[derive(Debug, Clone, Default)]
+pub struct RouterFlags {
+    /// `--ingress-annotations-prefix`: the annotations' prefix of NGINX ingresses.
+    pub ingress_annotations_prefix: Option<String>,
+    /// `--ingress-class`: the `ingressClassName` of Contour's HTTPProxies.
+    pub ingress_class: Option<String>,
+}
+
+static FLAGS: OnceLock<RouterFlags> = OnceLock::new();
+static NGINX: OnceLock<nginx::NginxRouter> = OnceLock::new();
+static CONTOUR: OnceLock<contour::ContourRouter> = OnceLock::new();
+
+/// Sets the routers' flags; false when they were already set (or a router already built without them).
+pub fn configure(flags: RouterFlags) -> bool {
+    FLAGS.set(flags).is_ok()
+}
+
+fn flags() -> &'static RouterFlags {
+    FLAGS.get_or_init(RouterFlags::default)
 }
 
 /// The Services a Canary's routes send traffic to.

@@ -2,7 +2,8 @@
 //! Service) is copied as `<ingress>-canary` with its backend pointed at `<service>-canary` and ingress-nginx's
 //! canary annotations: `canary: "true"` and `canary-weight` for a split; for A/B, `canary-by-header` (with
 //! `-value` for an exact match or `-pattern` for a regex) or `canary-by-cookie`, as Flagger sets them. The
-//! user's Ingress is only read. Annotations use ingress-nginx's default prefix `nginx.ingress.kubernetes.io`.
+//! user's Ingress is only read. Annotations use ingress-nginx's default prefix `nginx.ingress.kubernetes.io`,
+//! or the one `--ingress-annotations-prefix` gives (ingress-nginx's `--annotations-prefix`, Flagger's flag).
 
 use std::collections::BTreeMap;
 
@@ -16,19 +17,37 @@ use crate::api::Canary;
 use crate::api::canary::TOTAL_WEIGHT;
 use crate::vocabulary::{Traffic, Weights};
 
-pub struct NginxRouter;
+pub struct NginxRouter {
+    /// The annotations' prefix, as the ingress controller reads them.
+    prefix: String,
+}
 
+/// ingress-nginx's default annotations prefix.
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io";
+
+impl Default for NginxRouter {
+    fn default() -> Self {
+        Self::with_prefix(PREFIX)
+    }
+}
+
+impl NginxRouter {
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+}
 
 pub fn ingresses() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
         "ingresses",
     )
-}
-
-fn key(name: &str) -> String {
-    format!("{PREFIX}/{name}")
 }
 
 /// The Ingress the Canary names; Err when spec.ingressRef is missing.
@@ -48,7 +67,10 @@ fn reference(canary: &Canary) -> Result<String, RoutingError> {
 
 /// The A/B annotations for the analysis' match, as Flagger reads it: a `cookie` header's exact value is
 /// the cookie's name; another header's exact value or regex selects by that header.
-fn match_annotations(canary: &Canary) -> Result<BTreeMap<String, String>, RoutingError> {
+fn match_annotations(
+    canary: &Canary,
+    key: impl Fn(&str) -> String,
+) -> Result<BTreeMap<String, String>, RoutingError> {
     let mut out = BTreeMap::new();
     let given = canary
         .spec
@@ -154,17 +176,17 @@ impl Router for NginxRouter {
             .annotations()
             .iter()
             .filter(|(k, _)| {
-                !k.starts_with(&key("canary"))
+                !k.starts_with(&self.key("canary"))
                     && *k != "kubectl.kubernetes.io/last-applied-configuration"
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        annotations.insert(key("canary"), "true".into());
+        annotations.insert(self.key("canary"), "true".into());
         match traffic {
             Traffic::Split(w) => {
-                annotations.insert(key("canary-weight"), w.canary.to_string());
+                annotations.insert(self.key("canary-weight"), w.canary.to_string());
             }
-            Traffic::Matched => annotations.extend(match_annotations(canary)?),
+            Traffic::Matched => annotations.extend(match_annotations(canary, |k| self.key(k))?),
             Traffic::Mirrored => return Err(super::no_mirroring(canary, "nginx")),
         }
         let canary_name = format!("{name}-canary");
@@ -189,16 +211,16 @@ impl Router for NginxRouter {
 
     fn traffic(&self, _: &Canary, route: &DynamicObject) -> Option<Traffic> {
         let annotations = route.annotations();
-        if annotations.get(&key("canary")).map(String::as_str) != Some("true") {
+        if annotations.get(&self.key("canary")).map(String::as_str) != Some("true") {
             return Some(Traffic::Split(Weights::canary(0)));
         }
-        if annotations.contains_key(&key("canary-by-header"))
-            || annotations.contains_key(&key("canary-by-cookie"))
+        if annotations.contains_key(&self.key("canary-by-header"))
+            || annotations.contains_key(&self.key("canary-by-cookie"))
         {
             return Some(Traffic::Matched);
         }
         let weight: i32 = annotations
-            .get(&key("canary-weight"))?
+            .get(&self.key("canary-weight"))?
             .trim()
             .parse()
             .ok()?;

@@ -26,7 +26,7 @@ fn a_split_is_one_route_with_the_services_settings() {
             "match": [{"uri": {"prefix": "/api"}}]}),
         json!({"stepWeight": 10}),
     );
-    let objects = ContourRouter
+    let objects = ContourRouter::default()
         .desired(&c, Traffic::Split(Weights::canary(30)))
         .unwrap();
     assert_eq!(objects.len(), 1);
@@ -50,7 +50,7 @@ fn a_split_is_one_route_with_the_services_settings() {
         }]})
     );
     assert_eq!(
-        ContourRouter.traffic(&c, proxy),
+        ContourRouter::default().traffic(&c, proxy),
         Some(Traffic::Split(Weights::canary(30)))
     );
 }
@@ -64,7 +64,9 @@ fn ab_gives_each_match_its_own_route_before_the_split() {
             {"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}},
             {"headers": {"x-tier": {"suffix": "beta"}}}]}),
     );
-    let proxy = &ContourRouter.desired(&c, Traffic::Matched).unwrap()[0];
+    let proxy = &ContourRouter::default()
+        .desired(&c, Traffic::Matched)
+        .unwrap()[0];
     let routes = proxy.data["spec"]["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 4);
     // Within one route the conditions are ANDed: both headers of the first entry.
@@ -89,7 +91,10 @@ fn ab_gives_each_match_its_own_route_before_the_split() {
     assert_eq!(routes[3]["conditions"], json!([{"prefix": "/"}]));
     assert_eq!(routes[3]["services"][0]["weight"], 100);
     assert_eq!(routes[3]["services"][1]["weight"], 0);
-    assert_eq!(ContourRouter.traffic(&c, proxy), Some(Traffic::Matched));
+    assert_eq!(
+        ContourRouter::default().traffic(&c, proxy),
+        Some(Traffic::Matched)
+    );
 }
 
 #[test]
@@ -98,13 +103,17 @@ fn ab_without_a_header_is_refused_naming_the_field() {
         json!({}),
         json!({"iterations": 5, "match": [{"sourceLabels": {"app": "x"}}]}),
     );
-    let err = ContourRouter.desired(&c, Traffic::Matched).unwrap_err();
+    let err = ContourRouter::default()
+        .desired(&c, Traffic::Matched)
+        .unwrap_err();
     assert!(err.to_string().contains("spec.analysis.match"), "{err}");
     let c = canary(
         json!({}),
         json!({"iterations": 5, "match": [{"headers": {"x": {"present": true}}}]}),
     );
-    let err = ContourRouter.desired(&c, Traffic::Matched).unwrap_err();
+    let err = ContourRouter::default()
+        .desired(&c, Traffic::Matched)
+        .unwrap_err();
     assert!(err.to_string().contains("headers.x"), "{err}");
 }
 
@@ -118,19 +127,19 @@ fn weights_are_read_back_as_stored() {
         {"name": "podinfo-canary", "port": 9898, "weight": 1},
         {"name": "other", "port": 80, "weight": 50}]}]}});
     assert_eq!(
-        ContourRouter.traffic(&c, &proxy),
+        ContourRouter::default().traffic(&c, &proxy),
         Some(Traffic::Split(Weights::canary(25)))
     );
     proxy.data = json!({"spec": {"routes": [{"services": [
         {"name": "podinfo-primary", "port": 9898},
         {"name": "podinfo-canary", "port": 9898}]}]}});
-    assert_eq!(ContourRouter.traffic(&c, &proxy), None);
+    assert_eq!(ContourRouter::default().traffic(&c, &proxy), None);
 }
 
 #[test]
 fn handed_back_sends_every_route_to_the_apex_without_the_owner() {
     let c = canary(json!({"timeout": "15s"}), json!({}));
-    let proxy = &ContourRouter.handed_back(&c).unwrap()[0];
+    let proxy = &ContourRouter::default().handed_back(&c).unwrap()[0];
     assert!(proxy.metadata.owner_references.is_none());
     assert_eq!(
         proxy.data["spec"]["routes"][0]["services"],
@@ -140,4 +149,25 @@ fn handed_back_sends_every_route_to_the_apex_without_the_owner() {
         proxy.data["spec"]["routes"][0]["timeoutPolicy"]["response"],
         "15s"
     );
+}
+
+/// `--ingress-class`: the HTTPProxy carries the class, as Flagger sets it; none by default.
+#[test]
+fn the_ingress_class_is_set_when_configured() {
+    let c = canary(json!({}), json!({"stepWeight": 10}));
+    let router = ContourRouter {
+        ingress_class: Some("internal".into()),
+    };
+    let proxy = &router
+        .desired(&c, Traffic::Split(Weights::canary(10)))
+        .unwrap()[0];
+    assert_eq!(proxy.data["spec"]["ingressClassName"], "internal");
+    assert_eq!(
+        router.traffic(&c, proxy),
+        Some(Traffic::Split(Weights::canary(10)))
+    );
+    let proxy = &ContourRouter::default()
+        .desired(&c, Traffic::Split(Weights::canary(10)))
+        .unwrap()[0];
+    assert!(proxy.data["spec"].get("ingressClassName").is_none());
 }

@@ -40,7 +40,7 @@ fn users_ingress() -> Vec<(ApiResource, Arc<DynamicObject>)> {
 #[test]
 fn the_canary_ingress_copies_the_users_with_the_canary_backend_and_weight() {
     let c = canary(json!({"stepWeight": 10}));
-    let objects = NginxRouter
+    let objects = NginxRouter::default()
         .desired_from(&c, Traffic::Split(Weights::canary(30)), &users_ingress())
         .unwrap();
     assert_eq!(objects.len(), 1, "the user's Ingress is never written");
@@ -74,7 +74,7 @@ fn the_canary_ingress_copies_the_users_with_the_canary_backend_and_weight() {
     );
     assert_eq!(ing.data["spec"]["ingressClassName"], "nginx");
     assert_eq!(
-        NginxRouter.traffic(&c, ing),
+        NginxRouter::default().traffic(&c, ing),
         Some(Traffic::Split(Weights::canary(30)))
     );
 }
@@ -84,7 +84,7 @@ fn ab_sets_the_header_or_cookie_annotations() {
     let c = canary(json!({"iterations": 3, "match": [
         {"headers": {"x-canary": {"exact": "insider"}}},
         {"headers": {"cookie": {"exact": "canary"}}}]}));
-    let ing = &NginxRouter
+    let ing = &NginxRouter::default()
         .desired_from(&c, Traffic::Matched, &users_ingress())
         .unwrap()[0];
     let a = ing.annotations();
@@ -98,11 +98,14 @@ fn ab_sets_the_header_or_cookie_annotations() {
     );
     assert_eq!(a["nginx.ingress.kubernetes.io/canary-by-cookie"], "canary");
     assert!(!a.contains_key("nginx.ingress.kubernetes.io/canary-weight"));
-    assert_eq!(NginxRouter.traffic(&c, ing), Some(Traffic::Matched));
+    assert_eq!(
+        NginxRouter::default().traffic(&c, ing),
+        Some(Traffic::Matched)
+    );
 
     let c =
         canary(json!({"iterations": 3, "match": [{"headers": {"x-canary": {"regex": "^in.*"}}}]}));
-    let ing = &NginxRouter
+    let ing = &NginxRouter::default()
         .desired_from(&c, Traffic::Matched, &users_ingress())
         .unwrap()[0];
     assert_eq!(
@@ -111,7 +114,7 @@ fn ab_sets_the_header_or_cookie_annotations() {
     );
     let c =
         canary(json!({"iterations": 3, "match": [{"headers": {"x-canary": {"prefix": "in"}}}]}));
-    let err = NginxRouter
+    let err = NginxRouter::default()
         .desired_from(&c, Traffic::Matched, &users_ingress())
         .unwrap_err();
     assert!(err.to_string().contains("prefix"), "{err}");
@@ -120,7 +123,7 @@ fn ab_sets_the_header_or_cookie_annotations() {
 #[test]
 fn a_missing_reference_or_backend_is_named() {
     let mut c = canary(json!({}));
-    let err = NginxRouter
+    let err = NginxRouter::default()
         .desired_from(&c, Traffic::Split(Weights::canary(0)), &[])
         .unwrap_err();
     assert!(
@@ -128,7 +131,7 @@ fn a_missing_reference_or_backend_is_named() {
         "{err}"
     );
     c.spec.service.name = Some("other".into());
-    let err = NginxRouter
+    let err = NginxRouter::default()
         .desired_from(&c, Traffic::Split(Weights::canary(0)), &users_ingress())
         .unwrap_err();
     assert!(
@@ -136,11 +139,11 @@ fn a_missing_reference_or_backend_is_named() {
         "{err}"
     );
     c.spec.ingress_ref = None;
-    let err = NginxRouter
+    let err = NginxRouter::default()
         .desired(&c, Traffic::Split(Weights::canary(0)))
         .unwrap_err();
     assert!(err.to_string().contains("spec.ingressRef"), "{err}");
-    assert!(NginxRouter.objects(&c).is_empty());
+    assert!(NginxRouter::default().objects(&c).is_empty());
 }
 
 #[test]
@@ -161,13 +164,39 @@ fn weights_are_read_back_from_the_annotations() {
         .into(),
     );
     assert_eq!(
-        NginxRouter.traffic(&c, &ing),
+        NginxRouter::default().traffic(&c, &ing),
         Some(Traffic::Split(Weights::canary(45)))
     );
     // Not a canary Ingress (any more): nothing goes to the canary.
     ing.metadata.annotations = Some(BTreeMap::new());
     assert_eq!(
-        NginxRouter.traffic(&c, &ing),
+        NginxRouter::default().traffic(&c, &ing),
         Some(Traffic::Split(Weights::canary(0)))
+    );
+}
+
+/// `--ingress-annotations-prefix`: the canary Ingress's annotations, and its weight read back, use the
+/// ingress controller's prefix.
+#[test]
+fn annotations_use_the_configured_prefix() {
+    let router = NginxRouter::with_prefix("ingress.example.com/");
+    let c = canary(json!({"stepWeight": 10}));
+    let ing = &router
+        .desired_from(&c, Traffic::Split(Weights::canary(30)), &users_ingress())
+        .unwrap()[0];
+    let a = ing.annotations();
+    assert_eq!(
+        a.get("ingress.example.com/canary").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        a.get("ingress.example.com/canary-weight")
+            .map(String::as_str),
+        Some("30")
+    );
+    assert!(!a.keys().any(|k| k.starts_with(PREFIX)), "{a:?}");
+    assert_eq!(
+        router.traffic(&c, ing),
+        Some(Traffic::Split(Weights::canary(30)))
     );
 }
