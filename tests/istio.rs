@@ -261,7 +261,7 @@ async fn mirroring_copies_requests_to_the_canary_whose_errors_never_reach_users(
     .await
     .expect("the users' requests");
     // A pod's failure is a 500 (the only pods that fail are the canary's); a 503 is the simulator's "no
-    // ready endpoint", which the primary's bootstrap may show under load and is not the mirror's doing.
+    // ready endpoint": neither may reach a user (the route switches to the primary only once it is ready).
     let users_answered_by_failing_pods = prometheus_value(&format!(
         r#"sum(trafficsim_requests_total{{namespace="{ns}", route="podinfo", code="500"}}) or vector(0)"#
     ))
@@ -280,6 +280,10 @@ async fn mirroring_copies_requests_to_the_canary_whose_errors_never_reach_users(
     assert_eq!(
         users_answered_by_failing_pods, 0.0,
         "the canary's errors reached users"
+    );
+    assert_eq!(
+        users_without_endpoint, 0.0,
+        "users found no ready endpoint"
     );
 
     // A good revision is mirrored through the iterations, then gets all traffic, then is promoted.
