@@ -10,7 +10,9 @@ use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 use serin::api::{Canary, Phase};
 use serin_e2e::podinfo::{wait_phase, wait_promoted};
-use serin_e2e::rollout::{WeightRecorder, hold_and_measure, resume, roll_out, wait_weight};
+use serin_e2e::rollout::{
+    WeightRecorder, hold_and_measure, mirrored_faulty_rolled_back, resume, roll_out, wait_weight,
+};
 use serin_e2e::{SerinProcess, annotate, apply, client, install_crds, namespace};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -23,6 +25,24 @@ fn routes(version: &str, kind: &str, plural: &str) -> ApiResource {
 }
 
 async fn start(prefix: &str, provider: &str, service: Value) -> (Client, String, SerinProcess) {
+    start_with(
+        prefix,
+        provider,
+        service,
+        json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1}),
+    )
+    .await
+}
+
+/// `start` with `analysis` (and the request-success-rate check).
+async fn start_with(
+    prefix: &str,
+    provider: &str,
+    service: Value,
+    mut analysis: Value,
+) -> (Client, String, SerinProcess) {
+    analysis["metrics"] =
+        json!([{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]);
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
@@ -33,8 +53,7 @@ async fn start(prefix: &str, provider: &str, service: Value) -> (Client, String,
     }
     apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
         "spec": {"provider": provider, "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": svc, "analysis": {"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1,
-                "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]}}}))
+            "service": svc, "analysis": analysis}}))
     .await;
     let serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
@@ -133,4 +152,41 @@ async fn provider_gatewayapi_v1beta1_writes_its_http_route_at_v1beta1() {
         Some("gateway.networking.k8s.io/v1beta1")
     );
     steps_and_promotes(&client, &ns, &v1beta1, "the v1beta1 HTTPRoute").await;
+}
+
+/// Mirroring through an HTTPRoute's RequestMirror filter: a revision failing half its requests gets half
+/// the copies (mirrorWeight 50), is rolled back on their errors, and no user request reaches it.
+#[tokio::test]
+async fn mirroring_through_an_http_route_keeps_the_canarys_errors_from_users() {
+    let (client, ns, _serin) = start_with(
+        "gw-mirror",
+        "gatewayapi",
+        json!({}),
+        json!({"interval": "2s", "iterations": 3, "threshold": 1, "mirror": true, "mirrorWeight": 50}),
+    )
+    .await;
+    let http = routes("v1", "HTTPRoute", "httproutes");
+    annotate(
+        &client,
+        &ns,
+        &http,
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": "100"}),
+    )
+    .await;
+    let (copies_failed, users) = mirrored_faulty_rolled_back(&client, &ns, "podinfo", || async {
+        route(&client, &ns, &http).await.is_some_and(|r| {
+            r.data["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"] == 50
+        })
+    })
+    .await;
+    eprintln!(
+        "measured: gatewayapi mirroring: {copies_failed} failed copies at the canary, 0 of {users} user requests failed"
+    );
+    let r = route(&client, &ns, &http).await.unwrap();
+    assert!(
+        r.data["spec"]["rules"][0].get("filters").is_none(),
+        "the mirror is gone after the rollback: {}",
+        r.data["spec"]
+    );
 }

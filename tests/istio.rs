@@ -281,10 +281,7 @@ async fn mirroring_copies_requests_to_the_canary_whose_errors_never_reach_users(
         users_answered_by_failing_pods, 0.0,
         "the canary's errors reached users"
     );
-    assert_eq!(
-        users_without_endpoint, 0.0,
-        "users found no ready endpoint"
-    );
+    assert_eq!(users_without_endpoint, 0.0, "users found no ready endpoint");
 
     // A good revision is mirrored through the iterations, then gets all traffic, then is promoted.
     wait_window_empty(&format!(

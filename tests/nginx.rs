@@ -85,7 +85,7 @@ async fn a_canary_ingress_steps_by_weight_and_a_faulty_image_is_rolled_back() {
     let checks = json!([
         {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
         {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]);
-    let (client, ns, _serin) = start(
+    let (client, ns, serin) = start(
         "nginx",
         json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1, "metrics": checks}),
         None,
@@ -115,6 +115,11 @@ async fn a_canary_ingress_steps_by_weight_and_a_faulty_image_is_rolled_back() {
     let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
     eprintln!("measured: nginx canary share {share:.1}% at weight 25");
     assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
+    // A new Serin process resumes where the canary Ingress says.
+    drop(serin);
+    let _serin = SerinProcess::start(SERIN, &ns, "b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(canary_weight(&client, &ns).await, Some(25));
     resume(&client, &ns).await;
     wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
     assert_eq!(recorder.stop().await, [0, 25, 50, 0]);

@@ -68,7 +68,7 @@ async fn a_good_image_steps_through_the_traefik_service_and_a_faulty_one_is_roll
     let checks = json!([
         {"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}},
         {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]);
-    let (client, ns, _serin) = start(
+    let (client, ns, serin) = start(
         "traefik",
         json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1, "metrics": checks}),
     )
@@ -94,6 +94,11 @@ async fn a_good_image_steps_through_the_traefik_service_and_a_faulty_one_is_roll
     let share = hold_and_measure(&client, &ns, &canary_share(&ns)).await;
     eprintln!("measured: traefik canary share {share:.1}% at weight 25");
     assert!((share - 25.0).abs() <= 6.0, "the canary got {share:.1}%");
+    // A new Serin process resumes where the TraefikService says.
+    drop(serin);
+    let _serin = SerinProcess::start(SERIN, &ns, "b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(canary_weight(&client, &ns).await, Some(25));
     resume(&client, &ns).await;
     wait_promoted(&client, &ns, "podinfo:2.0.0", Duration::from_secs(60)).await;
     assert_eq!(recorder.stop().await, [0, 25, 50, 0]);
@@ -132,4 +137,48 @@ async fn ab_is_refused_by_name() {
     )
     .await;
     assert_eq!(canary_weight(&client, &ns).await, Some(0));
+}
+
+/// Mirroring through the TraefikService's `mirroring`: a revision failing half its requests gets half the
+/// copies, is rolled back on their errors, and no user request reaches it.
+#[tokio::test]
+async fn mirroring_keeps_the_canarys_errors_from_users() {
+    let checks =
+        json!([{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]);
+    let (client, ns, _serin) = start(
+        "traefik-mirror",
+        json!({"interval": "2s", "iterations": 3, "threshold": 1, "mirror": true, "mirrorWeight": 50,
+            "metrics": checks}),
+    )
+    .await;
+    annotate(
+        &client,
+        &ns,
+        &traefik_services(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": "100"}),
+    )
+    .await;
+    let service = || async {
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &traefik_services())
+            .get("podinfo")
+            .await
+            .ok()
+    };
+    let (copies_failed, users) =
+        serin_e2e::rollout::mirrored_faulty_rolled_back(&client, &ns, "podinfo", || async {
+            service().await.is_some_and(|s| {
+                s.data["spec"]["mirroring"]["mirrors"][0]["name"] == "podinfo-canary"
+            })
+        })
+        .await;
+    eprintln!(
+        "measured: traefik mirroring: {copies_failed} failed copies at the canary, 0 of {users} user requests failed"
+    );
+    let s = service().await.unwrap();
+    assert!(
+        s.data["spec"].get("mirroring").is_none(),
+        "the mirror is gone after the rollback: {}",
+        s.data["spec"]
+    );
 }

@@ -128,3 +128,68 @@ pub async fn faulty_rolled_back(client: &Client, ns: &str, image: &str, kept: &s
     assert!(why.contains("request-success-rate"), "{why}");
     assert_eq!(image_of(client, ns, "podinfo-primary").await.0, kept);
 }
+
+/// Blue/green mirroring of a revision failing half its requests, judged on the copies alone: waits for
+/// `mirrored` (the route read back as mirroring) and for the rollback, then returns (failed copies at the
+/// canary's pods, the users' requests through route `route`). Asserts no user request was answered by a
+/// failing pod (500) or found no ready endpoint (503).
+pub async fn mirrored_faulty_rolled_back<F, Fut>(
+    client: &Client,
+    ns: &str,
+    route: &str,
+    mirrored: F,
+) -> (f64, f64)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    roll_out(client, ns, "podinfo:2.0.0", 0.5).await;
+    wait_for(
+        "the route to mirror to the canary",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            if mirrored().await {
+                Ok(())
+            } else {
+                Err("not mirroring".to_string())
+            }
+        },
+    )
+    .await;
+    let failed = wait_phase(client, ns, Phase::Failed, Duration::from_secs(60)).await;
+    assert!(
+        failed.conditions.iter().any(|c| c
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("request-success-rate")),
+        "{:?}",
+        failed.conditions
+    );
+    let sel = format!(
+        r#"kubernetes_namespace="{ns}", kubernetes_pod_name=~"podinfo-[0-9a-z]+-[0-9a-z]+""#
+    );
+    let copies_failed = prometheus_value(&format!(
+        r#"sum(http_request_duration_seconds_count{{{sel}, status="500"}})"#
+    ))
+    .await
+    .expect("the canary's pods counted the mirrored copies");
+    let users = prometheus_value(&format!(
+        r#"sum(trafficsim_requests_total{{namespace="{ns}", route="{route}"}})"#
+    ))
+    .await
+    .expect("the users' requests");
+    let users_failed = prometheus_query(&format!(
+        r#"sum(trafficsim_requests_total{{namespace="{ns}", route="{route}", code=~"500|503"}})"#
+    ))
+    .await
+    .expect("Prometheus answers");
+    assert!(copies_failed > 0.0, "no copy reached the canary");
+    assert!(users > 0.0);
+    assert!(
+        users_failed.iter().all(|n| *n == 0.0),
+        "users were answered by the canary or found no endpoint: {users_failed:?}"
+    );
+    (copies_failed, users)
+}

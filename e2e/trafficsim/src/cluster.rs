@@ -84,13 +84,17 @@ impl ClusterView {
             .flat_map(|source| source(&self.warnings))
             .collect();
         routes.extend(extra_routes);
+        // The Services requests or their copies go to: a mirror that is no backend (a TraefikService's
+        // `mirroring` lists the canary only as a mirror) needs its endpoints too.
         let wanted: HashSet<&ServiceKey> = routes
             .iter()
             .flat_map(|r| &r.rules)
-            .flat_map(|rule| &rule.backends)
-            .filter_map(|b| match &b.target {
-                crate::model::BackendTarget::Service(key) => Some(key),
-                crate::model::BackendTarget::Unsupported(_) => None,
+            .flat_map(|rule| {
+                let backends = rule.backends.iter().filter_map(|b| match &b.target {
+                    crate::model::BackendTarget::Service(key) => Some(key),
+                    crate::model::BackendTarget::Unsupported(_) => None,
+                });
+                backends.chain(rule.mirrors.iter().map(|m| &m.service))
             })
             .collect();
         let pods = self.pods.state();
