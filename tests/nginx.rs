@@ -289,22 +289,7 @@ async fn an_app_serving_through_its_ingress_is_adopted_without_a_failed_request(
         json!(apex.spec.and_then(|s| s.selector)),
         json!({"app": "podinfo-primary"})
     );
-    wait_for(
-        "podinfo scaled to zero",
-        Duration::from_secs(30),
-        Duration::from_millis(250),
-        || async {
-            let d = deployments
-                .get("podinfo")
-                .await
-                .map_err(|e| e.to_string())?;
-            match d.spec.and_then(|s| s.replicas) {
-                Some(0) => Ok(()),
-                r => Err(format!("replicas {r:?}")),
-            }
-        },
-    )
-    .await;
+    serin_e2e::podinfo::target_at_zero(&deployments, "podinfo scaled to zero").await;
 
     // Prometheus has scraped past the switch and the scale-down: 3 s more of requests were counted.
     let served = answered(&ns, r#"="200""#).await[0];

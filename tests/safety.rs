@@ -100,26 +100,6 @@ async fn a_restart_resumes_from_the_weight_in_the_route_not_the_status() {
     );
 }
 
-/// Waits until the target's spec says zero replicas.
-async fn target_at_zero(deployments: &Api<Deployment>, what: &str) {
-    wait_for(
-        what,
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let d = deployments
-                .get("podinfo")
-                .await
-                .map_err(|e| e.to_string())?;
-            match d.spec.and_then(|s| s.replicas) {
-                Some(0) => Ok(()),
-                r => Err(format!("{r:?}")),
-            }
-        },
-    )
-    .await;
-}
-
 /// Defect 11: another field manager (Flux's kustomize-controller, say) applies the target's replicas
 /// with force. Serin sets them back once per change, not in a loop.
 #[tokio::test]
@@ -133,7 +113,7 @@ async fn a_second_manager_applying_replicas_does_not_fight_serin_in_a_loop() {
     let serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    target_at_zero(&deployments, "target at 0").await;
+    serin_e2e::podinfo::target_at_zero(&deployments, "target at 0").await;
     let patches = || async {
         serin
             .metric_where(
@@ -155,7 +135,8 @@ async fn a_second_manager_applying_replicas_does_not_fight_serin_in_a_loop() {
             )
             .await
             .unwrap();
-        target_at_zero(&deployments, "Serin to scale the target back to 0").await;
+        serin_e2e::podinfo::target_at_zero(&deployments, "Serin to scale the target back to 0")
+            .await;
     }
     // Quiet for a while: nobody writes replicas again.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -226,3 +226,23 @@ pub async fn wait_promoted(client: &Client, ns: &str, image: &str, timeout: Dura
     )
     .await;
 }
+
+/// Waits until the target podinfo's spec says zero replicas.
+pub async fn target_at_zero(deployments: &Api<Deployment>, what: &str) {
+    wait_for(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || async {
+            let d = deployments
+                .get("podinfo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match d.spec.and_then(|s| s.replicas) {
+                Some(0) => Ok(()),
+                r => Err(format!("replicas {r:?}")),
+            }
+        },
+    )
+    .await;
+}

@@ -5,9 +5,9 @@
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use super::httproute::{Rule, sim_rules};
+use super::httproute::{Rule, gateway_route};
 use super::{RouteObject, RouteSettings};
-use crate::model::{Precedence, SimRoute};
+use crate::model::SimRoute;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default)]
 #[kube(
@@ -27,18 +27,7 @@ impl RouteObject for GRPCRoute {
     const PROVIDER: &'static str = "gatewayapi-grpc";
 
     fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
-        let namespace = self.metadata.namespace.clone().unwrap_or_default();
-        Ok(SimRoute {
-            provider: Self::PROVIDER,
-            name: self.metadata.name.clone().unwrap_or_default(),
-            rules: sim_rules(&self.spec.rules, &namespace)?,
-            namespace,
-            rps: settings.rps,
-            request_mix: settings.request_mix,
-            precedence: Precedence::MostSpecific,
-            proxy: None,
-            clients: settings.clients,
-        })
+        gateway_route(Self::PROVIDER, &self.metadata, &self.spec.rules, settings)
     }
 }
 

@@ -73,23 +73,33 @@ impl RouteObject for HTTPRoute {
     const PROVIDER: &'static str = "gatewayapi";
 
     fn to_sim_route(&self, settings: RouteSettings) -> Result<SimRoute, String> {
-        let namespace = self.metadata.namespace.clone().unwrap_or_default();
-        Ok(SimRoute {
-            provider: Self::PROVIDER,
-            name: self.metadata.name.clone().unwrap_or_default(),
-            rules: sim_rules(&self.spec.rules, &namespace)?,
-            namespace,
-            rps: settings.rps,
-            request_mix: settings.request_mix,
-            precedence: Precedence::MostSpecific,
-            proxy: None,
-            clients: settings.clients,
-        })
+        gateway_route(Self::PROVIDER, &self.metadata, &self.spec.rules, settings)
     }
 }
 
+/// A Gateway API route (an HTTPRoute, a GRPCRoute) as the simulator runs it.
+pub(super) fn gateway_route(
+    provider: &'static str,
+    metadata: &kube::api::ObjectMeta,
+    rules: &[Rule],
+    settings: RouteSettings,
+) -> Result<SimRoute, String> {
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    Ok(SimRoute {
+        provider,
+        name: metadata.name.clone().unwrap_or_default(),
+        rules: sim_rules(rules, &namespace)?,
+        namespace,
+        rps: settings.rps,
+        request_mix: settings.request_mix,
+        precedence: Precedence::MostSpecific,
+        proxy: None,
+        clients: settings.clients,
+    })
+}
+
 /// Gateway API rules (an HTTPRoute's, a GRPCRoute's) as the simulator runs them.
-pub(super) fn sim_rules(rules: &[Rule], namespace: &str) -> Result<Vec<SimRule>, String> {
+fn sim_rules(rules: &[Rule], namespace: &str) -> Result<Vec<SimRule>, String> {
     rules
         .iter()
         .enumerate()
