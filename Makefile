@@ -2,7 +2,7 @@
 # bash: bench needs pipefail.
 SHELL := /bin/bash
 
-.PHONY: demo test unit bench crds cluster-up cluster-down
+.PHONY: demo test unit bench bench-decisions crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio,
 # linkerd, nginx, contour, traefik).
@@ -28,6 +28,12 @@ bench:
 	| grep -o 'measured:.*'
 	@start=$$(date +%s) && $(MAKE) --no-print-directory demo >/dev/null && \
 	echo "measured: make demo took $$(( $$(date +%s) - start ))s"
+
+# How well each judge decides (Flagger-style thresholds, Kayenta-style Mann-Whitney, Serin's sequential judge)
+# over simulated canaries: seeded, no cluster. Writes e2e/decisions/results/ (a TSV, committed; two SVG plots).
+# RUNS=200 for a quick look.
+bench-decisions:
+	cargo run --release --quiet -p serin-decisions
 
 # Regenerates crds/ from the Rust types (a test fails when it is stale).
 crds:

@@ -12,6 +12,7 @@ pub mod builtin;
 pub mod judge;
 pub mod prometheus;
 pub mod provider;
+pub mod statistics;
 pub mod template;
 
 use std::collections::BTreeMap;
