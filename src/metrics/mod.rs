@@ -9,6 +9,7 @@
 //! secretRef or headers needs its own address, since its credentials go nowhere else.
 
 pub mod builtin;
+pub mod counts;
 pub mod judge;
 pub mod prometheus;
 pub mod provider;

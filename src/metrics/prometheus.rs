@@ -56,8 +56,8 @@ struct Data {
     result: serde_json::Value,
 }
 
-/// Reads the body of `/api/v1/query`. Pure, so every shape is tested without a server.
-pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answer, QueryError> {
+/// The data of a successful answer of `/api/v1/query`, or why there is none.
+fn data_of(address: &str, http_status: u16, body: &str) -> Result<Data, QueryError> {
     let server = format!("Prometheus at {address}");
     let bad = |message: String| QueryError::BadAnswer {
         server: server.clone(),
@@ -88,9 +88,19 @@ pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answe
             message: format!("{kind}: {message}"),
         });
     }
-    let data = parsed
+    parsed
         .data
-        .ok_or_else(|| bad("a successful answer without data".into()))?;
+        .ok_or_else(|| bad("a successful answer without data".into()))
+}
+
+/// Reads the body of `/api/v1/query`. Pure, so every shape is tested without a server.
+pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answer, QueryError> {
+    let server = format!("Prometheus at {address}");
+    let bad = |message: String| QueryError::BadAnswer {
+        server: server.clone(),
+        message,
+    };
+    let data = data_of(address, http_status, body)?;
     let sample_value = |pair: &serde_json::Value| -> Result<f64, QueryError> {
         let text = pair
             .get(1)
@@ -143,6 +153,54 @@ pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answe
     })
 }
 
+/// One series of an instant vector: its labels and its value.
+pub type Sample = (BTreeMap<String, String>, f64);
+
+/// Reads the body of `/api/v1/query` as an instant vector of any number of series (an empty vector is no
+/// series; a scalar is one series without labels). Pure.
+pub fn parse_vector(
+    address: &str,
+    http_status: u16,
+    body: &str,
+) -> Result<Vec<Sample>, QueryError> {
+    let bad = |message: String| QueryError::BadAnswer {
+        server: format!("Prometheus at {address}"),
+        message,
+    };
+    let data = data_of(address, http_status, body)?;
+    let value = |pair: &serde_json::Value| -> Result<f64, QueryError> {
+        let text = pair
+            .get(1)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("a sample without a value: {pair}")))?;
+        text.parse::<f64>()
+            .map_err(|_| bad(format!("a sample value that is not a number: {text:?}")))
+    };
+    match data.result_type.as_str() {
+        "scalar" => Ok(vec![(BTreeMap::new(), value(&data.result)?)]),
+        "vector" => data
+            .result
+            .as_array()
+            .ok_or_else(|| bad("a vector answer whose result is not a list".into()))?
+            .iter()
+            .map(|series| {
+                let labels = series["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok((labels, value(&series["value"])?))
+            })
+            .collect(),
+        other => Err(bad(format!(
+            "the query returned a {other}; the judge needs an instant vector"
+        ))),
+    }
+}
+
 /// A TLS setup: the CA bundle to trust (PEM), and whether to skip verification.
 type TlsSetup = (Option<Vec<u8>>, bool);
 
@@ -190,6 +248,28 @@ impl Prometheus {
         query: &str,
         at: f64,
     ) -> Result<Answer, QueryError> {
+        let (address, status, body) = self.fetch(endpoint, query, at).await?;
+        parse_answer(&address, status, &body)
+    }
+
+    /// Runs `query` as an instant query at `at` and reads every series it returns.
+    pub async fn instant_vector(
+        &self,
+        endpoint: &Endpoint,
+        query: &str,
+        at: f64,
+    ) -> Result<Vec<Sample>, QueryError> {
+        let (address, status, body) = self.fetch(endpoint, query, at).await?;
+        parse_vector(&address, status, &body)
+    }
+
+    /// Sends an instant query; the address, the HTTP status and the body.
+    async fn fetch(
+        &self,
+        endpoint: &Endpoint,
+        query: &str,
+        at: f64,
+    ) -> Result<(String, u16, String), QueryError> {
         let address = endpoint.address.trim_end_matches('/').to_string();
         let url = format!("{address}/api/v1/query");
         let mut request = self
@@ -255,7 +335,7 @@ impl Prometheus {
             }
             body.extend_from_slice(&chunk);
         }
-        parse_answer(&address, status, &String::from_utf8_lossy(&body))
+        Ok((address, status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
 
@@ -374,6 +454,35 @@ mod tests {
         format!(
             r#"{{"status":"success","data":{{"resultType":"{result_type}","result":{result}}}}}"#
         )
+    }
+
+    #[test]
+    fn the_judges_vectors_are_read_series_by_series() {
+        let body = ok(
+            "vector",
+            r#"[{"metric":{"le":"0.1"},"value":[1,"90"]},{"metric":{"le":"+Inf"},"value":[1,"100.5"]}]"#,
+        );
+        let samples = parse_vector(A, 200, &body).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].0.get("le").map(String::as_str), Some("+Inf"));
+        assert_eq!(samples[1].1, 100.5);
+        assert_eq!(parse_vector(A, 200, &ok("vector", "[]")), Ok(vec![]));
+        assert_eq!(
+            parse_vector(A, 200, &ok("scalar", r#"[1,"3"]"#)).unwrap()[0].1,
+            3.0
+        );
+        assert!(matches!(
+            parse_vector(A, 200, &ok("matrix", "[]")),
+            Err(QueryError::BadAnswer { .. })
+        ));
+        assert!(matches!(
+            parse_vector(
+                A,
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#
+            ),
+            Err(QueryError::Refused { .. })
+        ));
     }
 
     #[test]
