@@ -93,6 +93,21 @@ fn data_of(address: &str, http_status: u16, body: &str) -> Result<Data, QueryErr
         .ok_or_else(|| bad("a successful answer without data".into()))
 }
 
+/// The value of a `[time, "value"]` pair.
+fn sample_value(address: &str, pair: &serde_json::Value) -> Result<f64, QueryError> {
+    let bad = |message: String| QueryError::BadAnswer {
+        server: format!("Prometheus at {address}"),
+        message,
+    };
+    let text = pair
+        .get(1)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| bad(format!("a sample without a value: {pair}")))?;
+    // Prometheus writes "NaN", "+Inf" and "-Inf"; Rust's parser reads those spellings too.
+    text.parse::<f64>()
+        .map_err(|_| bad(format!("a sample value that is not a number: {text:?}")))
+}
+
 /// Reads the body of `/api/v1/query`. Pure, so every shape is tested without a server.
 pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answer, QueryError> {
     let server = format!("Prometheus at {address}");
@@ -101,15 +116,7 @@ pub fn parse_answer(address: &str, http_status: u16, body: &str) -> Result<Answe
         message,
     };
     let data = data_of(address, http_status, body)?;
-    let sample_value = |pair: &serde_json::Value| -> Result<f64, QueryError> {
-        let text = pair
-            .get(1)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(format!("a sample without a value: {pair}")))?;
-        // Prometheus writes "NaN", "+Inf" and "-Inf"; Rust's parser reads those spellings too.
-        text.parse::<f64>()
-            .map_err(|_| bad(format!("a sample value that is not a number: {text:?}")))
-    };
+    let sample_value = |pair: &serde_json::Value| sample_value(address, pair);
     let value = match data.result_type.as_str() {
         "scalar" => sample_value(&data.result)?,
         "vector" => {
@@ -168,14 +175,7 @@ pub fn parse_vector(
         message,
     };
     let data = data_of(address, http_status, body)?;
-    let value = |pair: &serde_json::Value| -> Result<f64, QueryError> {
-        let text = pair
-            .get(1)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| bad(format!("a sample without a value: {pair}")))?;
-        text.parse::<f64>()
-            .map_err(|_| bad(format!("a sample value that is not a number: {text:?}")))
-    };
+    let value = |pair: &serde_json::Value| sample_value(address, pair);
     match data.result_type.as_str() {
         "scalar" => Ok(vec![(BTreeMap::new(), value(&data.result)?)]),
         "vector" => data

@@ -104,6 +104,15 @@ struct World {
 }
 
 impl World {
+    fn new(rps: f64, primary_rate: f64, canary_rate: f64, shared: fn(usize) -> f64) -> Self {
+        World {
+            rps,
+            primary_rate,
+            canary_rate,
+            shared,
+        }
+    }
+
     fn tick(&self, t: usize, rng: &mut StdRng) -> Tick {
         let weight = (0.1 * (t + 1) as f64).min(0.5);
         let mut variant = |share: f64, rate: f64| {
@@ -156,24 +165,14 @@ fn incident(t: usize) -> f64 {
 fn a_canary_as_good_as_the_primary_is_rarely_rolled_back_however_long_it_is_watched() {
     // A/A: α_fail is 1%; 1,000 canaries watched for an hour each. Ville's bound makes the true rate well
     // under 1%; 2% leaves room for sampling error only.
-    let world = World {
-        rps: 5.0,
-        primary_rate: 0.01,
-        canary_rate: 0.01,
-        shared: calm,
-    };
+    let world = World::new(5.0, 0.01, 0.01, calm);
     let (failed, _) = world.judge(1_000, 60, 1);
     assert!(failed <= 20, "{failed} of 1000 good canaries rolled back");
 }
 
 #[test]
 fn a_shared_incident_does_not_roll_back_a_good_canary() {
-    let world = World {
-        rps: 50.0,
-        primary_rate: 0.01,
-        canary_rate: 0.01,
-        shared: incident,
-    };
+    let world = World::new(50.0, 0.01, 0.01, incident);
     let (failed, _) = world.judge(300, 20, 2);
     assert!(
         failed <= 6,
@@ -183,21 +182,11 @@ fn a_shared_incident_does_not_roll_back_a_good_canary() {
 
 #[test]
 fn a_canary_one_point_worse_is_rolled_back_and_a_good_one_passes() {
-    let worse = World {
-        rps: 50.0,
-        primary_rate: 0.01,
-        canary_rate: 0.02,
-        shared: calm,
-    };
+    let worse = World::new(50.0, 0.01, 0.02, calm);
     let (failed, passed) = worse.judge(100, 60, 3);
     assert!(failed >= 95, "{failed} of 100 caught ({passed} passed)");
     assert!(passed <= 5, "{passed} of 100 worse canaries passed");
-    let good = World {
-        rps: 50.0,
-        primary_rate: 0.01,
-        canary_rate: 0.01,
-        shared: calm,
-    };
+    let good = World::new(50.0, 0.01, 0.01, calm);
     let (failed, passed) = good.judge(100, 60, 4);
     assert!(
         passed >= 95,
@@ -229,12 +218,7 @@ fn no_data_adds_nothing_and_holds() {
 fn more_bad_canary_events_never_lower_the_fail_e_value() {
     let settings = Settings::errors(2);
     let mut rng = StdRng::seed_from_u64(5);
-    let world = World {
-        rps: 5.0,
-        primary_rate: 0.01,
-        canary_rate: 0.01,
-        shared: calm,
-    };
+    let world = World::new(5.0, 0.01, 0.01, calm);
     for _ in 0..50 {
         let ticks: Vec<Tick> = (0..10).map(|t| world.tick(t, &mut rng)).collect();
         let e_value = |extra: u64| {
