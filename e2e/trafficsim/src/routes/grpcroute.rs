@@ -44,21 +44,13 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> RouteSettings {
-        RouteSettings {
-            rps: 10.0,
-            request_mix: vec![],
-            clients: 0,
-        }
-    }
-
     #[test]
     fn weighted_backends_and_header_matches_are_read() {
         let r = route(serde_json::json!({"rules": [
             {"matches": [{"headers": [{"name": "X-Canary", "value": "insider"}]}],
              "backendRefs": [{"name": "grpc-canary", "weight": 100}]},
             {"backendRefs": [{"name": "grpc-primary", "weight": 75}, {"name": "grpc-canary", "weight": 25}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         assert_eq!(r.provider, "gatewayapi-grpc");
         let insider =
@@ -78,7 +70,7 @@ mod tests {
     fn a_method_match_is_not_simulated() {
         let e = route(serde_json::json!({"rules": [
             {"matches": [{"method": {"service": "shop.Cart", "method": "Add"}}], "backendRefs": []}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap_err();
         assert!(e.contains("gRPC method"), "{e}");
     }

@@ -149,14 +149,6 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> RouteSettings {
-        RouteSettings {
-            rps: 10.0,
-            request_mix: vec![],
-            clients: 0,
-        }
-    }
-
     #[test]
     fn header_routes_and_the_split_become_rules_with_envoy_clusters() {
         let r = proxy(serde_json::json!({"routes": [
@@ -166,7 +158,7 @@ mod tests {
             {"conditions": [{"prefix": "/"}],
              "services": [{"name": "podinfo-primary", "port": 9898, "weight": 90},
                           {"name": "podinfo-canary", "port": 9898, "weight": 10}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         assert_eq!(r.rules.len(), 2);
         let insider = BTreeMap::from([("x-canary".to_string(), "insider".to_string())]);
@@ -190,7 +182,7 @@ mod tests {
         let r = proxy(serde_json::json!({"routes": [
             {"conditions": [{"header": {"name": "user-agent", "regex": "Mozilla.*"}}],
              "services": [{"name": "a", "port": 80}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         let ua = |v: &str| BTreeMap::from([("user-agent".to_string(), v.to_string())]);
         assert!(r.rules[0].matches[0].holds(&ua("Mozilla/5.0")));
@@ -198,7 +190,7 @@ mod tests {
         assert_eq!(r.rules[0].backends[0].weight, 1);
         let e = proxy(serde_json::json!({"routes": [
             {"conditions": [{"prefix": "/api"}], "services": [{"name": "a", "port": 80}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap_err();
         assert!(e.contains("spec.routes[0].conditions"), "{e}");
     }

@@ -248,21 +248,13 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> RouteSettings {
-        RouteSettings {
-            rps: 10.0,
-            request_mix: vec![],
-            clients: 0,
-        }
-    }
-
     #[test]
     fn weights_and_namespaces_default_as_gateway_api_says() {
         let r = route(serde_json::json!({"rules": [{"backendRefs": [
             {"name": "podinfo-primary", "port": 9898, "weight": 90},
             {"name": "podinfo-canary", "namespace": "other", "port": 9898}
         ]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         assert_eq!(r.provider, "gatewayapi");
         let b = &r.rules[0].backends;
@@ -296,7 +288,7 @@ mod tests {
             {"name": "X-Canary", "value": "insider"},
             {"type": "RegularExpression", "name": "cookie", "value": ".*canary=always.*"}
         ]}], "backendRefs": [{"name": "podinfo-canary"}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         let m = &r.rules[0].matches[0];
         let headers = |pairs: &[(&str, &str)]| {
@@ -319,13 +311,13 @@ mod tests {
     #[test]
     fn other_backend_kinds_are_unsupported_and_bad_regexes_are_errors() {
         let r = route(serde_json::json!({"rules": [{"backendRefs": [{"group": "example.com", "kind": "Bucket", "name": "b"}]}]}))
-            .to_sim_route(settings())
+            .to_sim_route(RouteSettings::for_tests())
             .unwrap();
         assert!(
             matches!(&r.rules[0].backends[0].target, BackendTarget::Unsupported(s) if s == "Bucket.example.com/b")
         );
         let e = route(serde_json::json!({"rules": [{"matches": [{"headers": [{"type": "RegularExpression", "name": "x", "value": "("}]}]}]}))
-            .to_sim_route(settings())
+            .to_sim_route(RouteSettings::for_tests())
             .unwrap_err();
         assert!(
             e.starts_with("spec.rules[0].matches: header x regex"),
@@ -347,7 +339,7 @@ mod tests {
                         "responseHeaderModifier": {"set": [{"name": "set-cookie", "value": "canary=abc; Max-Age=60"}]}}]}]}]}
         }))
         .unwrap();
-        let r = route.to_sim_route(settings()).unwrap();
+        let r = route.to_sim_route(RouteSettings::for_tests()).unwrap();
         assert_eq!(
             r.rules[0].set_cookie.as_deref(),
             Some("canary=abc; Max-Age=0")

@@ -219,14 +219,6 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> RouteSettings {
-        RouteSettings {
-            rps: 10.0,
-            request_mix: vec![],
-            clients: 0,
-        }
-    }
-
     #[test]
     fn a_weighted_canary_takes_its_share_of_the_main_ingress() {
         let main = ingress("podinfo", "podinfo", &[]);
@@ -235,7 +227,7 @@ mod tests {
             "podinfo-canary",
             &[("canary", "true"), ("canary-weight", "30")],
         );
-        let r = route(&main, &[&canary], settings()).unwrap();
+        let r = route(&main, &[&canary], RouteSettings::for_tests()).unwrap();
         assert_eq!(r.name, "podinfo");
         let weights: Vec<u32> = r.rules[0].backends.iter().map(|b| b.weight).collect();
         assert_eq!(weights, [70, 30]);
@@ -255,7 +247,7 @@ mod tests {
                 ("canary-by-cookie", "canary"),
             ],
         );
-        let r = route(&main, &[&canary], settings()).unwrap();
+        let r = route(&main, &[&canary], RouteSettings::for_tests()).unwrap();
         assert_eq!(r.rules.len(), 3);
         let header = BTreeMap::from([("x-canary".to_string(), "insider".to_string())]);
         let cookie = BTreeMap::from([("cookie".to_string(), "a=b; canary=always".to_string())]);

@@ -50,6 +50,16 @@ pub struct RouteSettings {
 }
 
 impl RouteSettings {
+    /// 10 requests a second, no request mix, no clients: what the routes' unit tests read objects with.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        RouteSettings {
+            rps: 10.0,
+            request_mix: vec![],
+            clients: 0,
+        }
+    }
+
     pub fn from_annotations(meta: &ObjectMeta, default_rps: f64) -> Result<Self, String> {
         let annotations = meta.annotations.clone().unwrap_or_default();
         let rps = match annotations.get(RPS_ANNOTATION) {

@@ -206,14 +206,6 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> RouteSettings {
-        RouteSettings {
-            rps: 10.0,
-            request_mix: vec![],
-            clients: 0,
-        }
-    }
-
     fn key(namespace: &str, name: &str) -> BackendTarget {
         BackendTarget::Service(ServiceKey {
             namespace: namespace.into(),
@@ -228,7 +220,7 @@ mod tests {
             {"destination": {"host": "podinfo-primary"}, "weight": 70},
             {"destination": {"host": "podinfo-canary.test.svc.cluster.local"}, "weight": 30}]}]}),
         )
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         assert_eq!(r.provider, "istio");
         assert_eq!(r.precedence, Precedence::FirstMatch);
@@ -251,7 +243,7 @@ mod tests {
              "route": [{"destination": {"host": "podinfo-primary"}, "weight": 0},
                        {"destination": {"host": "podinfo-canary"}, "weight": 100}]},
             {"route": [{"destination": {"host": "podinfo-primary"}}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         let insider = BTreeMap::from([("x-canary".to_string(), "insider".to_string())]);
         let cookie = BTreeMap::from([("cookie".to_string(), "a=b; canary=always".to_string())]);
@@ -267,11 +259,11 @@ mod tests {
         let e = vs(
             serde_json::json!({"http": [{"match": [{"uri": {"prefix": "/api"}}], "route": []}]}),
         )
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap_err();
         assert!(e.contains("spec.http[0].match: condition uri"), "{e}");
         let e = vs(serde_json::json!({"tcp": [{"route": []}]}))
-            .to_sim_route(settings())
+            .to_sim_route(RouteSettings::for_tests())
             .unwrap_err();
         assert!(e.contains("TCP"), "{e}");
     }
@@ -285,7 +277,7 @@ mod tests {
             {"route": [{"destination": {"host": "podinfo-primary"}, "weight": 90},
                 {"destination": {"host": "podinfo-canary"}, "weight": 10,
                  "headers": {"response": {"add": {"Set-Cookie": "canary=abc; Max-Age=60"}}}}]}]}))
-        .to_sim_route(settings())
+        .to_sim_route(RouteSettings::for_tests())
         .unwrap();
         assert_eq!(
             r.rules[0].set_cookie.as_deref(),
