@@ -85,6 +85,43 @@ impl Settings {
     fn bound_alpha(&self) -> f64 {
         self.alpha_pass / 4.0
     }
+
+    /// Counts a tick in `ticks` and says whether it is judged: a tick without canary requests adds
+    /// nothing, and the first `warm_up_ticks` with canary requests are not judged.
+    fn judges(&self, ticks: &mut u32, canary_requests: u64) -> bool {
+        if canary_requests == 0 {
+            return false;
+        }
+        *ticks += 1;
+        *ticks > self.warm_up_ticks
+    }
+
+    /// Anytime-valid bounds on the canary's rate minus the primary's (the absolute leg), from counts that
+    /// scatter `dispersion` times more than binomial ones.
+    fn difference(
+        &self,
+        prior: Prior,
+        canary: Counts,
+        primary: Counts,
+        dispersion: f64,
+    ) -> (f64, f64) {
+        let (canary_low, canary_high) =
+            prior.bounds_scattered(canary, dispersion, self.bound_alpha());
+        let (primary_low, primary_high) =
+            prior.bounds_scattered(primary, dispersion, self.bound_alpha());
+        (canary_low - primary_high, canary_high - primary_low)
+    }
+
+    /// The verdict from the fail e-value (ln) and whether the pass test has cleared.
+    fn verdict(&self, ln_e: f64, passed: bool) -> Verdict {
+        if ln_e >= self.ln_fail_at() {
+            Verdict::Fail
+        } else if passed {
+            Verdict::Pass
+        } else {
+            Verdict::Hold
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,11 +196,7 @@ impl RateEvidence {
     /// Judges one tick. A tick without canary requests adds nothing; the first `warm_up_ticks` with
     /// canary requests are not judged.
     pub fn update(&mut self, tick: &Tick, settings: &Settings) -> Verdict {
-        if tick.canary.requests == 0 {
-            return self.verdict(settings);
-        }
-        self.ticks += 1;
-        if self.ticks <= settings.warm_up_ticks {
+        if !settings.judges(&mut self.ticks, tick.canary.requests) {
             return self.verdict(settings);
         }
         let temper = self.dispersion.factor();
@@ -185,24 +218,13 @@ impl RateEvidence {
     }
 
     pub fn verdict(&self, settings: &Settings) -> Verdict {
-        if self.fail.ln_e() >= settings.ln_fail_at() {
-            Verdict::Fail
-        } else if self.passed {
-            Verdict::Pass
-        } else {
-            Verdict::Hold
-        }
+        settings.verdict(self.fail.ln_e(), self.passed)
     }
 
     /// Anytime-valid bounds on the canary's rate minus the primary's.
     fn difference(&self, settings: &Settings) -> (f64, f64) {
         let prior = Prior::with_mean(self.expected);
-        let dispersion = self.dispersion.factor();
-        let (canary_low, canary_high) =
-            prior.bounds_scattered(self.canary, dispersion, settings.bound_alpha());
-        let (primary_low, primary_high) =
-            prior.bounds_scattered(self.primary, dispersion, settings.bound_alpha());
-        (canary_low - primary_high, canary_high - primary_low)
+        settings.difference(prior, self.canary, self.primary, self.dispersion.factor())
     }
 
     pub fn summary(&self, settings: &Settings) -> RateSummary {
@@ -274,11 +296,8 @@ impl LatencyEvidence {
 
     /// Judges one tick, as [`RateEvidence::update`] does.
     pub fn update(&mut self, tick: &LatencyTick, settings: &Settings) -> Verdict {
-        if tick.slower.first().is_none_or(|t| t.canary.requests == 0) {
-            return self.verdict(settings);
-        }
-        self.ticks += 1;
-        if self.ticks <= settings.warm_up_ticks {
+        let canary_requests = tick.slower.first().map_or(0, |t| t.canary.requests);
+        if !settings.judges(&mut self.ticks, canary_requests) {
             return self.verdict(settings);
         }
         for (k, slower) in tick.slower.iter().enumerate().take(self.edges.len()) {
@@ -299,20 +318,12 @@ impl LatencyEvidence {
     }
 
     pub fn verdict(&self, settings: &Settings) -> Verdict {
-        if self.ln_e() >= settings.ln_fail_at() {
-            Verdict::Fail
-        } else if self.passed {
-            Verdict::Pass
-        } else {
-            Verdict::Hold
-        }
+        settings.verdict(self.ln_e(), self.passed)
     }
 
     fn difference(&self, k: usize, settings: &Settings) -> (f64, f64) {
         let prior = Prior::with_mean(self.expected.get(k).copied().unwrap_or(0.5));
-        let (canary_low, canary_high) = prior.bounds(self.canary[k], settings.bound_alpha());
-        let (primary_low, primary_high) = prior.bounds(self.primary[k], settings.bound_alpha());
-        (canary_low - primary_high, canary_high - primary_low)
+        settings.difference(prior, self.canary[k], self.primary[k], 1.0)
     }
 
     pub fn summary(&self, settings: &Settings) -> LatencySummary {
