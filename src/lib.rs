@@ -7,6 +7,7 @@ pub mod loadtester;
 pub mod metrics;
 pub mod notify;
 pub mod routing;
+pub mod statistics;
 pub mod telemetry;
 pub mod vocabulary;
 pub mod webhooks;

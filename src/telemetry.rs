@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::api::status::EvidenceStatus;
 use crate::api::{CheckStatus, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +86,8 @@ pub struct Metrics {
     pub api_requests: Family<RequestLabels, Counter>,
     /// The last value of each check, in its unit (percent, milliseconds, or the template's).
     pub metric_value: Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    /// The sequential judge's fail e-value of each metric compared with the primary.
+    pub evidence: Family<MetricLabels, Gauge<f64, AtomicU64>>,
     /// Rounds of checks run, and the metrics queries they sent.
     pub check_rounds: Counter,
     pub metric_queries: Counter,
@@ -103,8 +106,9 @@ pub struct Metrics {
     pub webhook_calls: Family<WebhookLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
     pub notification_queue: Gauge,
-    /// The checks with a series on /metrics, by (namespace, canary).
+    /// The checks, and the compared metrics, with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    exported_evidence: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
     exported_canaries: Mutex<BTreeSet<(String, String)>>,
     lock: Mutex<()>,
@@ -128,6 +132,12 @@ impl Default for Metrics {
         );
         let api_writes = Counter::default();
         let metric_value = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
+        let evidence = Family::<MetricLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "canary_evidence",
+            "The sequential judge's fail e-value of each metric compared with the primary (a regression is proven at metrics/falseRollbackRate, 100 for one metric)",
+            evidence.clone(),
+        );
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "api_requests",
@@ -205,6 +215,7 @@ impl Default for Metrics {
             notifications,
             notification_queue,
             metric_value,
+            evidence,
             api_requests,
             check_rounds,
             metric_queries,
@@ -216,6 +227,7 @@ impl Default for Metrics {
             fenced_writes,
             api_writes,
             exported_checks: Mutex::new(HashMap::new()),
+            exported_evidence: Mutex::new(HashMap::new()),
             exported_canaries: Mutex::new(BTreeSet::new()),
             lock: Mutex::new(()),
         }
@@ -268,34 +280,32 @@ impl Metrics {
 
     /// Records the values a round of checks measured. A check without a value (no data, an error) has no
     /// series until it has one again, like a check no longer in the analysis: /metrics shows no stale value.
-    pub fn observe_checks(&self, name: &str, namespace: &str, results: &[CheckStatus]) {
-        let valued: BTreeSet<String> = results
+    /// The e-values of the metrics compared with the primary, likewise.
+    pub fn observe_checks(
+        &self,
+        name: &str,
+        namespace: &str,
+        results: &[CheckStatus],
+        evidence: &[EvidenceStatus],
+    ) {
+        let values = results
             .iter()
-            .filter(|r| r.value.is_some())
-            .map(|r| r.name.clone())
-            .collect();
-        for r in results {
-            if let Some(v) = r.value {
-                self.metric_value
-                    .get_or_create(&metric_labels(name, namespace, &r.name))
-                    .set(v);
-            }
-        }
-        let mut exported = self
-            .exported_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let key = (namespace.to_string(), name.to_string());
-        for gone in exported
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|m| !valued.contains(*m))
-        {
-            self.metric_value
-                .remove(&metric_labels(name, namespace, gone));
-        }
-        exported.insert(key, valued);
+            .filter_map(|r| r.value.map(|v| (r.name.clone(), v)));
+        export(
+            &self.metric_value,
+            &self.exported_checks,
+            name,
+            namespace,
+            values.collect(),
+        );
+        let e_values = evidence.iter().map(|e| (e.name.clone(), e.e_value));
+        export(
+            &self.evidence,
+            &self.exported_evidence,
+            name,
+            namespace,
+            e_values.collect(),
+        );
     }
 
     pub fn forget_canary(&self, name: &str, namespace: &str) {
@@ -312,11 +322,13 @@ impl Metrics {
                 phase: phase.as_str().into(),
             });
         }
-        self.observe_checks(name, namespace, &[]);
-        self.exported_checks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(namespace.to_string(), name.to_string()));
+        self.observe_checks(name, namespace, &[], &[]);
+        for exported in [&self.exported_checks, &self.exported_evidence] {
+            exported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(namespace.to_string(), name.to_string()));
+        }
         self.exported_canaries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -353,6 +365,33 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Sets one gauge per metric of a Canary, and drops the series of its metrics that have no value now.
+fn export(
+    family: &Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    exported: &Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    name: &str,
+    namespace: &str,
+    values: Vec<(String, f64)>,
+) {
+    for (metric, v) in &values {
+        family
+            .get_or_create(&metric_labels(name, namespace, metric))
+            .set(*v);
+    }
+    let valued: BTreeSet<String> = values.into_iter().map(|(m, _)| m).collect();
+    let mut exported = exported.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (namespace.to_string(), name.to_string());
+    for gone in exported
+        .get(&key)
+        .into_iter()
+        .flatten()
+        .filter(|m| !valued.contains(*m))
+    {
+        family.remove(&metric_labels(name, namespace, gone));
+    }
+    exported.insert(key, valued);
 }
 
 fn metric_labels(name: &str, namespace: &str, metric: &str) -> MetricLabels {
@@ -405,6 +444,7 @@ mod tests {
             "podinfo",
             "shop",
             &[result("rate", Some(99.5)), result("p99", Some(20.0))],
+            &[],
         );
         let text = m.render();
         assert!(
@@ -417,12 +457,43 @@ mod tests {
             "podinfo",
             "shop",
             &[result("rate", None), result("p99", Some(21.0))],
+            &[],
         );
         let text = m.render();
         assert!(!text.contains(r#"metric="rate""#), "{text}");
         assert!(text.contains(r#"metric="p99"} 21.0"#), "{text}");
         m.forget_canary("podinfo", "shop");
         assert!(!m.render().contains("metric=\""));
+    }
+
+    #[test]
+    fn each_compared_metric_exports_its_e_value() {
+        let m = Metrics::default();
+        let evidence = EvidenceStatus {
+            name: "request-success-rate".into(),
+            revision: "r2".into(),
+            since: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            window_end: k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            verdict: crate::statistics::Verdict::Hold,
+            e_value: 12.5,
+            fail_at: 100.0,
+            canary_requests: 300,
+            message: String::new(),
+            errors: None,
+            latency: None,
+        };
+        m.observe_checks("podinfo", "shop", &[], &[evidence]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"serin_canary_evidence{name="podinfo",namespace="shop",metric="request-success-rate"} 12.5"#),
+            "{text}"
+        );
+        m.forget_canary("podinfo", "shop");
+        assert!(!m.render().contains("serin_canary_evidence{"));
     }
 
     #[test]
@@ -436,7 +507,7 @@ mod tests {
                 10,
                 Some(Phase::Progressing),
             );
-            m.observe_checks(name, "shop", &[result("rate", Some(99.5))]);
+            m.observe_checks(name, "shop", &[result("rate", Some(99.5))], &[]);
         }
         m.retain_canaries(|_, name| name == "kept");
         let text = m.render();

@@ -3,6 +3,7 @@
 //! imports only the API types, so the arrows point one way (api <- vocabulary <- decision <- routing,
 //! metrics, workload <- controller).
 
+use crate::api::status::EvidenceStatus;
 use crate::api::{CheckStatus, Provider};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +38,13 @@ impl Weights {
     }
 }
 
-/// One round of checks: the verdict, and each check's result for the status.
+/// One round of checks: the verdict, each check's result, and what the sequential judge now knows of
+/// each metric compared with the primary, for the status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckRound {
     pub verdict: Checks,
     pub results: Vec<CheckStatus>,
+    pub evidence: Vec<EvidenceStatus>,
 }
 
 impl From<Checks> for CheckRound {
@@ -49,6 +52,7 @@ impl From<Checks> for CheckRound {
         CheckRound {
             verdict,
             results: Vec::new(),
+            evidence: Vec::new(),
         }
     }
 }
@@ -64,6 +68,16 @@ pub enum Checks {
     /// A check had nothing to judge (no data, or its metrics server could not be reached): never a pass,
     /// never a failure; the canary holds.
     NoData {
+        message: String,
+    },
+    /// The sequential judge proved a metric worse on the canary than on the primary: rolled back at once
+    /// (the proof already holds its false-alarm rate; counting failed checks would only delay it).
+    Regressed {
+        message: String,
+    },
+    /// Nothing failed, but a metric compared with the primary has not yet proven the canary no worse than
+    /// its tolerance: traffic may still grow (more traffic, more evidence), promotion waits.
+    Unproven {
         message: String,
     },
 }

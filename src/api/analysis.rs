@@ -79,6 +79,14 @@ pub struct Analysis {
     pub r#match: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity: Option<SessionAffinity>,
+    /// Serin: how long metrics compared with the primary may hold a canary at its last step without
+    /// proving it good (default 60m); past it the canary is rolled back for insufficient evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    /// Serin: promote as soon as every metric compared with the primary has passed, before maxWeight
+    /// (fast at high traffic). Off by default: the steps run to maxWeight as in Flagger.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_when_proven: bool,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -104,6 +112,38 @@ pub struct Metric {
     /// Values for `{{ variables.<key> }}` in the template.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub template_variables: BTreeMap<String, String>,
+    /// Serin: judge this metric canary against primary with the sequential judge (README "Statistical
+    /// judge"): rolled back once a regression is proven, promoted only once "no worse than the tolerance" is
+    /// proven, held while neither is. For request-success-rate, request-duration, and templates with
+    /// `counts`. A thresholdRange given beside it is still checked as in Flagger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_to_primary: Option<PrimaryComparison>,
+}
+
+/// How a metric is judged against the primary. Every field has a default; `compareToPrimary: {}` is enough.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryComparison {
+    /// How much worse than the primary the canary may be and still be promoted, in percentage points:
+    /// of requests failing (request-success-rate and templates; default 1), or of requests slower than
+    /// any of the histogram's bucket edges (request-duration; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 100.0").message("compareToPrimary.tolerance is in percentage points: above 0 and below 100"))]
+    pub tolerance: Option<f64>,
+    /// The chance of rolling back a canary that is no worse than its primary, however long the analysis
+    /// runs and however often it looks (default 0.01), shared between the metrics compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0").message("compareToPrimary.falseRollbackRate is a probability: above 0 and below 1"))]
+    pub false_rollback_rate: Option<f64>,
+    /// The chance of promoting a canary worse than the tolerance (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0").message("compareToPrimary.falsePromotionRate is a probability: above 0 and below 1"))]
+    pub false_promotion_rate: Option<f64>,
+    /// The odds ratio of bad requests, canary over primary, that is not yet a regression (default 1: any
+    /// proven increase is one). 1.2 lets very busy services ignore tiny, real differences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1.0 && self <= 100.0").message("compareToPrimary.failMargin is an odds ratio from 1 to 100"))]
+    pub fail_margin: Option<f64>,
 }
 
 /// The range a check's value must lie in; either bound may be absent.

@@ -34,6 +34,13 @@ pub fn crds(min_interval: Duration) -> Vec<CustomResourceDefinition> {
                 interval.max_length = Some(32);
                 interval.x_kubernetes_validations = Some(interval_rules(field, min_interval));
             }
+            if let Some(max_duration) = analysis.get_mut("maxDuration") {
+                max_duration.max_length = Some(32);
+                max_duration.x_kubernetes_validations = Some(vec![rule(
+                    format!("self.matches('{DURATION_PATTERN}')"),
+                    format!("{field}.maxDuration must be a duration such as 30m, 1h or 1h30m"),
+                )]);
+            }
             let metric_interval = analysis
                 .get_mut("metrics")
                 .and_then(|m| m.items.as_mut())

@@ -24,6 +24,24 @@ pub struct MetricTemplateSpec {
     /// variables.<key>.
     #[x_kube(validation = Rule::new("self != ''").message("a MetricTemplate needs a query"))]
     pub query: String,
+    /// Serin: the template's counts per variant, for `compareToPrimary`: each query is run once for the
+    /// canary and once for the primary, with `{{ workload }}` the variant's workload (`<target>` or
+    /// `<target>-primary`) and `{{ variant }}` `canary` or `primary`, and `{{ interval }}` the window
+    /// judged; each must return one number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<VariantCounts>,
+}
+
+/// Two counts over a window, whose ratio is the rate compared.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantCounts {
+    /// Every event in the window (e.g. requests): `sum(increase(...[{{ interval }}]))`.
+    #[x_kube(validation = Rule::new("self != ''").message("counts.total needs a query"))]
+    pub total: String,
+    /// The bad events among them (e.g. 5xx answers).
+    #[x_kube(validation = Rule::new("self != ''").message("counts.bad needs a query"))]
+    pub bad: String,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -8,6 +8,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{HookType, ThresholdRange};
+use crate::statistics::{LatencyEvidence, RateEvidence, Verdict};
 
 /// The most check results status.checks holds (the CRD's maxItems).
 pub const MAX_STATUS_CHECKS: usize = 32;
@@ -57,6 +58,12 @@ pub struct CanaryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_STATUS_CHECKS))]
     pub checks: Vec<CheckStatus>,
+    /// Serin: what the sequential judge has gathered on each metric compared with the primary
+    /// (`compareToPrimary`), for the revision under analysis: kept across steps and controller restarts,
+    /// cleared when a new revision starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_STATUS_EVIDENCE))]
+    pub evidence: Vec<EvidenceStatus>,
     /// Serin: each webhook's last call, so `kubectl get canary -o yaml` says which gate is closed and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -87,6 +94,39 @@ pub struct CheckStatus {
     /// What was measured or what went wrong, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The most metrics compared with the primary that status.evidence holds (as analysis.metrics).
+pub const MAX_STATUS_EVIDENCE: usize = 32;
+
+/// What the sequential judge knows of one metric, canary against primary (README "Statistical judge").
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceStatus {
+    /// The metric's name in the analysis.
+    pub name: String,
+    /// The revision judged (status.lastAppliedSpec then).
+    pub revision: String,
+    /// The start of the first window judged: the analysis' maxDuration runs from here.
+    pub since: MicroTime,
+    /// The end of the last window counted; the next window starts here, so that every request is counted
+    /// once.
+    pub window_end: MicroTime,
+    pub verdict: Verdict,
+    /// The fail e-value: how many times over the canary's bet against "no worse than the primary" has
+    /// paid. A regression is proven when it reaches `failAt`.
+    pub e_value: f64,
+    pub fail_at: f64,
+    /// Requests the canary has answered in the windows judged.
+    pub canary_requests: u64,
+    /// The estimates and their bounds, in words.
+    pub message: String,
+    /// The state of an error-rate judge (request-success-rate, templates with counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<RateEvidence>,
+    /// The state of a latency judge (request-duration), per histogram bucket edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyEvidence>,
 }
 
 /// The last call of one webhook.

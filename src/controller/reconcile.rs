@@ -186,6 +186,7 @@ async fn decide_gathering(ctx: &Context, canary: &Canary, mut observed: Observed
                     &canary.name_any(),
                     &canary.namespace().unwrap_or_default(),
                     &round.results,
+                    &round.evidence,
                 );
                 observed.checks = Some(round);
             }

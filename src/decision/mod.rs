@@ -195,6 +195,10 @@ pub enum Reason {
     PrimaryMissing,
     ConfigNotFound,
     ProgressDeadlineExceeded,
+    /// One tick of the sequential judge: per compared metric, the e-value and the estimates.
+    Evidence,
+    /// The sequential judge proved the canary worse than the primary.
+    Regressed,
 }
 
 impl Reason {
@@ -227,6 +231,8 @@ impl Reason {
             Reason::PrimaryMissing => "PrimaryMissing",
             Reason::ConfigNotFound => "ConfigNotFound",
             Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Reason::Evidence => "Evidence",
+            Reason::Regressed => "Regressed",
         }
     }
 }

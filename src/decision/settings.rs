@@ -38,7 +38,17 @@ pub struct Settings {
     pub primary_ready_threshold: i32,
     /// The analysis' webhooks, in spec order.
     pub webhooks: Vec<Webhook>,
+    /// Metrics judged against the primary by the sequential judge (`compareToPrimary`).
+    pub compared_metrics: usize,
+    /// How long, from the canary's first judged traffic, the judge may go without proving the canary good
+    /// (`analysis.maxDuration`, default 60m): past it the canary is rolled back for insufficient evidence.
+    pub max_duration: Duration,
+    /// `analysis.promoteWhenProven`: promote once every compared metric has passed, before maxWeight.
+    pub promote_when_proven: bool,
 }
+
+/// analysis.maxDuration's default: the reference's deadline, which the benchmark's goals are measured at.
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Strategy {
@@ -194,6 +204,52 @@ impl Settings {
             ));
         }
 
+        let mut compared_metrics = 0;
+        for (i, m) in analysis.metrics.iter().enumerate() {
+            if m.compare_to_primary.is_none() {
+                continue;
+            }
+            compared_metrics += 1;
+            let field = format!("{path}.metrics[{i}].compareToPrimary");
+            match Builtin::from_name(&m.name) {
+                Some(Builtin::RequestDuration) if provider == Provider::Nginx => {
+                    problems.push(problem(
+                        &field,
+                        "request-duration is compared from latency histograms, and ingress-nginx's built-in duration is a mean: compare request-success-rate, or a MetricTemplate with counts",
+                    ));
+                }
+                Some(_) => {}
+                None if m.template_ref.is_none() => problems.push(problem(
+                    &field,
+                    "only request-success-rate, request-duration and metrics with a templateRef (to a MetricTemplate with counts) can be compared with the primary; an inline query gives one number, not counts per variant",
+                )),
+                None => {}
+            }
+        }
+        let max_duration = match analysis.max_duration.as_deref() {
+            None => DEFAULT_MAX_DURATION,
+            Some(text) => match parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    problems.push(problem(
+                        &format!("{path}.maxDuration"),
+                        "must be longer than 0s",
+                    ));
+                    DEFAULT_MAX_DURATION
+                }
+                Err(e) => {
+                    problems.push(problem(&format!("{path}.maxDuration"), e.to_string()));
+                    DEFAULT_MAX_DURATION
+                }
+            },
+        };
+        if analysis.promote_when_proven && compared_metrics == 0 {
+            problems.push(problem(
+                &format!("{path}.promoteWhenProven"),
+                "promotes once every metric compared with the primary has passed: give at least one metric compareToPrimary",
+            ));
+        }
+
         for (i, hook) in analysis.webhooks.iter().enumerate() {
             if let Err(e) = webhook_timeout(hook) {
                 problems.push(problem(&format!("{path}.webhooks[{i}].timeout"), e));
@@ -257,6 +313,9 @@ impl Settings {
                 .primary_ready_threshold
                 .unwrap_or(DEFAULT_READY_THRESHOLD),
             webhooks: analysis.webhooks,
+            compared_metrics,
+            max_duration,
+            promote_when_proven: analysis.promote_when_proven,
         })
     }
 

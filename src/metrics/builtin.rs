@@ -115,6 +115,7 @@ mod tests {
             route: "podinfo".into(),
             interval: "1m".into(),
             variables: Default::default(),
+            variant: None,
         };
         render(family.query(check), &vars).unwrap()
     }

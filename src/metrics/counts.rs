@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::builtin::Family;
-use super::statistics::{Counts, LatencyTick, Tick};
+use crate::statistics::{Counts, LatencyTick, Tick};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variant {
@@ -205,6 +205,7 @@ mod tests {
             route: "podinfo".into(),
             interval: "60s".into(),
             variables: Default::default(),
+            variant: None,
         };
         render(query, &vars).unwrap()
     }

@@ -5,7 +5,9 @@
 //! template that can't be rendered — is neither: the canary holds, and says why.
 
 use crate::api::analysis::{Metric, ThresholdRange};
+use crate::api::status::EvidenceStatus;
 use crate::api::{CheckStatus, CheckVerdict};
+use crate::statistics::Verdict;
 use crate::vocabulary::{CheckRound, Checks};
 
 use super::builtin::Builtin;
@@ -121,8 +123,9 @@ pub fn errored(name: &str, range: ThresholdRange, why: String) -> CheckStatus {
     }
 }
 
-/// The round's verdict: any failed check fails it; otherwise anything without a value holds it.
-pub fn verdict(results: Vec<CheckStatus>) -> CheckRound {
+/// The round's verdict: a regression the judge proved rolls back; else any failed check fails it; else
+/// anything without a value holds it; else a compared metric not yet proven good leaves it unproven.
+pub fn verdict(results: Vec<CheckStatus>, evidence: Vec<EvidenceStatus>) -> CheckRound {
     let messages = |wanted: &[CheckVerdict]| {
         results
             .iter()
@@ -133,14 +136,32 @@ pub fn verdict(results: Vec<CheckStatus>) -> CheckRound {
     };
     let failed = messages(&[CheckVerdict::Failed]);
     let held = messages(&[CheckVerdict::NoData, CheckVerdict::Error]);
-    let verdict = if !failed.is_empty() {
+    let judged = |wanted: Verdict| {
+        evidence
+            .iter()
+            .filter(|e| e.verdict == wanted)
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let regressed = judged(Verdict::Fail);
+    let unproven = judged(Verdict::Hold);
+    let verdict = if !regressed.is_empty() {
+        Checks::Regressed { message: regressed }
+    } else if !failed.is_empty() {
         Checks::Failed { message: failed }
     } else if !held.is_empty() {
         Checks::NoData { message: held }
+    } else if !unproven.is_empty() {
+        Checks::Unproven { message: unproven }
     } else {
         Checks::Passed
     };
-    CheckRound { verdict, results }
+    CheckRound {
+        verdict,
+        results,
+        evidence,
+    }
 }
 
 #[cfg(test)]
@@ -272,7 +293,10 @@ mod tests {
         let err = errored("lat", range(None, Some(1.0)), "Prometheus down".into());
         assert_eq!(err.message.as_deref(), Some("lat: Prometheus down"));
 
-        let all = verdict(vec![pass.clone(), none.clone(), fail.clone(), err.clone()]);
+        let all = verdict(
+            vec![pass.clone(), none.clone(), fail.clone(), err.clone()],
+            vec![],
+        );
         assert_eq!(
             all.verdict,
             Checks::Failed {
@@ -280,14 +304,14 @@ mod tests {
             }
         );
         assert_eq!(all.results.len(), 4);
-        let held = verdict(vec![pass.clone(), none, err]);
+        let held = verdict(vec![pass.clone(), none, err], vec![]);
         assert_eq!(
             held.verdict,
             Checks::NoData {
                 message: "no data for request-success-rate: is traffic reaching podinfo-canary?; lat: Prometheus down".into()
             }
         );
-        assert_eq!(verdict(vec![pass]).verdict, Checks::Passed);
-        assert_eq!(verdict(vec![]).verdict, Checks::Passed);
+        assert_eq!(verdict(vec![pass], vec![]).verdict, Checks::Passed);
+        assert_eq!(verdict(vec![], vec![]).verdict, Checks::Passed);
     }
 }

@@ -9,17 +9,17 @@
 //! secretRef or headers needs its own address, since its credentials go nowhere else.
 
 pub mod builtin;
+pub mod compare;
 pub mod counts;
 pub mod judge;
 pub mod prometheus;
 pub mod provider;
-pub mod statistics;
 pub mod template;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -126,9 +126,13 @@ impl Analyzer {
                 (query, provider, settings, origin, Some((f, check)))
             }
             Source::Template(r) => match self.template(canary, r) {
-                Ok((query, provider, settings, origin)) => {
-                    (query, provider, settings, origin, None)
-                }
+                Ok((template, provider, settings, origin)) => (
+                    template.spec.query.clone(),
+                    provider,
+                    settings,
+                    origin,
+                    None,
+                ),
                 Err(why) => return errored(name, range, why),
             },
             Source::Query(q) => {
@@ -172,7 +176,15 @@ impl Analyzer {
         &self,
         canary: &Canary,
         r: &CrossNamespaceRef,
-    ) -> Result<(String, &dyn MetricsProvider, ProviderSettings, String), String> {
+    ) -> Result<
+        (
+            std::sync::Arc<MetricTemplate>,
+            &dyn MetricsProvider,
+            ProviderSettings,
+            String,
+        ),
+        String,
+    > {
         let ns = r
             .namespace
             .clone()
@@ -218,7 +230,7 @@ impl Analyzer {
             settings.secret = secret_data(&secret);
             settings.secret_name = Some(format!("Secret {ns}/{}", s.name));
         }
-        Ok((t.spec.query.clone(), provider, settings, origin))
+        Ok((t, provider, settings, origin))
     }
 }
 
@@ -266,8 +278,32 @@ impl CheckRunner for Analyzer {
                 .active_analysis()
                 .map(|a| a.metrics.as_slice())
                 .unwrap_or_default();
+            let compared = metrics
+                .iter()
+                .filter(|m| m.compare_to_primary.is_some())
+                .count();
+            let comparisons = join_all(
+                metrics
+                    .iter()
+                    .filter(|m| m.compare_to_primary.is_some())
+                    .map(|m| async move {
+                        let source = checks_of(m)
+                            .into_iter()
+                            .map(|(_, s)| s)
+                            .find(|s| !matches!(s, Source::Query(_)))
+                            .unwrap_or(Source::Query(""));
+                        self.compare(canary, m, source, compared, at).await
+                    }),
+            );
             let mut checks = Vec::new();
             for m in metrics {
+                // Compared with the primary and given no fixed threshold: the judge alone decides.
+                if m.compare_to_primary.is_some()
+                    && m.threshold_range.is_none()
+                    && m.threshold.is_none()
+                {
+                    continue;
+                }
                 let sources = checks_of(m);
                 if sources.is_empty() {
                     // Settings refuses such a spec first; say so rather than pass it.
@@ -284,7 +320,14 @@ impl CheckRunner for Analyzer {
                     })));
                 }
             }
-            verdict(futures::future::join_all(checks).await)
+            let (results, comparisons) = futures::join!(join_all(checks), comparisons);
+            let mut results = results;
+            let mut evidence = Vec::new();
+            for c in comparisons {
+                results.extend(c.held);
+                evidence.extend(c.evidence);
+            }
+            verdict(results, evidence)
         })
     }
 }
@@ -311,6 +354,7 @@ pub fn variables(canary: &Canary, metric: &Metric) -> Variables {
             .unwrap_or_else(|| DEFAULT_METRIC_INTERVAL.to_string()),
         variables: metric.template_variables.clone(),
         target,
+        variant: None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Variables {
     pub interval: String,
     /// The metric's templateVariables.
     pub variables: BTreeMap<String, String>,
+    /// In a template's counts queries only: the variant's workload (`<target>` or `<target>-primary`) and
+    /// the variant (`canary` or `primary`).
+    pub variant: Option<(String, &'static str)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +39,10 @@ pub enum TemplateError {
         "unknown function {name:?} in {{{{ {action} }}}}: known are name, namespace, target, service, ingress, route, interval, variables.<key>"
     )]
     UnknownFunction { name: String, action: String },
+    #[error(
+        "{{{{ {name} }}}} is only known in a MetricTemplate's counts queries, which are run once per variant"
+    )]
+    OnlyInCounts { name: String },
     #[error(
         "unsupported action {{{{ {action} }}}}: Serin renders name, namespace, target, service, ingress, route, interval, variables.<key> and index variables \"<key>\""
     )]
@@ -115,6 +122,18 @@ fn evaluate(action: &str, vars: &Variables) -> Result<String, TemplateError> {
                 "ingress" => vars.ingress.clone(),
                 "route" => vars.route.clone(),
                 "interval" => vars.interval.clone(),
+                "workload" | "variant" => {
+                    let Some((workload, variant)) = &vars.variant else {
+                        return Err(TemplateError::OnlyInCounts {
+                            name: word.to_string(),
+                        });
+                    };
+                    if *word == "workload" {
+                        workload.clone()
+                    } else {
+                        variant.to_string()
+                    }
+                }
                 w if is_identifier(w) => {
                     return Err(TemplateError::UnknownFunction {
                         name: w.to_string(),
@@ -167,7 +186,24 @@ mod tests {
                 ("direction".into(), "inbound".into()),
                 ("code".into(), "5..".into()),
             ]),
+            variant: None,
         }
+    }
+
+    #[test]
+    fn workload_and_variant_render_only_in_counts() {
+        let q = "{{ workload }}/{{ variant }}";
+        assert_eq!(
+            render(q, &vars()),
+            Err(TemplateError::OnlyInCounts {
+                name: "workload".into()
+            })
+        );
+        let primary = Variables {
+            variant: Some(("podinfo-primary".into(), "primary")),
+            ..vars()
+        };
+        assert_eq!(render(q, &primary).unwrap(), "podinfo-primary/primary");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Our judge is compiled from its own source file below, not through the `serin` crate, so that this
 //! benchmark builds in release without the controller's dependencies (Kubernetes, TLS) in a few seconds.
 
-#[path = "../../../src/metrics/statistics/mod.rs"]
+#[path = "../../../src/statistics/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod statistics;
 

@@ -221,6 +221,7 @@ fn each_checks_result_is_kept_in_the_status_until_the_next_revision() {
     w.tick_round(Some(CheckRound {
         verdict: failed("request-success-rate 80% < 99% (min)"),
         results: vec![result.clone()],
+        evidence: vec![],
     }));
     assert_eq!(w.o.status.checks, vec![result.clone()]);
     let checked = w.events.last().unwrap();

@@ -48,6 +48,7 @@ fn promote_is_refused_while_checks_fail_unless_forced() {
             message: Some("request-success-rate 80 < 99".into()),
             ..Default::default()
         }],
+        evidence: vec![],
     }));
     assert_eq!(w.o.status.failed_checks, 1);
     w.o.manual.promote = Some("1".into());

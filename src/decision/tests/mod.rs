@@ -1,6 +1,7 @@
 //! Tick-by-tick tests of the decision core: a small world that does at once whatever the decision asks.
 
 mod canary;
+mod evidence;
 mod gates;
 mod manual;
 mod safety;

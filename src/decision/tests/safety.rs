@@ -365,6 +365,7 @@ fn status_checks_never_exceed_their_limit() {
     w.tick_round(Some(CheckRound {
         verdict: failed("m90 out of range"),
         results,
+        evidence: vec![],
     }));
     assert_eq!(w.o.status.checks.len(), MAX_STATUS_CHECKS);
     assert_eq!(w.o.status.checks[0].name, "m90");

@@ -134,6 +134,16 @@ impl Tick<'_> {
         };
         self.stepped();
         self.status.checks = for_status(&round.results);
+        if !round.evidence.is_empty() {
+            self.status.evidence = round.evidence.clone();
+            let summary = round
+                .evidence
+                .iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.event(Reason::Evidence, false, summary);
+        }
         match &round.verdict {
             Checks::Passed => {
                 self.status.holding_since = None;
@@ -144,10 +154,44 @@ impl Tick<'_> {
                     return Ok(());
                 }
                 match self.s.strategy {
+                    // Every compared metric has proven the canary good: no need to wait for maxWeight.
+                    Strategy::Canary { .. } if self.s.promote_when_proven => self.promotion_gate(),
                     Strategy::Canary { .. } => self.advance(current),
                     Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
                     Strategy::AbTesting { iterations } => self.iterate(iterations, false),
                 }
+            }
+            Checks::Unproven { message } => {
+                self.status.holding_since = None;
+                if self.paused() {
+                    self.message = format!(
+                        "Paused at canary weight {current} by serin.dev/pause: the checks go on"
+                    );
+                    return Ok(());
+                }
+                // More traffic is more evidence: the steps go on; only the promotion waits for the proof.
+                let last_step = match self.s.strategy {
+                    Strategy::Canary { max_weight, .. } => current >= max_weight,
+                    Strategy::BlueGreen { iterations } | Strategy::AbTesting { iterations } => {
+                        self.status.iterations >= iterations
+                    }
+                };
+                if last_step {
+                    self.unproven(message.clone());
+                    return Ok(());
+                }
+                match self.s.strategy {
+                    Strategy::Canary { .. } => self.advance(current),
+                    Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
+                    Strategy::AbTesting { iterations } => self.iterate(iterations, false),
+                }
+            }
+            Checks::Regressed { message } => {
+                self.status.holding_since = None;
+                let msg = format!("Halt advancement of {}: {message}", self.name());
+                self.event(Reason::Regressed, true, msg);
+                self.rollback(Why::Regressed(message.clone()));
+                Ok(())
             }
             Checks::Failed { message } => {
                 self.fail_check(message.clone());
@@ -171,6 +215,28 @@ impl Tick<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// At the last step, a canary not yet proven good holds, until maxDuration from its first judged
+    /// traffic, when it is rolled back: never promoted on too little evidence.
+    fn unproven(&mut self, message: String) {
+        let since = self
+            .status
+            .evidence
+            .iter()
+            .map(|e| e.since.0)
+            .min()
+            .unwrap_or(self.o.now);
+        let waited = super::elapsed(self.o.now, &MicroTime(since));
+        if waited >= self.s.max_duration {
+            self.rollback(Why::Unproven(format!(
+                "insufficient evidence after {} (analysis.maxDuration): {message}",
+                crate::api::duration::format_duration(self.s.max_duration)
+            )));
+            return;
+        }
+        self.message = format!("Holding for evidence: {message}");
+        self.requeue = self.s.interval;
     }
 
     pub(super) fn advance(&mut self, current: i32) -> Step {

@@ -166,6 +166,10 @@ pub(super) enum Why {
     Webhook(String),
     /// serin.dev/abort (its value).
     Aborted(String),
+    /// The sequential judge proved a regression against the primary (its finding).
+    Regressed(String),
+    /// maxDuration passed without the judge proving the canary good (what it lacks).
+    Unproven(String),
 }
 
 struct Tick<'a> {
@@ -554,6 +558,7 @@ impl<'a> Tick<'a> {
         self.status.holding_since = None;
         // The last results belong to the previous revision (the confirm-rollout gate's let it in).
         self.status.checks.clear();
+        self.status.evidence.clear();
         self.status
             .webhooks
             .retain(|w| w.hook_type == crate::api::analysis::HookType::ConfirmRollout);

@@ -43,6 +43,16 @@ impl Tick<'_> {
                 format!("Promotion failed, primary not ready: {message}"),
                 vec![],
             ),
+            Why::Regressed(message) => (
+                Severity::Error,
+                "Canary proven worse than the primary".to_string(),
+                vec![("Regression".to_string(), message.clone())],
+            ),
+            Why::Unproven(message) => (
+                Severity::Error,
+                "Canary not proven good within maxDuration".to_string(),
+                vec![("Insufficient evidence".to_string(), message.clone())],
+            ),
             Why::Webhook(name) => (
                 Severity::Warn,
                 "Rolling back manual webhook invoked".to_string(),
@@ -56,7 +66,11 @@ impl Tick<'_> {
         };
         self.notice_with(severity, alert, false, details);
         let reason = match why {
-            Why::Checks(m) | Why::Deadline(m) | Why::PrimaryNotReady(m) => m,
+            Why::Checks(m)
+            | Why::Deadline(m)
+            | Why::PrimaryNotReady(m)
+            | Why::Regressed(m)
+            | Why::Unproven(m) => m,
             Why::Webhook(name) => format!("rollback webhook {name} asked for it"),
             Why::Aborted(value) => format!("aborted by hand (serin.dev/abort: {value})"),
         };

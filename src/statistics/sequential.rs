@@ -15,6 +15,7 @@
 //! when the mean of the edges' fail e-processes (itself an e-process) reaches metrics/α_fail, and passes
 //! when every edge's absolute leg is within the latency tolerance.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::confidence::Prior;
@@ -124,7 +125,7 @@ impl Settings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Verdict {
     Fail,
     Pass,
@@ -132,7 +133,8 @@ pub enum Verdict {
 }
 
 /// What a judged bad/total metric knows, kept across ticks and restarts (bounded: 16 numbers and counts).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct RateEvidence {
     /// The primary's rate before the canary had traffic: what the tolerance is relative to.
     pub expected: f64,
@@ -254,15 +256,24 @@ pub struct LatencyTick {
     pub slower: Vec<Tick>,
 }
 
+/// The most bucket edges a latency judge keeps (histograms have a dozen or two).
+pub const MAX_EDGES: usize = 64;
+
 /// What a judged latency metric knows, per bucket edge.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct LatencyEvidence {
-    /// The bucket edges judged (in the histogram's unit).
+    /// The bucket edges judged, in milliseconds.
+    #[schemars(length(max = MAX_EDGES))]
     pub edges: Vec<f64>,
     /// The primary's share of requests slower than each edge, before the canary had traffic.
+    #[schemars(length(max = MAX_EDGES))]
     pub expected: Vec<f64>,
+    #[schemars(length(max = MAX_EDGES))]
     pub fail: Vec<MixtureEProcess>,
+    #[schemars(length(max = MAX_EDGES))]
     pub canary: Vec<Counts>,
+    #[schemars(length(max = MAX_EDGES))]
     pub primary: Vec<Counts>,
     /// Ticks with canary traffic seen, warm-up included.
     pub ticks: u32,

@@ -3,12 +3,13 @@
 //! the wealth ever reaching 1/α has probability at most α, however often it is looked at, however the
 //! weights and the shared rate move, and however long the analysis holds.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::fisher::Table;
 
 /// One tick's counts for one bad/total metric (errors, or requests slower than a bucket's edge).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Counts {
     pub requests: u64,
     pub bad: u64,
@@ -64,9 +65,11 @@ impl Tick {
 /// ratio, so the bet stays fair for every odds ratio at or below the null); factors below 1 test "canary no
 /// worse than the null", fair for every odds ratio at or above it. Only the products are kept (the state
 /// kept across ticks and restarts): the null and the factors come from the settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MixtureEProcess {
     /// ln of each alternative's product so far.
+    #[schemars(length(max = 16))]
     pub ln_products: Vec<f64>,
 }
 
@@ -113,7 +116,8 @@ impl MixtureEProcess {
 /// How much more a variant's bad events scatter between short windows than independent requests would
 /// make them (retry storms, bursts): Pearson's χ² over its degrees of freedom, from sums kept across ticks.
 /// 1 when the windows are too few to tell.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Dispersion {
     pub windows: u32,
     pub requests: u64,
