@@ -2,7 +2,7 @@
 # bash: bench needs pipefail.
 SHELL := /bin/bash
 
-.PHONY: demo test unit bench bench-decisions crds cluster-up cluster-down
+.PHONY: demo test test-judge unit bench bench-decisions crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio,
 # linkerd, nginx, contour, traefik).
@@ -28,6 +28,12 @@ bench:
 	| grep -o 'measured:.*'
 	@start=$$(date +%s) && $(MAKE) --no-print-directory demo >/dev/null && \
 	echo "measured: make demo took $$(( $$(date +%s) - start ))s"
+
+# The sequential judge end to end at the issue's rate, 5 requests a second through the route (tests/judge.rs
+# runs at 50 in `make test`): about 40 minutes, the slowest test proving a +1 point regression.
+test-judge:
+	e2e/cluster/up
+	SERIN_JUDGE_RPS=5 cargo test --test judge -- --nocapture 2>&1 | tee /tmp/serin-test-judge.log | grep -E 'measured:|^test |test result'
 
 # How well each judge decides (Flagger-style thresholds, Kayenta-style Mann-Whitney, Serin's sequential judge)
 # over simulated canaries: seeded, no cluster. Writes e2e/decisions/results/ (a TSV, committed; two SVG plots).

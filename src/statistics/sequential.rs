@@ -132,12 +132,19 @@ pub enum Verdict {
     Hold,
 }
 
+/// The chance that `expected_high` is below the primary's true rate.
+const EXPECTED_HIGH_ALPHA: f64 = 0.01;
+
 /// What a judged bad/total metric knows, kept across ticks and restarts (bounded: 16 numbers and counts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateEvidence {
-    /// The primary's rate before the canary had traffic: what the tolerance is relative to.
+    /// The primary's rate before the canary had traffic: the prior mean of the absolute leg's bounds.
     pub expected: f64,
+    /// What the relative pass leg takes the primary's rate to be when it turns the tolerance (points) into
+    /// an odds ratio: an upper bound on `expected`, so that a primary seen briefly never makes the
+    /// tolerance looser than stated (a rate taken too low would make "1 point worse" a huge odds ratio).
+    pub expected_high: f64,
     pub fail: MixtureEProcess,
     /// The relative pass leg.
     pub pass: MixtureEProcess,
@@ -165,9 +172,11 @@ pub struct RateSummary {
 }
 
 impl RateEvidence {
+    /// For a primary whose rate is known to be `expected`.
     pub fn new(expected: f64) -> Self {
         RateEvidence {
             expected,
+            expected_high: expected,
             fail: MixtureEProcess::new(FAIL_FACTORS.len()),
             pass: MixtureEProcess::new(PASS_FACTORS.len()),
             canary: Counts::default(),
@@ -175,6 +184,22 @@ impl RateEvidence {
             dispersion: Dispersion::default(),
             ticks: 0,
             passed: false,
+        }
+    }
+
+    /// From the primary's counts before the canary had traffic: its rate, and an upper bound on it that
+    /// holds with 99% (Robbins' mixture over a uniform prior: no requests seen bounds nothing, and the
+    /// relative leg then never passes a canary; the absolute leg still can).
+    pub fn before(primary: Counts) -> Self {
+        let expected = if primary.requests == 0 {
+            0.0
+        } else {
+            primary.bad as f64 / primary.requests as f64
+        };
+        let uniform = Prior { a: 1.0, b: 1.0 };
+        RateEvidence {
+            expected_high: uniform.bounds(primary, EXPECTED_HIGH_ALPHA).1.max(expected),
+            ..RateEvidence::new(expected)
         }
     }
 
@@ -190,7 +215,7 @@ impl RateEvidence {
     /// The odds ratio at which the canary is worse by exactly the tolerance, from the expected rate.
     fn tolerance_odds_ratio(&self, settings: &Settings) -> f64 {
         let odds = |p: f64| p / (1.0 - p);
-        let expected = self.expected.clamp(1e-4, 0.99);
+        let expected = self.expected_high.clamp(1e-4, 0.99);
         let worse = (expected + settings.tolerance).min(0.999);
         odds(worse) / odds(expected)
     }

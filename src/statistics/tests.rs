@@ -360,3 +360,45 @@ fn the_first_minute_of_latency_is_not_judged() {
     assert_eq!(evidence.fail[0].ln_e(), 0.0);
     assert_eq!(evidence.update(&cold, &settings), Verdict::Fail);
 }
+
+/// Defect found end to end: a primary seen for seconds before the canary (a few requests, none bad) made
+/// its rate look like 0, so "1 point worse" became an odds ratio of about 100 and the relative pass leg
+/// cleared a canary failing 3.3% against 1% in a few ticks: promoted at maxWeight before the fail test had
+/// its proof. The tolerance is now set from an upper bound on the primary's rate.
+#[test]
+fn a_primary_seen_briefly_never_loosens_the_tolerance() {
+    let settings = Settings::errors(1);
+    let mut evidence = RateEvidence::before(Counts {
+        requests: 20,
+        bad: 0,
+    });
+    assert!(evidence.expected_high > 0.15, "{}", evidence.expected_high);
+    let tick = Tick {
+        canary: Counts {
+            requests: 150,
+            bad: 5,
+        },
+        primary: Counts {
+            requests: 1350,
+            bad: 13,
+        },
+    };
+    let mut first = Verdict::Hold;
+    for _ in 0..200 {
+        first = evidence.update(&tick, &settings);
+        if first != Verdict::Hold {
+            break;
+        }
+    }
+    assert_eq!(first, Verdict::Fail);
+    // With ten minutes of the primary, the bound is close to its rate.
+    let known = RateEvidence::before(Counts {
+        requests: 30_000,
+        bad: 300,
+    });
+    assert!(
+        (0.01..0.014).contains(&known.expected_high),
+        "{}",
+        known.expected_high
+    );
+}

@@ -104,7 +104,7 @@ impl Sequential {
         let expected_latency = (0..EDGES.len())
             .map(|k| before.slower_than(k) as f64 / n)
             .collect();
-        let mut errors = RateEvidence::new(before.errors as f64 / n);
+        let mut errors = RateEvidence::before(counts(before.requests, before.errors));
         let windows: Vec<Counts> = before_windows
             .iter()
             .map(|w| counts(w.requests, w.errors))

@@ -179,13 +179,7 @@ impl Analyzer {
                                 );
                             }
                         };
-                        let before = Counts::measured(total, bad);
-                        let expected = if before.requests == 0 {
-                            0.0
-                        } else {
-                            before.bad as f64 / before.requests as f64
-                        };
-                        let mut evidence = RateEvidence::new(expected);
+                        let mut evidence = RateEvidence::before(Counts::measured(total, bad));
                         let windows = join_all((0..BEFORE_WINDOWS).map(|j| {
                             let t = start - 60.0 * j as f64;
                             let total = run(&primary_q.0, Variant::Primary, "1m".into(), t);
@@ -275,6 +269,25 @@ impl Analyzer {
                             .map_err(|e| failure(&e, &query))
                     }
                 };
+                let (c, p) = futures::join!(
+                    run(canary_q, Variant::Canary, window.clone(), at),
+                    run(primary_q, Variant::Primary, window.clone(), at),
+                );
+                let (c, p) = match (c, p) {
+                    (Ok(c), Ok(p)) => (c, p),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return self
+                            .unjudged(prior, held(CheckVerdict::Error, format!("{name}: {e}")));
+                    }
+                };
+                if Counts::measured(c.total, 0.0).requests == 0 {
+                    let message = format!(
+                        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
+                        window_text(at - start),
+                        crate::routing::ServiceNames::of(canary).canary
+                    );
+                    return self.unjudged(prior, held(CheckVerdict::NoData, message));
+                }
                 let mut evidence = match prior.as_ref().and_then(|p| p.latency.clone()) {
                     Some(e) => e,
                     None => {
@@ -297,9 +310,16 @@ impl Analyzer {
                                 );
                             }
                         };
+                        // A primary without requests before the canary (just created): its edges and
+                        // shares come from this first window instead.
+                        let before = if before.edges_ms.is_empty() || before.total <= 0.0 {
+                            p.clone()
+                        } else {
+                            before
+                        };
                         if before.edges_ms.is_empty() || before.total <= 0.0 {
                             let message = format!(
-                                "{name}: the primary answered no requests in the 10 minutes before the canary: no histogram edges to judge latency at"
+                                "{name}: the primary answered no requests: no histogram edges to judge latency at"
                             );
                             return self.unjudged(prior, held(CheckVerdict::NoData, message));
                         }
@@ -314,25 +334,6 @@ impl Analyzer {
                         LatencyEvidence::new(edges, expected)
                     }
                 };
-                let (c, p) = futures::join!(
-                    run(canary_q, Variant::Canary, window.clone(), at),
-                    run(primary_q, Variant::Primary, window.clone(), at),
-                );
-                let (c, p) = match (c, p) {
-                    (Ok(c), Ok(p)) => (c, p),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return self
-                            .unjudged(prior, held(CheckVerdict::Error, format!("{name}: {e}")));
-                    }
-                };
-                if Counts::measured(c.total, 0.0).requests == 0 {
-                    let message = format!(
-                        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
-                        window_text(at - start),
-                        crate::routing::ServiceNames::of(canary).canary
-                    );
-                    return self.unjudged(prior, held(CheckVerdict::NoData, message));
-                }
                 let tick = counts::latency_tick(&evidence.edges, &c, &p);
                 let settings = judge_settings(metric, compared, true);
                 evidence.update(&tick, &settings);
@@ -480,6 +481,7 @@ fn micro_time(seconds: f64) -> MicroTime {
 }
 
 mod words;
+pub use words::show_e;
 
 #[cfg(test)]
 mod tests;

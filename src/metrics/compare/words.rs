@@ -25,10 +25,11 @@ pub fn show_e(e: f64) -> String {
 fn verdict_words(verdict: Verdict, tolerance: f64) -> String {
     match verdict {
         Verdict::Fail => "regression proven".into(),
-        Verdict::Pass => format!(
-            "no worse than the primary by more than {} points: proven",
-            tolerance * 100.0
-        ),
+        Verdict::Pass => {
+            let points = tolerance * 100.0;
+            let unit = if points == 1.0 { "point" } else { "points" };
+            format!("no worse than the primary by more than {points} {unit}: proven")
+        }
         Verdict::Hold => "not proven either way yet".into(),
     }
 }

@@ -129,7 +129,7 @@ fn canary(provider: Provider) -> Value {
             "analysis": {"interval": "3s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
                 "alerts": [{"name": "deploys", "severity": "info", "providerRef": {"name": "slack"}}],
                 "metrics": [
-                {"name": "request-success-rate", "interval": "15s", "thresholdRange": {"min": 99}},
+                {"name": "request-success-rate", "compareToPrimary": {}},
                 {"name": "request-duration", "interval": "15s", "thresholdRange": {"max": 500}}
             ]}}
     })
@@ -241,12 +241,29 @@ async fn line(client: &Client, clock: &Instant, provider: Provider) -> (CanarySt
         })
         .collect::<Vec<_>>()
         .join(", ");
+    // The judge's e-value against the bar a regression is proven at, per compared metric.
+    let judged = status
+        .evidence
+        .iter()
+        .filter(|e| status.last_applied_spec.as_deref() == Some(e.revision.as_str()))
+        .map(|e| {
+            format!(
+                "{} e-value {} of {} {:?}",
+                e.name,
+                serin::metrics::compare::show_e(e.e_value),
+                serin::metrics::compare::show_e(e.fail_at),
+                e.verdict
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let text = format!(
-        "[{:02}:{:02}] {phase:<12} weight {:>3}  route {weights:<7}  canary serves {share}  checks: {}",
+        "[{:02}:{:02}] {phase:<12} weight {:>3}  route {weights:<7}  canary serves {share}  checks: {}  judge: {}",
         s / 60,
         s % 60,
         status.canary_weight,
-        if checks.is_empty() { "-" } else { &checks }
+        if checks.is_empty() { "-" } else { &checks },
+        if judged.is_empty() { "-" } else { &judged }
     );
     (status, text)
 }
@@ -314,7 +331,7 @@ async fn main() {
     let clock = Instant::now();
 
     println!(
-        "\npodinfo 6.0.0 (3 replicas) with a Canary (provider {}): interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nchecks request-success-rate >= 99% and request-duration <= 500ms over 15s,\nalerts to Slack (a loopback receiver stands in for it)",
+        "\npodinfo 6.0.0 (3 replicas) with a Canary (provider {}): interval 3s, stepWeight 10, maxWeight 50, threshold 2,\nrequest-success-rate compared with the primary's by the sequential judge, request-duration <= 500ms over 15s,\nalerts to Slack (a loopback receiver stands in for it)",
         provider.name()
     );
     apply::<Deployment>(&client, NS, podinfo("6.0.0", 0.0)).await;
@@ -369,7 +386,7 @@ async fn main() {
         primary_image(&client).await
     );
     println!("\nThe rollback, as Slack received it:");
-    print_slack(&receiver, "Failed checks threshold reached").await;
+    print_slack(&receiver, "Canary proven worse than the primary").await;
     println!(
         "Look around: {}/kubectl --kubeconfig {} -n {NS} get canaries.serin.dev,deploy,svc,{},events",
         env.get("SERIN_BIN"),

@@ -1,0 +1,214 @@
+//! The sequential judge end to end (`compareToPrimary`): the `serin` binary against the local cluster, its
+//! real Prometheus scraping the traffic simulator, at a low rate through the route. The primary's pods
+//! fail 1% of requests; each test rolls out a canary that behaves otherwise, or the same.
+//!
+//! The route's rate is `SERIN_JUDGE_RPS` requests a second: 50 in `make test` (a few minutes), 5 in
+//! `make test-judge` (the issue's rate: a +1 point regression then takes about half an hour to prove).
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use serin::api::{CanaryStatus, CheckVerdict, Phase};
+use serin::statistics::Verdict;
+use serin_e2e::podinfo::{annotated, canary, deployment, route_weight, wait_phase};
+use serin_e2e::{SerinProcess, apply, client, event_notes, install_crds, namespace, wait_for};
+
+const SERIN: &str = env!("CARGO_BIN_EXE_serin");
+
+fn rps() -> f64 {
+    std::env::var("SERIN_JUDGE_RPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50.0)
+}
+
+/// How long a verdict may take: `minutes` at 50 req/s, ten times as long at 5.
+fn within(minutes: u64) -> Duration {
+    Duration::from_secs_f64(minutes as f64 * 60.0 * (50.0 / rps()).max(1.0))
+}
+
+fn behaviour(error_rate: f64, latency_ms: u32) -> Value {
+    json!({"trafficsim.serin.dev/error-rate": error_rate.to_string(),
+        "trafficsim.serin.dev/latency-ms": latency_ms.to_string()})
+}
+
+/// podinfo 1.0.0 (failing 1%, 20 ms) behind a Canary with `metrics`, initialized by its own controller,
+/// with the route at the test's rate; then podinfo 2.0.0 behaving as `pods` say.
+async fn roll_out(prefix: &str, metrics: Value, pods: Value) -> (Client, String, SerinProcess) {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, prefix).await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.01, 20)),
+    )
+    .await;
+    let analysis = json!({"interval": "5s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
+        "metrics": metrics});
+    apply::<serin::api::Canary>(&client, &ns, canary(json!({"analysis": analysis}))).await;
+    let serin = SerinProcess::start(SERIN, &ns, "a").await;
+    wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    serin_e2e::annotate(
+        &client,
+        &ns,
+        &serin_e2e::httproute_resource(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": rps().to_string()}),
+    )
+    .await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), pods),
+    )
+    .await;
+    (client, ns, serin)
+}
+
+fn evidence(s: &CanaryStatus) -> &serin::api::status::EvidenceStatus {
+    s.evidence
+        .first()
+        .unwrap_or_else(|| panic!("no evidence in the status: {s:?}"))
+}
+
+/// A canary failing 2% against the primary's 1%: the judge proves the regression and rolls it back at
+/// once, while the fixed threshold of the same metric (min 95%, the kind a Flagger user sets to stay clear
+/// of noise at low traffic) passes every round.
+#[tokio::test]
+async fn errors_one_point_worse_are_rolled_back_where_a_fixed_threshold_passes() {
+    let metrics = json!([{"name": "request-success-rate", "interval": "1m",
+        "thresholdRange": {"min": 95}, "compareToPrimary": {}}]);
+    let (client, ns, serin) = roll_out("judge-worse", metrics, behaviour(0.02, 20)).await;
+    let s = wait_phase(&client, &ns, Phase::Failed, within(8)).await;
+    let e = evidence(&s);
+    eprintln!(
+        "measured: rolled back on {} canary requests: {}",
+        e.canary_requests, e.message
+    );
+    assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
+    assert!(e.e_value >= e.fail_at, "{e:?}");
+    assert_eq!(s.failed_checks, 0, "the fixed threshold never failed");
+    let fixed = s
+        .checks
+        .iter()
+        .find(|c| c.name == "request-success-rate")
+        .expect("the fixed check's last result");
+    assert_eq!(fixed.verdict, CheckVerdict::Passed, "{fixed:?}");
+    regressed_event(&client, &ns, "request-success-rate").await;
+    assert!(!event_notes(&client, &ns, "Evidence").await.is_empty());
+    assert_eq!(route_weight(&client, &ns).await, Some(0));
+    let e_value = serin
+        .metric_where(
+            "serin_canary_evidence",
+            &[r#"metric="request-success-rate""#],
+        )
+        .await
+        .expect("serin's /metrics");
+    assert!(e_value >= 100.0, "{e_value}");
+}
+
+/// Waits for the Regressed event naming `metric` (events are written after the status).
+async fn regressed_event(client: &Client, ns: &str, metric: &str) {
+    wait_for(
+        "a Regressed event",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            let notes = event_notes(client, ns, "Regressed").await;
+            if notes
+                .iter()
+                .any(|n| n.contains(metric) && n.contains("regression proven"))
+            {
+                Ok(())
+            } else {
+                Err(format!("{notes:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// A canary as good as the primary is proven good and promoted.
+#[tokio::test]
+async fn a_canary_as_good_as_the_primary_is_proven_and_promoted() {
+    let metrics = json!([{"name": "request-success-rate", "compareToPrimary": {}}]);
+    let (client, ns, _serin) = roll_out("judge-good", metrics, behaviour(0.01, 20)).await;
+    let s = wait_phase(&client, &ns, Phase::Succeeded, within(8)).await;
+    let e = evidence(&s);
+    eprintln!(
+        "measured: promoted on {} canary requests: {}",
+        e.canary_requests, e.message
+    );
+    assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+}
+
+/// Both variants' errors raised together (an incident downstream): the judge's bet is on the canary's
+/// share of the bad requests, which a shared rate does not move, so the canary is not rolled back.
+#[tokio::test]
+async fn a_shared_incident_does_not_roll_the_canary_back() {
+    let metrics = json!([{"name": "request-success-rate", "compareToPrimary": {}}]);
+    let (client, ns, _serin) = roll_out("judge-incident", metrics, behaviour(0.01, 20)).await;
+    serin_e2e::podinfo::wait_weight_at_least(&client, &ns, 20, within(2)).await;
+    set_error_rate(&client, &ns, 0.10).await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    set_error_rate(&client, &ns, 0.01).await;
+    let s = wait_phase(&client, &ns, Phase::Succeeded, within(10)).await;
+    let e = evidence(&s);
+    eprintln!(
+        "measured: promoted through a shared incident on {} canary requests: {}",
+        e.canary_requests, e.message
+    );
+    assert_eq!(e.verdict, Verdict::Pass, "{e:?}");
+    assert!(event_notes(&client, &ns, "Regressed").await.is_empty());
+}
+
+/// Every pod of both variants now fails `rate` of requests (the simulator reads each pod's annotations).
+async fn set_error_rate(client: &Client, ns: &str, rate: f64) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default())
+        .await
+        .expect("listing the pods");
+    let patch =
+        json!({"metadata": {"annotations": {"trafficsim.serin.dev/error-rate": rate.to_string()}}});
+    for p in list.items {
+        let name = p.metadata.name.unwrap_or_default();
+        pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("annotating pod {name}: {e}"));
+    }
+}
+
+/// A canary 50% slower (30 ms against 20): caught from the histogram's buckets, where a p99 threshold of
+/// 500 ms would pass it.
+#[tokio::test]
+async fn a_canary_half_again_as_slow_is_caught_from_the_histogram() {
+    let metrics = json!([{"name": "request-duration", "compareToPrimary": {}}]);
+    let (client, ns, _serin) = roll_out("judge-slow", metrics, behaviour(0.01, 30)).await;
+    let s = wait_phase(&client, &ns, Phase::Failed, within(5)).await;
+    let e = evidence(&s);
+    eprintln!(
+        "measured: rolled back on {} canary requests: {}",
+        e.canary_requests, e.message
+    );
+    assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
+    assert!(e.latency.is_some(), "{e:?}");
+    regressed_event(&client, &ns, "request-duration").await;
+    let _ = wait_for(
+        "the route back at 100/0",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || async {
+            match route_weight(&client, &ns).await {
+                Some(0) => Ok(()),
+                w => Err(format!("{w:?}")),
+            }
+        },
+    )
+    .await;
+}
