@@ -34,6 +34,15 @@ fn round(checks: Checks, evidence: Vec<EvidenceStatus>) -> Option<CheckRound> {
     })
 }
 
+/// The RolledBack event's message.
+fn rolled_back(w: &World) -> String {
+    w.events
+        .iter()
+        .find(|e| e.reason == Reason::RolledBack)
+        .map(|e| e.message.clone())
+        .expect("a RolledBack event")
+}
+
 fn unproven(message: &str) -> Checks {
     Checks::Unproven {
         message: message.into(),
@@ -74,17 +83,10 @@ fn a_proven_regression_rolls_back_at_once_whatever_the_threshold() {
     assert_eq!(w.o.status.failed_checks, 0);
     assert!(w.reasons().contains(&Reason::Regressed));
     assert!(w.reasons().contains(&Reason::Evidence));
-    let rolled_back = w
-        .events
-        .iter()
-        .find(|e| e.reason == Reason::RolledBack)
-        .expect("a RolledBack event");
+    let rolled_back = rolled_back(&w);
     assert!(
-        rolled_back
-            .message
-            .contains("request-success-rate: regression proven"),
-        "{}",
-        rolled_back.message
+        rolled_back.contains("request-success-rate: regression proven"),
+        "{rolled_back}"
     );
     assert_eq!(
         w.o.status.evidence[0].verdict,
@@ -143,17 +145,10 @@ fn max_duration_without_proof_rolls_back_with_what_is_missing() {
         Phase::Failed,
         "10m after the first judged window"
     );
-    let rolled_back = w
-        .events
-        .iter()
-        .find(|e| e.reason == Reason::RolledBack)
-        .expect("a RolledBack event");
+    let rolled_back = rolled_back(&w);
     assert!(
-        rolled_back
-            .message
-            .contains("insufficient evidence after 10m (analysis.maxDuration): request-success-rate: 900 canary requests, about 4100 more needed"),
-        "{}",
-        rolled_back.message
+        rolled_back.contains("insufficient evidence after 10m (analysis.maxDuration): request-success-rate: 900 canary requests, about 4100 more needed"),
+        "{rolled_back}"
     );
 }
 

@@ -212,11 +212,7 @@ impl Analyzer {
                     }
                 };
                 let Some(ct) = ct.filter(|t| Counts::measured(*t, 0.0).requests > 0) else {
-                    let message = format!(
-                        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
-                        window_text(at - start),
-                        crate::routing::ServiceNames::of(canary).canary
-                    );
+                    let message = no_canary_requests(name, at - start, canary);
                     return self.unjudged(prior, held(CheckVerdict::NoData, message));
                 };
                 let tick = counts::error_tick(
@@ -281,11 +277,7 @@ impl Analyzer {
                     }
                 };
                 if Counts::measured(c.total, 0.0).requests == 0 {
-                    let message = format!(
-                        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
-                        window_text(at - start),
-                        crate::routing::ServiceNames::of(canary).canary
-                    );
+                    let message = no_canary_requests(name, at - start, canary);
                     return self.unjudged(prior, held(CheckVerdict::NoData, message));
                 }
                 let mut evidence = match prior.as_ref().and_then(|p| p.latency.clone()) {
@@ -457,6 +449,15 @@ struct Judged {
     message: String,
     errors: Option<RateEvidence>,
     latency: Option<LatencyEvidence>,
+}
+
+/// Why a round added nothing: the canary answered no requests in the window.
+fn no_canary_requests(name: &str, window_seconds: f64, canary: &Canary) -> String {
+    format!(
+        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
+        window_text(window_seconds),
+        crate::routing::ServiceNames::of(canary).canary
+    )
 }
 
 /// A query's single number: None when it found nothing (no series), an error when it failed.
