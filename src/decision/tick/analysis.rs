@@ -145,42 +145,34 @@ impl Tick<'_> {
             self.event(Reason::Evidence, false, summary);
         }
         match &round.verdict {
-            Checks::Passed => {
+            Checks::Passed | Checks::Unproven { .. } => {
                 self.status.holding_since = None;
                 if self.paused() {
                     self.message = format!(
                         "Paused at canary weight {current} by serin.dev/pause: the checks go on"
                     );
                     return Ok(());
+                }
+                let proven = round.verdict == Checks::Passed;
+                if let Checks::Unproven { message } = &round.verdict {
+                    // More traffic is more evidence: the steps go on; only the promotion waits for the
+                    // proof.
+                    let last_step = match self.s.strategy {
+                        Strategy::Canary { max_weight, .. } => current >= max_weight,
+                        Strategy::BlueGreen { iterations } | Strategy::AbTesting { iterations } => {
+                            self.status.iterations >= iterations
+                        }
+                    };
+                    if last_step {
+                        self.unproven(message.clone());
+                        return Ok(());
+                    }
                 }
                 match self.s.strategy {
                     // Every compared metric has proven the canary good: no need to wait for maxWeight.
-                    Strategy::Canary { .. } if self.s.promote_when_proven => self.promotion_gate(),
-                    Strategy::Canary { .. } => self.advance(current),
-                    Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
-                    Strategy::AbTesting { iterations } => self.iterate(iterations, false),
-                }
-            }
-            Checks::Unproven { message } => {
-                self.status.holding_since = None;
-                if self.paused() {
-                    self.message = format!(
-                        "Paused at canary weight {current} by serin.dev/pause: the checks go on"
-                    );
-                    return Ok(());
-                }
-                // More traffic is more evidence: the steps go on; only the promotion waits for the proof.
-                let last_step = match self.s.strategy {
-                    Strategy::Canary { max_weight, .. } => current >= max_weight,
-                    Strategy::BlueGreen { iterations } | Strategy::AbTesting { iterations } => {
-                        self.status.iterations >= iterations
+                    Strategy::Canary { .. } if proven && self.s.promote_when_proven => {
+                        self.promotion_gate()
                     }
-                };
-                if last_step {
-                    self.unproven(message.clone());
-                    return Ok(());
-                }
-                match self.s.strategy {
                     Strategy::Canary { .. } => self.advance(current),
                     Strategy::BlueGreen { iterations } => self.iterate(iterations, true),
                     Strategy::AbTesting { iterations } => self.iterate(iterations, false),

@@ -10,7 +10,6 @@
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-use super::builtin::Family;
 use super::counts::{self, Buckets, Variant};
 use super::prometheus::endpoint;
 use super::provider::{Answer, MetricsProvider, ProviderSettings, QueryError};
@@ -21,7 +20,8 @@ use crate::api::status::EvidenceStatus;
 use crate::api::{Canary, CheckStatus, CheckVerdict};
 use crate::statistics::sequential::MAX_EDGES;
 use crate::statistics::{Counts, LatencyEvidence, RateEvidence, Settings, Verdict};
-use crate::vocabulary::Builtin;
+use crate::workload::primary::primary_name;
+use queries::Queries;
 use words::{latency_message, rate_message};
 
 /// How long before the canary's first window the primary is read for its expected rates.
@@ -36,23 +36,6 @@ const MIN_WINDOW_SECONDS: f64 = 1.0;
 pub struct Compared {
     pub evidence: Option<EvidenceStatus>,
     pub held: Option<CheckStatus>,
-}
-
-/// Where a compared metric's counts come from: per variant, the texts of the total and bad queries
-/// (rates), or of the bucket query (latency), with the provider that answers them.
-enum Queries<'a> {
-    Rate {
-        canary: (String, String),
-        primary: (String, String),
-        provider: &'a dyn MetricsProvider,
-        settings: ProviderSettings,
-    },
-    Latency {
-        canary: String,
-        primary: String,
-        ms_per_unit: f64,
-        settings: ProviderSettings,
-    },
 }
 
 /// The judge's settings for one metric: the reference's defaults, overridden by compareToPrimary.
@@ -82,6 +65,76 @@ fn window_text(seconds: f64) -> String {
     format!("{}ms", (seconds * 1000.0).round().max(1.0) as u64)
 }
 
+/// What every query of one round of a compared metric shares.
+struct Round<'a> {
+    name: &'a str,
+    canary: &'a Canary,
+    /// The metric's variables; each query sets the variant's.
+    vars: Variables,
+    /// The evidence before this round, for this revision.
+    prior: Option<EvidenceStatus>,
+    /// The window judged: (start, at].
+    start: f64,
+    at: f64,
+}
+
+impl Round<'_> {
+    /// `text` rendered for `variant`, with `{{ interval }}` = `interval`.
+    fn render(&self, text: &str, variant: Variant, interval: String) -> Result<String, String> {
+        let workload = match variant {
+            Variant::Canary => (self.vars.target.clone(), "canary"),
+            Variant::Primary => (primary_name(&self.vars.target), "primary"),
+        };
+        let vars = Variables {
+            interval,
+            variant: Some(workload),
+            ..self.vars.clone()
+        };
+        render(text, &vars).map_err(|e| e.to_string())
+    }
+
+    /// The window judged, as Prometheus reads it.
+    fn window(&self) -> String {
+        window_text(self.at - self.start)
+    }
+
+    /// The round adds nothing and the canary holds, saying why; the evidence stays as it was.
+    fn hold(&self, verdict: CheckVerdict, message: String) -> Compared {
+        Compared {
+            evidence: self.prior.clone(),
+            held: Some(CheckStatus {
+                name: self.name.to_string(),
+                value: None,
+                threshold_range: None,
+                verdict,
+                message: Some(message),
+            }),
+        }
+    }
+
+    fn failed_before(&self, e: &str) -> Compared {
+        self.hold(
+            CheckVerdict::Error,
+            format!("{}: the primary before the canary: {e}", self.name),
+        )
+    }
+
+    fn failed(&self, e: &str) -> Compared {
+        self.hold(CheckVerdict::Error, format!("{}: {e}", self.name))
+    }
+
+    /// The canary answered no requests in the window.
+    fn no_canary_requests(&self) -> Compared {
+        let message = format!(
+            "no canary requests for {} in the last {}: nothing to judge; is traffic reaching {}?",
+            self.name,
+            self.window(),
+            crate::routing::ServiceNames::of(self.canary).canary
+        );
+        self.hold(CheckVerdict::NoData, message)
+    }
+}
+
 impl Analyzer {
     /// One round of a compared metric, `compared` being how many metrics the analysis compares.
     pub(super) async fn compare(
@@ -92,351 +145,278 @@ impl Analyzer {
         compared: usize,
         at: f64,
     ) -> Compared {
-        let name = metric.name.as_str();
-        let status = canary.status.clone().unwrap_or_default();
-        let revision = status.last_applied_spec.clone().unwrap_or_default();
+        let status = canary.status.as_ref();
+        let revision = status
+            .and_then(|s| s.last_applied_spec.clone())
+            .unwrap_or_default();
         let prior = status
-            .evidence
-            .iter()
-            .find(|e| e.name == name && e.revision == revision)
+            .into_iter()
+            .flat_map(|s| &s.evidence)
+            .find(|e| e.name == metric.name && e.revision == revision)
             .cloned();
-        let held = |verdict: CheckVerdict, message: String| CheckStatus {
-            name: name.to_string(),
-            value: None,
-            threshold_range: None,
-            verdict,
-            message: Some(message),
-        };
-        let queries = match self.comparison_queries(canary, source) {
-            Ok(q) => q,
-            Err(why) => {
-                return Compared {
-                    evidence: prior,
-                    held: Some(held(CheckVerdict::Error, format!("{name}: {why}"))),
-                };
-            }
-        };
         let start = match &prior {
             Some(p) => seconds(&p.window_end),
             None => status
-                .last_step_time
-                .as_ref()
+                .and_then(|s| s.last_step_time.as_ref())
                 .map(seconds)
                 .unwrap_or(at - 60.0),
         };
+        let round = Round {
+            name: &metric.name,
+            canary,
+            vars: super::variables(canary, metric),
+            prior,
+            start,
+            at,
+        };
+        let queries = match self.comparison_queries(canary, source) {
+            Ok(q) => q,
+            Err(why) => return round.failed(&why),
+        };
         if at - start < MIN_WINDOW_SECONDS {
             return Compared {
-                evidence: prior,
+                evidence: round.prior,
                 held: None,
             };
         }
-        let mut vars = super::variables(canary, metric);
-        let target = vars.target.clone();
-        let for_variant = |vars: &Variables, variant: Variant, interval: String| Variables {
-            interval,
-            variant: Some(match variant {
-                Variant::Canary => (target.clone(), "canary"),
-                Variant::Primary => (format!("{target}-primary"), "primary"),
-            }),
-            ..vars.clone()
-        };
-        vars.variant = None;
-        let window = window_text(at - start);
-        let outcome = match &queries {
+        let judged = match &queries {
             Queries::Rate {
-                canary: canary_q,
-                primary: primary_q,
+                canary,
+                primary,
                 provider,
                 settings,
             } => {
-                let run = |text: &str, variant: Variant, interval: String, t: f64| {
-                    let vars = for_variant(&vars, variant, interval);
-                    let text = text.to_string();
-                    async move {
-                        let query =
-                            render(&text, &vars).map_err(|e| format!("spec.counts: {e}"))?;
-                        let answer = provider.query(settings, &query, t).await;
-                        self.count(&answer);
-                        value(answer, &query)
-                    }
-                };
-                let mut evidence = match prior.as_ref().and_then(|p| p.errors.clone()) {
-                    Some(e) => e,
-                    None => {
-                        let before = window_text(BEFORE_SECONDS);
-                        let total = run(&primary_q.0, Variant::Primary, before.clone(), start);
-                        let bad = run(&primary_q.1, Variant::Primary, before, start);
-                        let (total, bad) = futures::join!(total, bad);
-                        let (total, bad) = match (total, bad) {
-                            (Ok(t), Ok(b)) => (t.unwrap_or(0.0), b.unwrap_or(0.0)),
-                            (Err(e), _) | (_, Err(e)) => {
-                                return self.unjudged(
-                                    prior,
-                                    held(
-                                        CheckVerdict::Error,
-                                        format!("{name}: the primary before the canary: {e}"),
-                                    ),
-                                );
-                            }
-                        };
-                        let mut evidence = RateEvidence::before(Counts::measured(total, bad));
-                        let windows = join_all((0..BEFORE_WINDOWS).map(|j| {
-                            let t = start - 60.0 * j as f64;
-                            let total = run(&primary_q.0, Variant::Primary, "1m".into(), t);
-                            let bad = run(&primary_q.1, Variant::Primary, "1m".into(), t);
-                            async move { futures::join!(total, bad) }
-                        }))
-                        .await;
-                        let windows: Vec<Counts> = windows
-                            .into_iter()
-                            .filter_map(|(t, b)| match (t, b) {
-                                (Ok(Some(t)), Ok(b)) => Some(Counts::measured(t, b.unwrap_or(0.0))),
-                                _ => None,
-                            })
-                            .collect();
-                        evidence.observe_windows(&windows);
-                        evidence
-                    }
-                };
-                let (ct, cb, pt, pb) = futures::join!(
-                    run(&canary_q.0, Variant::Canary, window.clone(), at),
-                    run(&canary_q.1, Variant::Canary, window.clone(), at),
-                    run(&primary_q.0, Variant::Primary, window.clone(), at),
-                    run(&primary_q.1, Variant::Primary, window.clone(), at),
-                );
-                let (ct, cb, pt, pb) = match (ct, cb, pt, pb) {
-                    (Ok(ct), Ok(cb), Ok(pt), Ok(pb)) => (ct, cb, pt, pb),
-                    (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
-                        return self
-                            .unjudged(prior, held(CheckVerdict::Error, format!("{name}: {e}")));
-                    }
-                };
-                let Some(ct) = ct.filter(|t| Counts::measured(*t, 0.0).requests > 0) else {
-                    let message = no_canary_requests(name, at - start, canary);
-                    return self.unjudged(prior, held(CheckVerdict::NoData, message));
-                };
-                let tick = counts::error_tick(
-                    (ct, cb.unwrap_or(0.0)),
-                    (pt.unwrap_or(0.0), pb.unwrap_or(0.0)),
-                );
+                let queries = (canary, primary, *provider, settings);
                 let settings = judge_settings(metric, compared, false);
-                evidence.update(&tick, &settings);
-                // The primary's window joins its scatter estimate for the next rounds' bets.
-                evidence.observe_windows(&[tick.primary]);
-                let summary = evidence.summary(&settings);
-                let message = rate_message(
-                    name,
-                    &summary,
-                    &evidence,
-                    &settings,
-                    tick.canary.requests,
-                    at - start,
-                );
-                Judged {
-                    verdict: summary.verdict,
-                    e_value: summary.e_value,
-                    fail_at: summary.fail_at,
-                    canary_requests: summary.canary_requests,
-                    message,
-                    errors: Some(evidence),
-                    latency: None,
-                }
+                self.judge_rate(&round, queries, &settings).await
             }
             Queries::Latency {
-                canary: canary_q,
-                primary: primary_q,
+                canary,
+                primary,
                 ms_per_unit,
-                settings,
+                settings: provider_settings,
             } => {
-                let run = |text: &str, variant: Variant, interval: String, t: f64| {
-                    let vars = for_variant(&vars, variant, interval);
-                    let text = text.to_string();
-                    async move {
-                        let query = render(&text, &vars).map_err(|e| e.to_string())?;
-                        let endpoint = endpoint(settings).map_err(|e| e.to_string())?;
-                        let answer = self
-                            .providers
-                            .prometheus
-                            .instant_vector(&endpoint, &query, t)
-                            .await;
-                        self.count(&answer);
-                        answer
-                            .map(|samples| Buckets::from_samples(&samples, *ms_per_unit))
-                            .map_err(|e| failure(&e, &query))
-                    }
-                };
-                let (c, p) = futures::join!(
-                    run(canary_q, Variant::Canary, window.clone(), at),
-                    run(primary_q, Variant::Primary, window.clone(), at),
-                );
-                let (c, p) = match (c, p) {
-                    (Ok(c), Ok(p)) => (c, p),
-                    (Err(e), _) | (_, Err(e)) => {
-                        return self
-                            .unjudged(prior, held(CheckVerdict::Error, format!("{name}: {e}")));
-                    }
-                };
-                if Counts::measured(c.total, 0.0).requests == 0 {
-                    let message = no_canary_requests(name, at - start, canary);
-                    return self.unjudged(prior, held(CheckVerdict::NoData, message));
-                }
-                let mut evidence = match prior.as_ref().and_then(|p| p.latency.clone()) {
-                    Some(e) => e,
-                    None => {
-                        let before = match run(
-                            primary_q,
-                            Variant::Primary,
-                            window_text(BEFORE_SECONDS),
-                            start,
-                        )
-                        .await
-                        {
-                            Ok(b) => b,
-                            Err(e) => {
-                                return self.unjudged(
-                                    prior,
-                                    held(
-                                        CheckVerdict::Error,
-                                        format!("{name}: the primary before the canary: {e}"),
-                                    ),
-                                );
-                            }
-                        };
-                        // A primary without requests before the canary (just created): its edges and
-                        // shares come from this first window instead.
-                        let before = if before.edges_ms.is_empty() || before.total <= 0.0 {
-                            p.clone()
-                        } else {
-                            before
-                        };
-                        if before.edges_ms.is_empty() || before.total <= 0.0 {
-                            let message = format!(
-                                "{name}: the primary answered no requests: no histogram edges to judge latency at"
-                            );
-                            return self.unjudged(prior, held(CheckVerdict::NoData, message));
-                        }
-                        let edges: Vec<f64> =
-                            before.edges_ms.iter().copied().take(MAX_EDGES).collect();
-                        let expected = before
-                            .at_or_below
-                            .iter()
-                            .take(MAX_EDGES)
-                            .map(|below| ((before.total - below) / before.total).clamp(0.0, 1.0))
-                            .collect();
-                        LatencyEvidence::new(edges, expected)
-                    }
-                };
-                let tick = counts::latency_tick(&evidence.edges, &c, &p);
                 let settings = judge_settings(metric, compared, true);
-                evidence.update(&tick, &settings);
-                let summary = evidence.summary(&settings);
-                let window_requests = Counts::measured(c.total, 0.0).requests;
-                let message = latency_message(
-                    name,
-                    &summary,
-                    &evidence,
-                    &settings,
-                    window_requests,
-                    at - start,
-                );
-                Judged {
-                    verdict: summary.verdict,
-                    e_value: summary.e_value,
-                    fail_at: summary.fail_at,
-                    canary_requests: summary.canary_requests,
-                    message,
-                    errors: None,
-                    latency: Some(evidence),
-                }
+                let queries = (canary.as_str(), primary.as_str(), *ms_per_unit);
+                self.judge_latency(&round, queries, provider_settings, &settings)
+                    .await
             }
         };
-        let since = prior
+        let judged = match judged {
+            Ok(j) => j,
+            Err(held) => return held,
+        };
+        let since = round
+            .prior
             .as_ref()
             .map(|p| p.since.clone())
             .unwrap_or_else(|| micro_time(start));
         Compared {
             evidence: Some(EvidenceStatus {
-                name: name.to_string(),
+                name: metric.name.clone(),
                 revision,
                 since,
                 window_end: micro_time(at),
-                verdict: outcome.verdict,
+                verdict: judged.verdict,
                 // JSON has no infinity: an e-value past any bar is shown as 1e300.
-                e_value: outcome.e_value.min(1e300),
-                fail_at: outcome.fail_at,
-                canary_requests: outcome.canary_requests,
-                message: outcome.message,
-                errors: outcome.errors,
-                latency: outcome.latency,
+                e_value: judged.e_value.min(1e300),
+                fail_at: judged.fail_at,
+                canary_requests: judged.canary_requests,
+                message: judged.message,
+                errors: judged.errors,
+                latency: judged.latency,
             }),
             held: None,
         }
     }
 
-    fn unjudged(&self, prior: Option<EvidenceStatus>, held: CheckStatus) -> Compared {
-        Compared {
-            evidence: prior,
-            held: Some(held),
-        }
+    /// One round of an error rate: the first also reads the primary before the canary (its rate, and its
+    /// 1-minute windows for the scatter of its errors).
+    async fn judge_rate(
+        &self,
+        round: &Round<'_>,
+        (canary_q, primary_q, provider, provider_settings): (
+            &(String, String),
+            &(String, String),
+            &dyn MetricsProvider,
+            &ProviderSettings,
+        ),
+        settings: &Settings,
+    ) -> Result<Judged, Compared> {
+        let run = |text: &str, variant: Variant, interval: String, t: f64| {
+            let query = round.render(text, variant, interval);
+            async move {
+                let query = query.map_err(|e| format!("spec.counts: {e}"))?;
+                let answer = provider.query(provider_settings, &query, t).await;
+                self.count(&answer);
+                value(answer, &query)
+            }
+        };
+        let mut evidence = match round.prior.as_ref().and_then(|p| p.errors.clone()) {
+            Some(e) => e,
+            None => {
+                let before = window_text(BEFORE_SECONDS);
+                let (total, bad) = futures::join!(
+                    run(&primary_q.0, Variant::Primary, before.clone(), round.start),
+                    run(&primary_q.1, Variant::Primary, before, round.start),
+                );
+                let (total, bad) = match (total, bad) {
+                    (Ok(t), Ok(b)) => (t.unwrap_or(0.0), b.unwrap_or(0.0)),
+                    (Err(e), _) | (_, Err(e)) => return Err(round.failed_before(&e)),
+                };
+                let mut evidence = RateEvidence::before(Counts::measured(total, bad));
+                let windows = join_all((0..BEFORE_WINDOWS).map(|j| {
+                    let t = round.start - 60.0 * j as f64;
+                    let total = run(&primary_q.0, Variant::Primary, "1m".into(), t);
+                    let bad = run(&primary_q.1, Variant::Primary, "1m".into(), t);
+                    async move { futures::join!(total, bad) }
+                }))
+                .await;
+                let windows: Vec<Counts> = windows
+                    .into_iter()
+                    .filter_map(|(t, b)| match (t, b) {
+                        (Ok(Some(t)), Ok(b)) => Some(Counts::measured(t, b.unwrap_or(0.0))),
+                        _ => None,
+                    })
+                    .collect();
+                evidence.observe_windows(&windows);
+                evidence
+            }
+        };
+        let window = round.window();
+        let at = round.at;
+        let (ct, cb, pt, pb) = futures::join!(
+            run(&canary_q.0, Variant::Canary, window.clone(), at),
+            run(&canary_q.1, Variant::Canary, window.clone(), at),
+            run(&primary_q.0, Variant::Primary, window.clone(), at),
+            run(&primary_q.1, Variant::Primary, window, at),
+        );
+        let (ct, cb, pt, pb) = match (ct, cb, pt, pb) {
+            (Ok(ct), Ok(cb), Ok(pt), Ok(pb)) => (ct, cb, pt, pb),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                return Err(round.failed(&e));
+            }
+        };
+        let Some(ct) = ct.filter(|t| Counts::measured(*t, 0.0).requests > 0) else {
+            return Err(round.no_canary_requests());
+        };
+        let tick = counts::error_tick(
+            (ct, cb.unwrap_or(0.0)),
+            (pt.unwrap_or(0.0), pb.unwrap_or(0.0)),
+        );
+        evidence.update(&tick, settings);
+        // The primary's window joins its scatter estimate for the next rounds' bets.
+        evidence.observe_windows(&[tick.primary]);
+        let summary = evidence.summary(settings);
+        let message = rate_message(
+            round.name,
+            &summary,
+            &evidence,
+            settings,
+            tick.canary.requests,
+            at - round.start,
+        );
+        Ok(Judged {
+            verdict: summary.verdict,
+            e_value: summary.e_value,
+            fail_at: summary.fail_at,
+            canary_requests: summary.canary_requests,
+            message,
+            errors: Some(evidence),
+            latency: None,
+        })
     }
 
-    /// The per-variant queries of a compared metric, or why it has none.
-    fn comparison_queries<'a>(
-        &'a self,
-        canary: &Canary,
-        source: Source<'_>,
-    ) -> Result<Queries<'a>, String> {
-        match source {
-            Source::Builtin(check) => {
-                let provider = canary.spec.provider.unwrap_or(self.default_provider);
-                let family = Family::of(provider).map_err(|e| e.to_string())?;
-                let settings = ProviderSettings {
-                    address: self.canary_server(canary),
-                    ..ProviderSettings::default()
-                };
-                match check {
-                    Builtin::RequestSuccessRate => Ok(Queries::Rate {
-                        canary: (
-                            counts::requests_query(family, Variant::Canary),
-                            counts::bad_query(family, Variant::Canary),
-                        ),
-                        primary: (
-                            counts::requests_query(family, Variant::Primary),
-                            counts::bad_query(family, Variant::Primary),
-                        ),
-                        provider: &self.providers.prometheus,
-                        settings,
-                    }),
-                    Builtin::RequestDuration => {
-                        let (canary_q, ms_per_unit) = counts::buckets_query(family, Variant::Canary)
-                            .ok_or_else(|| format!("{provider}'s telemetry has no latency histogram to compare"))?;
-                        let (primary_q, _) = counts::buckets_query(family, Variant::Primary)
-                            .ok_or_else(|| format!("{provider}'s telemetry has no latency histogram to compare"))?;
-                        Ok(Queries::Latency {
-                            canary: canary_q,
-                            primary: primary_q,
-                            ms_per_unit,
-                            settings,
-                        })
-                    }
-                }
+    /// One round of a latency histogram: the first also reads the primary's buckets before the canary (the
+    /// edges judged, and the share slower than each), or this window's when it had no requests before.
+    async fn judge_latency(
+        &self,
+        round: &Round<'_>,
+        (canary_q, primary_q, ms_per_unit): (&str, &str, f64),
+        provider_settings: &ProviderSettings,
+        settings: &Settings,
+    ) -> Result<Judged, Compared> {
+        let run = |text: &str, variant: Variant, interval: String, t: f64| {
+            let query = round.render(text, variant, interval);
+            async move {
+                let query = query?;
+                let endpoint = endpoint(provider_settings).map_err(|e| e.to_string())?;
+                let answer = self
+                    .providers
+                    .prometheus
+                    .instant_vector(&endpoint, &query, t)
+                    .await;
+                self.count(&answer);
+                answer
+                    .map(|samples| Buckets::from_samples(&samples, ms_per_unit))
+                    .map_err(|e| failure(&e, &query))
             }
-            Source::Template(r) => {
-                let (template, provider, settings, origin) = self.template(canary, r)?;
-                let counts = template.spec.counts.clone().ok_or_else(|| {
-                    format!("{origin} has no spec.counts: compareToPrimary needs its total and bad queries, run once per variant")
-                })?;
-                Ok(Queries::Rate {
-                    canary: (counts.total.clone(), counts.bad.clone()),
-                    primary: (counts.total, counts.bad),
-                    provider,
-                    settings,
-                })
-            }
-            Source::Query(_) => Err(
-                "an inline query gives one number, not counts per variant: compare with a templateRef to a MetricTemplate with counts".into(),
-            ),
+        };
+        let window = round.window();
+        let (c, p) = futures::join!(
+            run(canary_q, Variant::Canary, window.clone(), round.at),
+            run(primary_q, Variant::Primary, window, round.at),
+        );
+        let (c, p) = match (c, p) {
+            (Ok(c), Ok(p)) => (c, p),
+            (Err(e), _) | (_, Err(e)) => return Err(round.failed(&e)),
+        };
+        let window_requests = Counts::measured(c.total, 0.0).requests;
+        if window_requests == 0 {
+            return Err(round.no_canary_requests());
         }
+        let mut evidence = match round.prior.as_ref().and_then(|p| p.latency.clone()) {
+            Some(e) => e,
+            None => {
+                let before = run(
+                    primary_q,
+                    Variant::Primary,
+                    window_text(BEFORE_SECONDS),
+                    round.start,
+                )
+                .await
+                .map_err(|e| round.failed_before(&e))?;
+                // A primary without requests before the canary (just created): its edges and shares
+                // come from this first window instead.
+                let answered = |b: &Buckets| !b.edges_ms.is_empty() && b.total > 0.0;
+                let before = if answered(&before) { before } else { p.clone() };
+                if !answered(&before) {
+                    let message = format!(
+                        "{}: the primary answered no requests: no histogram edges to judge latency at",
+                        round.name
+                    );
+                    return Err(round.hold(CheckVerdict::NoData, message));
+                }
+                let edges: Vec<f64> = before.edges_ms.iter().copied().take(MAX_EDGES).collect();
+                let expected = before
+                    .at_or_below
+                    .iter()
+                    .take(MAX_EDGES)
+                    .map(|below| ((before.total - below) / before.total).clamp(0.0, 1.0))
+                    .collect();
+                LatencyEvidence::new(edges, expected)
+            }
+        };
+        let tick = counts::latency_tick(&evidence.edges, &c, &p);
+        evidence.update(&tick, settings);
+        let summary = evidence.summary(settings);
+        let message = latency_message(
+            round.name,
+            &summary,
+            &evidence,
+            settings,
+            window_requests,
+            round.at - round.start,
+        );
+        Ok(Judged {
+            verdict: summary.verdict,
+            e_value: summary.e_value,
+            fail_at: summary.fail_at,
+            canary_requests: summary.canary_requests,
+            message,
+            errors: None,
+            latency: Some(evidence),
+        })
     }
 }
 
@@ -449,15 +429,6 @@ struct Judged {
     message: String,
     errors: Option<RateEvidence>,
     latency: Option<LatencyEvidence>,
-}
-
-/// Why a round added nothing: the canary answered no requests in the window.
-fn no_canary_requests(name: &str, window_seconds: f64, canary: &Canary) -> String {
-    format!(
-        "no canary requests for {name} in the last {}: nothing to judge; is traffic reaching {}?",
-        window_text(window_seconds),
-        crate::routing::ServiceNames::of(canary).canary
-    )
 }
 
 /// A query's single number: None when it found nothing (no series), an error when it failed.
@@ -481,6 +452,7 @@ fn micro_time(seconds: f64) -> MicroTime {
     )
 }
 
+mod queries;
 mod words;
 pub use words::show_e;
 

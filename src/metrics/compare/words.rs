@@ -54,16 +54,30 @@ pub(super) fn rate_message(
         verdict_words(s.verdict, settings.tolerance)
     );
     if s.verdict == Verdict::Hold {
-        let needed = requests_needed(evidence.expected, settings.tolerance, settings.alpha_pass);
-        let more = (needed - s.canary_requests as f64).max(0.0);
-        let per_second = window_requests as f64 / window_seconds.max(1.0);
-        message.push_str(&more_needed(s.canary_requests, more, per_second));
+        message.push_str(&more_needed(
+            evidence.expected,
+            settings,
+            s.canary_requests,
+            window_requests,
+            window_seconds,
+        ));
     }
     message
 }
 
-/// "N canary requests, about M more needed at the current rate (~T)".
-pub fn more_needed(seen: u64, more: f64, per_second: f64) -> String {
+/// "N canary requests, about M more needed at the current rate (about T min)": how far `seen` canary
+/// requests are from what the pass test usually needs at rate `expected`, and how long the last window's
+/// pace takes to get there.
+fn more_needed(
+    expected: f64,
+    settings: &Settings,
+    seen: u64,
+    window_requests: u64,
+    window_seconds: f64,
+) -> String {
+    let needed = requests_needed(expected, settings.tolerance, settings.alpha_pass);
+    let more = (needed - seen as f64).max(0.0);
+    let per_second = window_requests as f64 / window_seconds.max(1.0);
     let when = if per_second > 0.0 && more > 0.0 {
         let minutes = (more / per_second / 60.0).ceil();
         format!(" (about {minutes:.0} min)")
@@ -118,10 +132,13 @@ pub(super) fn latency_message(
             .and_then(|(edge, _)| evidence.edges.iter().position(|e| *e == edge))
             .and_then(|k| evidence.expected.get(k).copied())
             .unwrap_or(0.5);
-        let needed = requests_needed(expected, settings.tolerance, settings.alpha_pass);
-        let more = (needed - s.canary_requests as f64).max(0.0);
-        let per_second = window_requests as f64 / window_seconds.max(1.0);
-        message.push_str(&more_needed(s.canary_requests, more, per_second));
+        message.push_str(&more_needed(
+            expected,
+            settings,
+            s.canary_requests,
+            window_requests,
+            window_seconds,
+        ));
     }
     message
 }
