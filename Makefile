@@ -33,7 +33,7 @@ bench:
 # runs at 50 in `make test`): about 40 minutes, the slowest test proving a +1 point regression.
 test-judge:
 	e2e/cluster/up
-	SERIN_JUDGE_RPS=5 cargo test --test judge -- --include-ignored --nocapture 2>&1 | tee /tmp/serin-test-judge.log | grep -E 'measured:|^test |test result'
+	SERIN_JUDGE_RPS=5 cargo test --test judge -- --nocapture 2>&1 | tee /tmp/serin-test-judge.log | grep -E 'measured:|^test |test result'
 
 # How well each judge decides (Flagger-style thresholds, Kayenta-style Mann-Whitney, Serin's sequential judge)
 # over simulated canaries: seeded, no cluster. Writes e2e/decisions/results/ (a TSV, committed; two SVG plots).

@@ -141,9 +141,9 @@ const EXPECTED_HIGH_ALPHA: f64 = 0.01;
 pub struct RateEvidence {
     /// The primary's rate before the canary had traffic: the prior mean of the absolute leg's bounds.
     pub expected: f64,
-    /// What the relative pass leg takes the primary's rate to be when it turns the tolerance (points) into
-    /// an odds ratio: an upper bound on `expected`, so that a primary seen briefly never makes the
-    /// tolerance looser than stated (a rate taken too low would make "1 point worse" a huge odds ratio).
+    /// An upper bound on the primary's rate (99%): the relative pass leg turns the tolerance (points) into
+    /// an odds ratio at the rate in [expected, expected_high] where that ratio is smallest, so that a
+    /// primary seen briefly never makes the tolerance looser than stated.
     pub expected_high: f64,
     pub fail: MixtureEProcess,
     /// The relative pass leg.
@@ -212,10 +212,16 @@ impl RateEvidence {
         }
     }
 
-    /// The odds ratio at which the canary is worse by exactly the tolerance, from the expected rate.
+    /// The odds ratio at which the canary is worse by exactly the tolerance. Its rate is only known to lie
+    /// between `expected` and `expected_high`, so the ratio is taken where it is smallest over that range:
+    /// a fixed number of points is the smallest odds ratio at a rate of (1 - tolerance)/2, and grows on
+    /// either side (1 point is 1.04 times the odds at 50%, 2 at 1%, 10 at 99%).
     fn tolerance_odds_ratio(&self, settings: &Settings) -> f64 {
         let odds = |p: f64| p / (1.0 - p);
-        let expected = self.expected_high.clamp(1e-4, 0.99);
+        let flattest = (1.0 - settings.tolerance) / 2.0;
+        let expected = flattest
+            .clamp(self.expected.min(self.expected_high), self.expected_high)
+            .clamp(1e-4, 0.99);
         let worse = (expected + settings.tolerance).min(0.999);
         odds(worse) / odds(expected)
     }

@@ -402,3 +402,32 @@ fn a_primary_seen_briefly_never_loosens_the_tolerance() {
         known.expected_high
     );
 }
+
+/// Defect found re-reading the fix above: a primary with no requests at all before the canary has an
+/// upper bound near 1, and "1 point worse" than 99% is an odds ratio of 10 — looser, not tighter. The
+/// odds ratio of a fixed number of points is smallest near 50%, so the rate it is read at is the bound, but
+/// never past the point where that ratio starts growing again. (In CI, a canary failing 2% against 1% was
+/// promoted with such a primary.)
+#[test]
+fn a_primary_never_seen_never_loosens_the_tolerance() {
+    let settings = Settings::errors(1);
+    let mut evidence = RateEvidence::before(Counts::default());
+    let tick = Tick {
+        canary: Counts {
+            requests: 500,
+            bad: 10,
+        },
+        primary: Counts {
+            requests: 500,
+            bad: 5,
+        },
+    };
+    let mut first = Verdict::Hold;
+    for _ in 0..200 {
+        first = evidence.update(&tick, &settings);
+        if first != Verdict::Hold {
+            break;
+        }
+    }
+    assert_eq!(first, Verdict::Fail);
+}
