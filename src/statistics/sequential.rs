@@ -203,9 +203,11 @@ impl RateEvidence {
         }
     }
 
-    /// The primary's counts in short windows (10 s), before the canary and tick after tick once each tick
-    /// is judged: how much they scatter beyond independent requests tempers the next ticks' bets and
+    /// The primary's counts in short windows, each short enough that its rate holds within it (the
+    /// controller: ten 1-minute windows before the canary; the benchmark: those and 10-s windows within
+    /// each tick): how much they scatter beyond independent requests tempers the next ticks' bets and
     /// widens the bounds, so that bursts of errors shared by many requests are not taken for a regression.
+    /// Windows far apart would mistake a change of rate (a shared incident) for scatter.
     pub fn observe_windows(&mut self, windows: &[Counts]) {
         for window in windows {
             self.dispersion.add(*window);

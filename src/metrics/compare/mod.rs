@@ -304,9 +304,10 @@ impl Analyzer {
             (ct, cb.unwrap_or(0.0)),
             (pt.unwrap_or(0.0), pb.unwrap_or(0.0)),
         );
+        // The scatter of the primary's errors is learned before the canary only: across the rounds, a rate
+        // both variants share may change (an incident downstream), which is not scatter, and the bets on
+        // the canary's share of the bad requests are immune to it.
         evidence.update(&tick, settings);
-        // The primary's window joins its scatter estimate for the next rounds' bets.
-        evidence.observe_windows(&[tick.primary]);
         let summary = evidence.summary(settings);
         let message = rate_message(
             round.name,
