@@ -361,6 +361,14 @@ fn the_first_minute_of_latency_is_not_judged() {
     assert_eq!(evidence.update(&cold, &settings), Verdict::Fail);
 }
 
+/// The first verdict other than Hold over 200 ticks of `tick`, or Hold.
+fn first_verdict(evidence: &mut RateEvidence, tick: &Tick, settings: &Settings) -> Verdict {
+    (0..200)
+        .map(|_| evidence.update(tick, settings))
+        .find(|v| *v != Verdict::Hold)
+        .unwrap_or(Verdict::Hold)
+}
+
 /// Defect found end to end: a primary seen for seconds before the canary (a few requests, none bad) made
 /// its rate look like 0, so "1 point worse" became an odds ratio of about 100 and the relative pass leg
 /// cleared a canary failing 3.3% against 1% in a few ticks: promoted at maxWeight before the fail test had
@@ -383,14 +391,10 @@ fn a_primary_seen_briefly_never_loosens_the_tolerance() {
             bad: 13,
         },
     };
-    let mut first = Verdict::Hold;
-    for _ in 0..200 {
-        first = evidence.update(&tick, &settings);
-        if first != Verdict::Hold {
-            break;
-        }
-    }
-    assert_eq!(first, Verdict::Fail);
+    assert_eq!(
+        first_verdict(&mut evidence, &tick, &settings),
+        Verdict::Fail
+    );
     // With ten minutes of the primary, the bound is close to its rate.
     let known = RateEvidence::before(Counts {
         requests: 30_000,
@@ -422,12 +426,8 @@ fn a_primary_never_seen_never_loosens_the_tolerance() {
             bad: 5,
         },
     };
-    let mut first = Verdict::Hold;
-    for _ in 0..200 {
-        first = evidence.update(&tick, &settings);
-        if first != Verdict::Hold {
-            break;
-        }
-    }
-    assert_eq!(first, Verdict::Fail);
+    assert_eq!(
+        first_verdict(&mut evidence, &tick, &settings),
+        Verdict::Fail
+    );
 }
