@@ -36,9 +36,9 @@ fn behaviour(error_rate: f64, latency_ms: u32) -> Value {
         "trafficsim.serin.dev/latency-ms": latency_ms.to_string()})
 }
 
-/// podinfo 1.0.0 (failing 1%, 20 ms) behind a Canary with `metrics`, initialized by its own controller,
-/// with the route at the test's rate; then podinfo 2.0.0 behaving as `pods` say.
-async fn roll_out(prefix: &str, metrics: Value, pods: Value) -> (Client, String, SerinProcess) {
+/// podinfo 1.0.0 (failing 1%, 20 ms) behind a Canary with `analysis`, initialized by its own controller,
+/// with the route at `rps` requests a second.
+async fn initialized(prefix: &str, analysis: Value, rps: f64) -> (Client, String, SerinProcess) {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, prefix).await;
@@ -48,8 +48,6 @@ async fn roll_out(prefix: &str, metrics: Value, pods: Value) -> (Client, String,
         annotated(deployment("podinfo:1.0.0", json!({})), behaviour(0.01, 20)),
     )
     .await;
-    let analysis = json!({"interval": "5s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
-        "metrics": metrics});
     apply::<serin::api::Canary>(&client, &ns, canary(json!({"analysis": analysis}))).await;
     let serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
@@ -58,9 +56,17 @@ async fn roll_out(prefix: &str, metrics: Value, pods: Value) -> (Client, String,
         &ns,
         &serin_e2e::httproute_resource(),
         "podinfo",
-        json!({"trafficsim.serin.dev/rps": rps().to_string()}),
+        json!({"trafficsim.serin.dev/rps": rps.to_string()}),
     )
     .await;
+    (client, ns, serin)
+}
+
+/// `initialized` with `metrics` at the test's rate; then podinfo 2.0.0 behaving as `pods` say.
+async fn roll_out(prefix: &str, metrics: Value, pods: Value) -> (Client, String, SerinProcess) {
+    let analysis = json!({"interval": "5s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
+        "metrics": metrics});
+    let (client, ns, serin) = initialized(prefix, analysis, rps()).await;
     // The primary serves for a minute first, as a primary does before a new revision: its rate before the
     // canary is what the tolerance is read against.
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -81,11 +87,13 @@ fn evidence(s: &CanaryStatus) -> &serin::api::status::EvidenceStatus {
 
 /// A canary failing 2% against the primary's 1%: the judge proves the regression and rolls it back at
 /// once, while the fixed threshold of the same metric (min 95%, the kind a Flagger user sets to stay clear
-/// of noise at low traffic) passes every round.
+/// of noise at low traffic) passes every round. The tolerance is half a point: one point worse is then
+/// clearly beyond it (at the default of one point it would sit on the tolerance, where either verdict is
+/// right and a promotion is allowed up to falsePromotionRate).
 #[tokio::test]
 async fn errors_one_point_worse_are_rolled_back_where_a_fixed_threshold_passes() {
     let metrics = json!([{"name": "request-success-rate", "interval": "1m",
-        "thresholdRange": {"min": 95}, "compareToPrimary": {}}]);
+        "thresholdRange": {"min": 95}, "compareToPrimary": {"tolerance": 0.5}}]);
     let (client, ns, serin) = roll_out("judge-worse", metrics, behaviour(0.02, 20)).await;
     let s = wait_phase(&client, &ns, Phase::Failed, within(20)).await;
     let e = evidence(&s);
@@ -214,4 +222,105 @@ async fn a_canary_half_again_as_slow_is_caught_from_the_histogram() {
         },
     )
     .await;
+}
+
+/// The judge's windows are one analysis interval long, a few requests each, and its bets need every
+/// request counted once: the built-in counts queries of consecutive 5-s windows add up to exactly what the
+/// counters say over the whole span, for the primary's series (there throughout) and the canary's (born in
+/// the span), bad requests included at about one a window.
+#[tokio::test]
+async fn consecutive_windows_count_every_request_once() {
+    use serin::metrics::builtin::Family;
+    use serin::metrics::counts::{self, Variant};
+
+    const WINDOW: f64 = 5.0;
+    let analysis = json!({"interval": "1m", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
+        "metrics": []});
+    let (client, ns, _serin) = initialized("judge-counts", analysis, 10.0).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            .floor()
+    };
+    let start = now();
+    // The canary fails 20% of its requests, at 10% of 10 requests a second: about one bad request a window.
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.2, 20)),
+    )
+    .await;
+    wait_for(
+        "the canary's first step",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            match route_weight(&client, &ns).await {
+                Some(w) if w > 0 => Ok(()),
+                w => Err(format!("weight {w:?}")),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    // Windows that ended a few seconds ago: Prometheus (scraping every second) holds all their samples.
+    let windows = ((now() - 5.0 - start) / WINDOW).floor() as usize;
+    let end = start + WINDOW * windows as f64;
+    let value = |query: String, at: f64| async move {
+        let values = serin_e2e::prometheus_query_at(&query, Some(at))
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e:#}"));
+        assert!(values.len() <= 1, "{query} at {at}: {values:?}");
+        values.first().copied().unwrap_or(0.0)
+    };
+    let render = |query: String, window: &str| {
+        query
+            .replace("{{ namespace }}", &ns)
+            .replace("{{ target }}", "podinfo")
+            .replace("{{ interval }}", window)
+    };
+    let mut wrong = Vec::new();
+    for variant in [Variant::Primary, Variant::Canary] {
+        for (what, query, series) in [
+            (
+                "requests",
+                counts::requests_query(Family::Http, variant),
+                counts::requests_series_selector(Family::Http, variant),
+            ),
+            (
+                "bad requests",
+                counts::bad_query(Family::Http, variant),
+                counts::bad_series_selector(Family::Http, variant),
+            ),
+        ] {
+            let mut summed = 0.0;
+            for k in 1..=windows {
+                let at = start + WINDOW * k as f64;
+                summed += value(render(query.clone(), "5000ms"), at).await.round();
+            }
+            // What the counters say: their sum at the end minus their sum at the start (a series absent at
+            // the start was born in the span, from zero; no pod goes away in it).
+            let series = render(series, "");
+            let total = format!("sum({series})");
+            let counted = value(total.clone(), end).await - value(total, start).await;
+            eprintln!(
+                "measured: {variant:?} {what} over {windows} windows of {WINDOW} s: {summed} summed, {counted} counted"
+            );
+            if what == "bad requests" {
+                assert!(
+                    counted >= 3.0,
+                    "{variant:?}: too few bad requests to tell: {counted}"
+                );
+            }
+            if summed != counted {
+                wrong.push(format!(
+                    "{variant:?} {what}: {summed} summed, {counted} counted by {series}"
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

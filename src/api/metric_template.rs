@@ -36,7 +36,9 @@ pub struct MetricTemplateSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct VariantCounts {
-    /// Every event in the window (e.g. requests): `sum(increase(...[{{ interval }}]))`.
+    /// Every event in the window ending at the query's time (e.g. requests): the counters' change over
+    /// exactly `{{ interval }}` (`x - x offset {{ interval }}`, or `x` for a series new in it; see the
+    /// README), not `increase()`, which rounds sparse events away in short windows.
     #[x_kube(validation = Rule::new("self != ''").message("counts.total needs a query"))]
     pub total: String,
     /// The bad events among them (e.g. 5xx answers).

@@ -1,7 +1,7 @@
 //! What the sequential judge reads from Prometheus: per variant (canary, primary), the requests, the bad
 //! ones (5xx) and the latency buckets of one window, for the built-in checks' telemetry families. Each
-//! query is an `increase()` over exactly the window, evaluated at the window's end, so that windows tile
-//! (no overlap, no gap): the judge's bets need every request counted once.
+//! query is the counters' change over exactly the window, evaluated at the window's end, so that windows
+//! tile (no overlap, no gap, no extrapolation): the judge's bets need every request counted once.
 //!
 //! PromQL regexes are anchored, so the canary's pod pattern (`<target>-<hash>-<id>`) never matches the
 //! primary's pods (`<target>-primary-<hash>-<id>`: one segment more).
@@ -87,31 +87,52 @@ fn bucket_series(family: Family) -> Option<(&'static str, f64)> {
     }
 }
 
+/// A variant's request counters: the series and its label matchers.
+pub fn requests_series_selector(family: Family, variant: Variant) -> String {
+    let (series, _) = requests_series(family);
+    format!("{series}{{{}}}", selector(family, variant))
+}
+
+/// A variant's bad (5xx) request counters.
+pub fn bad_series_selector(family: Family, variant: Variant) -> String {
+    let (series, bad) = requests_series(family);
+    format!("{series}{{{}, {bad}}}", selector(family, variant))
+}
+
+/// How much the counters of `series` (a selector) grew in the window ending at the query's time, summed
+/// `by` the labels kept (none: one number): each series' value at the window's end minus its value at the
+/// start, each the last sample at or before that time (within 5 minutes, as an instant query reads it,
+/// stale markers aside); a series born or reset in the window counts its value at the end. Consecutive
+/// windows thus add up to exactly the counters' change.
+///
+/// Not `increase()`: it stretches the growth seen between a window's first and last samples to the
+/// window's edges, and a window of a few seconds then counts 1.25 or 2.5 bad requests, which round away
+/// about one in five of them when they are sparse (measured end to end: 9 of 11 canary errors counted over
+/// 13 windows of 5 s), while the requests lose far fewer: the canary looked better than it was, and a
+/// canary one point worse than the primary passed a one-point tolerance.
+fn window_increase(series: &str, by: &str) -> String {
+    let at_end = format!("last_over_time({series}[5m])");
+    let at_start = format!("last_over_time({series}[5m] offset {{{{ interval }}}})");
+    format!("sum{by}(({at_end} - {at_start}) >= 0 or {at_end})")
+}
+
 /// A variant's requests in the window ending at the query's time; `{{ interval }}` is the window.
 pub fn requests_query(family: Family, variant: Variant) -> String {
-    let (series, _) = requests_series(family);
-    format!(
-        "sum(increase({series}{{{}}}[{{{{ interval }}}}]))",
-        selector(family, variant)
-    )
+    window_increase(&requests_series_selector(family, variant), "")
 }
 
 /// A variant's bad (5xx) requests in the window.
 pub fn bad_query(family: Family, variant: Variant) -> String {
-    let (series, bad) = requests_series(family);
-    format!(
-        "sum(increase({series}{{{}, {bad}}}[{{{{ interval }}}}]))",
-        selector(family, variant)
-    )
+    window_increase(&bad_series_selector(family, variant), "")
 }
 
 /// A variant's latency buckets in the window, one series per `le`, and the milliseconds per unit.
 pub fn buckets_query(family: Family, variant: Variant) -> Option<(String, f64)> {
     let (series, ms_per_unit) = bucket_series(family)?;
     Some((
-        format!(
-            "sum by (le) (increase({series}{{{}}}[{{{{ interval }}}}]))",
-            selector(family, variant)
+        window_increase(
+            &format!("{series}{{{}}}", selector(family, variant)),
+            " by (le) ",
         ),
         ms_per_unit,
     ))
@@ -212,9 +233,12 @@ mod tests {
 
     #[test]
     fn the_podinfo_queries_select_one_variant_each() {
+        let series = r#"http_request_duration_seconds_count{kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status=~"5.*"}"#;
         assert_eq!(
             rendered(&bad_query(Family::Http, Variant::Primary)),
-            r#"sum(increase(http_request_duration_seconds_count{kubernetes_namespace="test", kubernetes_pod_name=~"podinfo-primary-[0-9a-zA-Z]+(-[0-9a-zA-Z]+)", status=~"5.*"}[60s]))"#
+            format!(
+                "sum((last_over_time({series}[5m]) - last_over_time({series}[5m] offset 60s)) >= 0 or last_over_time({series}[5m]))"
+            )
         );
         // Prometheus anchors regexes: the canary's pattern must not match the primary's pods.
         let canary = regex::Regex::new("^(?:podinfo-[0-9a-zA-Z]+(-[0-9a-zA-Z]+))$").unwrap();
@@ -230,7 +254,8 @@ mod tests {
                 let requests = rendered(&requests_query(family, variant));
                 let bad = rendered(&bad_query(family, variant));
                 assert!(
-                    requests.starts_with("sum(increase(") && requests.ends_with("[60s]))"),
+                    requests.starts_with("sum((last_over_time(")
+                        && requests.contains("[5m] offset 60s)) >= 0 or last_over_time("),
                     "{requests}"
                 );
                 assert!(bad.len() > requests.len(), "{bad}");
@@ -240,14 +265,14 @@ mod tests {
             assert_eq!(buckets.is_some(), family != Nginx, "{family:?}");
             if let Some(q) = buckets {
                 assert!(
-                    q.starts_with("sum by (le) (increase(") && q.contains("_bucket{"),
+                    q.starts_with("sum by (le) ((last_over_time(") && q.contains("_bucket{"),
                     "{q}"
                 );
             }
         }
         assert_eq!(
-            rendered(&requests_query(Istio, Variant::Primary)),
-            r#"sum(increase(istio_requests_total{reporter="destination", destination_workload_namespace="test", destination_workload="podinfo-primary"}[60s]))"#
+            rendered(&requests_series_selector(Istio, Variant::Primary)),
+            r#"istio_requests_total{reporter="destination", destination_workload_namespace="test", destination_workload="podinfo-primary"}"#
         );
     }
 

@@ -242,10 +242,19 @@ pub async fn event_notes(client: &Client, namespace: &str, reason: &str) -> Vec<
 
 /// An instant query's result: the value of each sample in the vector (or the scalar).
 pub async fn prometheus_query(expr: &str) -> anyhow::Result<Vec<f64>> {
+    prometheus_query_at(expr, None).await
+}
+
+/// An instant query's result at `at` (seconds since the epoch; now when None).
+pub async fn prometheus_query_at(expr: &str, at: Option<f64>) -> anyhow::Result<Vec<f64>> {
     let base = cluster().await.prometheus();
+    let mut params = vec![("query", expr.to_string())];
+    if let Some(at) = at {
+        params.push(("time", format!("{at:.3}")));
+    }
     let body: Value = reqwest::Client::new()
         .get(format!("{base}/api/v1/query"))
-        .query(&[("query", expr)])
+        .query(&params)
         .timeout(Duration::from_secs(5))
         .send()
         .await

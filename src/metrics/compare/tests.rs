@@ -53,9 +53,13 @@ fn decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The window of `increase(...[<window>])` in seconds.
+/// The window of a counts query in seconds: its `offset <window>` (the built-in queries), else its
+/// `increase(...[<window>])` (the templates').
 fn window_seconds(query: &str) -> f64 {
-    let w = query.rsplit('[').next().unwrap().split(']').next().unwrap();
+    let w = match query.split_once(" offset ") {
+        Some((_, after)) => after.split(')').next().unwrap(),
+        None => query.rsplit('[').next().unwrap().split(']').next().unwrap(),
+    };
     if let Some(ms) = w.strip_suffix("ms") {
         ms.parse::<f64>().unwrap() / 1000.0
     } else if let Some(m) = w.strip_suffix('m') {
@@ -177,7 +181,7 @@ async fn windows_tile_from_the_first_step_and_a_regression_is_proven() {
     // The first round: the primary's 10 minutes before the canary, and its ten 1-minute windows.
     let before: Vec<_> = queries
         .iter()
-        .filter(|(q, _)| q.contains("[600000ms]"))
+        .filter(|(q, _)| q.contains("offset 600000ms"))
         .collect();
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(
@@ -186,13 +190,16 @@ async fn windows_tile_from_the_first_step_and_a_regression_is_proven() {
             .all(|(q, t)| q.contains("podinfo-primary") && *t == T0)
     );
     assert_eq!(
-        queries.iter().filter(|(q, _)| q.contains("[1m]")).count(),
+        queries
+            .iter()
+            .filter(|(q, _)| q.contains("offset 1m"))
+            .count(),
         20
     );
     // Then four queries per round, each over exactly the minute since the last.
     let windows: Vec<_> = queries
         .iter()
-        .filter(|(q, _)| q.contains("[60000ms]"))
+        .filter(|(q, _)| q.contains("offset 60000ms"))
         .collect();
     assert_eq!(windows.len(), 4 * n);
     assert_eq!(queries.len(), 22 + 4 * n, "nothing else is asked");
