@@ -1,6 +1,7 @@
 //! Serin: a progressive-delivery controller for Kubernetes.
 
 pub mod api;
+pub mod backtest;
 pub mod controller;
 pub mod decision;
 pub mod loadtester;

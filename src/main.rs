@@ -29,6 +29,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Serve Flagger's load tester API: load commands (hey, ghz) run by Serin's own client, and the gates.
     Loadtester(LoadtesterArgs),
+    /// Replay a past rollout: what fixed thresholds and the sequential judge would each have decided,
+    /// and when, from the Prometheus data of the time range.
+    Backtest(BacktestArgs),
     /// Print the CustomResourceDefinitions (Canary, MetricTemplate, AlertProvider) as YAML.
     Crds {
         /// The smallest analysis interval the API server accepts; match the controller's --min-interval.
@@ -191,6 +194,77 @@ struct LoadtesterArgs {
     log_format: LogFormat,
 }
 
+#[derive(clap::Args, Debug)]
+struct BacktestArgs {
+    /// The Canary in the cluster (kubeconfig from KUBECONFIG or ~/.kube/config); with -f, which of the
+    /// file's Canaries.
+    canary: Option<String>,
+    /// The Canary's namespace in the cluster.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// A YAML file with the Canary (and any MetricTemplates it uses) instead of the cluster's.
+    #[arg(short = 'f', long)]
+    file: Option<std::path::PathBuf>,
+    /// When the new revision appeared (the NewRevision event): RFC 3339 (2026-11-24T10:00:00Z), or a
+    /// duration ago (90m).
+    #[arg(long, value_parser = time_arg)]
+    from: f64,
+    /// When to stop replaying (RFC 3339, or a duration ago; default now).
+    #[arg(long, value_parser = time_arg)]
+    to: Option<f64>,
+    /// The Prometheus of the built-in checks, inline queries and templates without an address; it
+    /// replaces the Canary's metricsServer (default: the Canary's, else http://prometheus:9090).
+    #[arg(long, alias = "prometheus")]
+    metrics_server: Option<String>,
+    /// The routing provider of a Canary that names none.
+    #[arg(long, default_value = "gatewayapi", value_parser = provider_arg)]
+    provider: Provider,
+    /// How long one metrics query may take.
+    #[arg(long, default_value = "10s", value_parser = duration_arg)]
+    metrics_timeout: Duration,
+    /// table, or json (every tick of both replays).
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: BacktestOutput,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BacktestOutput {
+    Table,
+    Json,
+}
+
+fn time_arg(s: &str) -> Result<f64, String> {
+    serin::backtest::parse_time(s, std::time::SystemTime::now())
+}
+
+async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
+    use serin::backtest::{CanarySource, Options};
+    let canary = match (args.file, args.canary) {
+        (Some(path), name) => CanarySource::File { path, name },
+        (None, Some(name)) => CanarySource::Cluster {
+            namespace: args.namespace,
+            name,
+        },
+        (None, None) => anyhow::bail!("name a Canary of the cluster, or give a file with -f"),
+    };
+    let options = Options {
+        canary,
+        metrics_server: args.metrics_server,
+        from: args.from,
+        to: args
+            .to
+            .unwrap_or_else(|| time_arg("0s").unwrap_or(args.from)),
+        provider: args.provider,
+        timeout: args.metrics_timeout,
+    };
+    let report = serin::backtest::backtest(options).await?;
+    match args.output {
+        BacktestOutput::Table => print!("{}", serin::backtest::render_table(&report)),
+        BacktestOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
+}
+
 fn provider_arg(s: &str) -> Result<Provider, String> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| format!("{s:?} is not a provider Serin knows"))
@@ -270,6 +344,10 @@ fn main() -> ExitCode {
                 let runner = std::sync::Arc::new(serin::loadtester::load::NativeLoad::new()?);
                 serin::loadtester::serve(config, runner).await
             })
+        }
+        Command::Backtest(args) => {
+            init_logging(LogFormat::Text);
+            run_until_done("serin backtest", backtest(args))
         }
         Command::Crds { min_interval } => match crds_yaml(min_interval) {
             Ok(yaml) => {

@@ -324,3 +324,123 @@ async fn consecutive_windows_count_every_request_once() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// `serin backtest` over a rollout that fixed thresholds promoted: a canary failing 15% against the
+/// primary's 1%, under a minimum success rate of 80% (which it meets every round). Replayed from the cluster
+/// (JSON) and from a file (the table): the fixed thresholds promote it, as they did; the judge would have
+/// rolled it back within seconds of its first traffic.
+#[tokio::test]
+async fn a_backtest_shows_the_judge_rolling_back_what_fixed_thresholds_promoted() {
+    let analysis = json!({"interval": "5s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
+        "metrics": [{"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 80}}]});
+    let (client, ns, _serin) = initialized("judge-backtest", analysis, 50.0).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let now = || k8s_openapi::jiff::Timestamp::now().as_second();
+    let from = now() - 1;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(deployment("podinfo:2.0.0", json!({})), behaviour(0.15, 20)),
+    )
+    .await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(180)).await;
+    // The replay's ticks fall where its own clock puts them, a little later than the controller's: a range
+    // that ends a little after the rollout, as a user would give it.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let to = now();
+    let time = |t: i64| {
+        k8s_openapi::jiff::Timestamp::from_second(t)
+            .unwrap()
+            .to_string()
+    };
+    let env = serin_e2e::cluster().await;
+    let backtest = |source: Vec<String>, output: &str| {
+        let mut args: Vec<String> = vec!["backtest".into()];
+        args.extend(source);
+        args.extend(
+            [
+                "--from",
+                &time(from),
+                "--to",
+                &time(to),
+                "--metrics-server",
+                env.prometheus(),
+                "-o",
+                output,
+            ]
+            .map(String::from),
+        );
+        let out = std::process::Command::new(SERIN)
+            .args(&args)
+            .env("KUBECONFIG", env.kubeconfig())
+            .output()
+            .expect("running serin backtest");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "serin {args:?}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+
+    let json: Value = serde_json::from_str(&backtest(
+        vec!["-n".into(), ns.clone(), "podinfo".into()],
+        "json",
+    ))
+    .expect("JSON");
+    let replays = json["replays"].as_array().expect("replays");
+    let (fixed, judged) = (&replays[0], &replays[1]);
+    eprintln!(
+        "measured: fixed thresholds {} at +{:.0} s (weight {}); judge {} at +{:.0} s (weight {}): {}; {} queries",
+        fixed["ending"],
+        fixed["at"].as_f64().unwrap() - from as f64,
+        fixed["weight"],
+        judged["ending"],
+        judged["at"].as_f64().unwrap() - from as f64,
+        judged["weight"],
+        judged["message"],
+        json["queries"]
+    );
+    assert_eq!(fixed["judge"], "fixedThresholds");
+    assert_eq!(fixed["ending"], "promoted", "{fixed:#}");
+    assert_eq!(
+        fixed["metrics"],
+        json!(["request-success-rate: at least 80"])
+    );
+    assert_eq!(judged["judge"], "sequentialJudge");
+    assert_eq!(judged["ending"], "rolledBack", "{judged:#}");
+    assert!(
+        judged["message"]
+            .as_str()
+            .unwrap()
+            .contains("regression proven"),
+        "{judged:#}"
+    );
+    assert!(judged["at"].as_f64().unwrap() < fixed["at"].as_f64().unwrap() + 60.0);
+    let ticks = judged["ticks"].as_array().unwrap();
+    assert!(
+        ticks.iter().any(|t| t["evidence"][0]["verdict"] == "Fail"),
+        "{ticks:#?}"
+    );
+
+    // The same Canary from a file, as a table.
+    let canary = Api::<serin::api::Canary>::namespaced(client.clone(), &ns)
+        .get("podinfo")
+        .await
+        .unwrap();
+    let file = std::env::temp_dir().join(format!("{ns}-canary.yaml"));
+    std::fs::write(&file, serde_json::to_string(&canary).unwrap()).unwrap();
+    let table = backtest(vec!["-f".into(), file.display().to_string()], "table");
+    let _ = std::fs::remove_file(&file);
+    eprintln!("{table}");
+    let row = |judge: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(judge) && (l.contains("promoted") || l.contains("rolled back")))
+            .unwrap_or_else(|| panic!("no row for {judge} in\n{table}"))
+            .to_string()
+    };
+    assert!(row("fixed thresholds").contains("promoted"), "{table}");
+    assert!(row("sequential judge").contains("rolled back"), "{table}");
+}
