@@ -1,7 +1,8 @@
 //! NGINX end to end: the `serin` binary against the local cluster, the user's Ingress copied as a canary
 //! Ingress with ingress-nginx's canary annotations, the traffic simulator splitting the host's requests as
 //! ingress-nginx would, and Prometheus judging the canary through the nginx built-in queries
-//! (`nginx_ingress_controller_requests`, `nginx_ingress_controller_response_duration_seconds`).
+//! (`nginx_ingress_controller_requests`, `nginx_ingress_controller_response_duration_seconds`), and the
+//! sequential judge through its request time histogram.
 
 use std::time::Duration;
 
@@ -144,6 +145,42 @@ async fn a_canary_ingress_steps_by_weight_and_a_faulty_image_is_rolled_back() {
             .all(|m| m.manager.as_deref() != Some("serin")),
         "Serin wrote the user's Ingress"
     );
+}
+
+/// `compareToPrimary` on request-duration through ingress-nginx's request time histogram
+/// (`nginx_ingress_controller_request_duration_seconds_bucket`): a canary twice as slow (10 ms against
+/// the primary's 5) is proven slower and rolled back, where the fixed check (at most 500 ms) passes it.
+#[tokio::test]
+async fn a_slower_canary_is_caught_from_the_nginx_histogram() {
+    let checks = json!([{"name": "request-duration", "interval": "10s",
+        "thresholdRange": {"max": 500}, "compareToPrimary": {}}]);
+    let (client, ns, _serin) = start(
+        "nginx-judge",
+        json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 2, "metrics": checks}),
+        None,
+    )
+    .await;
+    // The primary serves a while first: the judge reads its latency before the canary.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    apply::<Deployment>(
+        &client,
+        &ns,
+        annotated(
+            serin_e2e::podinfo::deployment("podinfo:2.0.0", json!({})),
+            json!({"trafficsim.serin.dev/error-rate": "0", "trafficsim.serin.dev/latency-ms": "10"}),
+        ),
+    )
+    .await;
+    let s = wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(120)).await;
+    let e = s.evidence.first().expect("the judge's evidence");
+    eprintln!(
+        "measured: nginx latency rolled back on {} canary requests: {}",
+        e.canary_requests, e.message
+    );
+    assert_eq!(e.verdict, serin::statistics::Verdict::Fail, "{e:?}");
+    assert!(e.latency.is_some(), "{e:?}");
+    assert_eq!(s.failed_checks, 0, "the fixed check never failed");
+    assert_eq!(canary_weight(&client, &ns).await, Some(0));
 }
 
 #[tokio::test]

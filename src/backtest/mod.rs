@@ -5,8 +5,7 @@
 //!
 //! - **fixed thresholds**: every metric with a threshold, checked against it; `compareToPrimary` ignored.
 //! - **sequential judge**: every metric that can be compared with the primary (the built-in
-//!   request-success-rate, request-duration where the provider's telemetry has a histogram, templates with
-//!   `counts`) judged by the judge alone, with the Canary's `compareToPrimary` settings or the defaults;
+//!   request-success-rate and request-duration, templates with `counts`) judged by the judge alone, with the Canary's `compareToPrimary` settings or the defaults;
 //!   the other metrics kept as written.
 //!
 //! The past's traffic followed the real rollout, not the replay: after the real canary was rolled back,
@@ -31,7 +30,6 @@ use crate::api::{Canary, CanarySpec, MetricTemplate, Provider};
 use crate::decision::ControllerDefaults;
 use crate::metrics::Analyzer;
 use crate::metrics::builtin::{Builtin, Family};
-use crate::metrics::counts::{self, Variant};
 pub use replay::{Ending, Replay};
 pub use report::render_table;
 
@@ -386,10 +384,7 @@ fn comparable(
             .is_some_and(|t| t.spec.counts.is_some());
     }
     match (Builtin::from_name(&metric.name), Family::of(provider)) {
-        (Some(Builtin::RequestSuccessRate), Ok(_)) => metric.query.is_none(),
-        (Some(Builtin::RequestDuration), Ok(family)) => {
-            metric.query.is_none() && counts::buckets_query(family, Variant::Canary).is_some()
-        }
+        (Some(_), Ok(_)) => metric.query.is_none(),
         _ => false,
     }
 }

@@ -135,8 +135,7 @@ fn what_can_be_compared_depends_on_the_provider_and_the_template() {
     let can = |i: usize, p: Provider| comparable(&metrics[i], p, &store, &canary);
     assert!(can(0, Provider::GatewayApi));
     assert!(can(1, Provider::GatewayApi));
-    // ingress-nginx's duration is a mean, not a histogram.
-    assert!(!can(1, Provider::Nginx));
+    assert!(can(1, Provider::Nginx));
     assert!(can(2, Provider::GatewayApi));
     assert!(!can(3, Provider::GatewayApi));
 }

@@ -212,12 +212,6 @@ impl Settings {
             compared_metrics += 1;
             let field = format!("{path}.metrics[{i}].compareToPrimary");
             match Builtin::from_name(&m.name) {
-                Some(Builtin::RequestDuration) if provider == Provider::Nginx => {
-                    problems.push(problem(
-                        &field,
-                        "request-duration is compared from latency histograms, and ingress-nginx's built-in duration is a mean: compare request-success-rate, or a MetricTemplate with counts",
-                    ));
-                }
                 Some(_) => {}
                 None if m.template_ref.is_none() => problems.push(problem(
                     &field,

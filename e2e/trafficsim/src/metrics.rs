@@ -125,7 +125,7 @@ pub struct Routed<'a> {
 }
 
 /// (namespace, ingress, service, canary upstream or "", status) of ingress-nginx's series; the value is
-/// (count, seconds).
+/// the request time histogram (seconds, Prometheus' default buckets, as ingress-nginx's).
 type NginxKey = (String, String, String, String, u16);
 
 #[derive(Debug, Default)]
@@ -141,7 +141,7 @@ pub struct Metrics {
     /// (namespace, route, from backend, to backend): a client's request served by another backend than
     /// its previous one.
     switches: BTreeMap<(String, String, String, String), u64>,
-    nginx: BTreeMap<NginxKey, (u64, f64)>,
+    nginx: BTreeMap<NginxKey, Histogram>,
     /// (Envoy cluster, status): Contour's Envoy.
     envoy: BTreeMap<(String, u16), Histogram>,
     /// (Traefik service, status).
@@ -180,9 +180,8 @@ impl Metrics {
                 upstream,
                 r.status,
             ))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += r.latency_ms / 1000.0;
+            .or_insert_with(|| Histogram::new(SECONDS_BUCKETS));
+        entry.observe(r.latency_ms / 1000.0);
     }
 
     pub fn record_proxy(&mut self, r: ProxyServed<'_>) {
@@ -297,7 +296,8 @@ impl Metrics {
         }
         out.push_str("# HELP nginx_ingress_controller_requests Requests through an Ingress (simulated, ingress-nginx style).\n");
         out.push_str("# TYPE nginx_ingress_controller_requests counter\n");
-        for ((ns, ingress, service, canary, status), (n, _)) in &self.nginx {
+        for ((ns, ingress, service, canary, status), h) in &self.nginx {
+            let n: u64 = h.counts.iter().sum();
             let _ = writeln!(
                 out,
                 "nginx_ingress_controller_requests{{{}}} {n}",
@@ -306,15 +306,26 @@ impl Metrics {
         }
         out.push_str("# HELP nginx_ingress_controller_response_duration_seconds Response time (simulated).\n");
         out.push_str("# TYPE nginx_ingress_controller_response_duration_seconds summary\n");
-        for ((ns, ingress, service, canary, status), (n, seconds)) in &self.nginx {
+        for ((ns, ingress, service, canary, status), h) in &self.nginx {
             let labels = nginx_labels(ns, ingress, service, canary, *status);
+            let n: u64 = h.counts.iter().sum();
             let _ = writeln!(
                 out,
-                "nginx_ingress_controller_response_duration_seconds_sum{{{labels}}} {seconds}"
+                "nginx_ingress_controller_response_duration_seconds_sum{{{labels}}} {}",
+                h.sum
             );
             let _ = writeln!(
                 out,
                 "nginx_ingress_controller_response_duration_seconds_count{{{labels}}} {n}"
+            );
+        }
+        out.push_str("# HELP nginx_ingress_controller_request_duration_seconds Request processing time (simulated).\n");
+        out.push_str("# TYPE nginx_ingress_controller_request_duration_seconds histogram\n");
+        for ((ns, ingress, service, canary, status), h) in &self.nginx {
+            h.render(
+                &mut out,
+                "nginx_ingress_controller_request_duration_seconds",
+                &nginx_labels(ns, ingress, service, canary, *status),
             );
         }
         // Envoy's cluster series: a request counter by response code, and the time histogram by cluster.

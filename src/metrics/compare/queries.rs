@@ -54,10 +54,8 @@ impl Analyzer {
                         settings,
                     }),
                     Builtin::RequestDuration => {
-                        let (canary_q, ms_per_unit) = counts::buckets_query(family, Variant::Canary)
-                            .ok_or_else(|| format!("{provider}'s telemetry has no latency histogram to compare"))?;
-                        let (primary_q, _) = counts::buckets_query(family, Variant::Primary)
-                            .ok_or_else(|| format!("{provider}'s telemetry has no latency histogram to compare"))?;
+                        let (canary_q, ms_per_unit) = counts::buckets_query(family, Variant::Canary);
+                        let (primary_q, _) = counts::buckets_query(family, Variant::Primary);
                         Ok(Queries::Latency {
                             canary: canary_q,
                             primary: primary_q,
