@@ -10,10 +10,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use crate::api::status::EvidenceStatus;
-use crate::api::{Canary, CanaryStatus, CheckStatus, Phase};
+use crate::api::{Canary, CheckStatus, Phase};
 use crate::decision::{
-    ControllerDefaults, Manual, Need, Observed, Outcome, Primary, Readiness, Target, Traffic,
-    decide,
+    ControllerDefaults, Need, Observed, Outcome, Primary, Readiness, Traffic, decide,
 };
 use crate::metrics::CheckRunner;
 use crate::statistics::Verdict;
@@ -105,28 +104,7 @@ struct World {
 impl World {
     fn new(canary: &Canary, defaults: ControllerDefaults, at: f64) -> Self {
         World {
-            o: Observed {
-                now: timestamp(at),
-                generation: 1,
-                spec: canary.spec.clone(),
-                status: CanaryStatus::default(),
-                defaults,
-                target: Target {
-                    revision: BEFORE.into(),
-                    ready: Readiness::Ready,
-                    missing_configs: vec![],
-                },
-                primary: Primary {
-                    revision: None,
-                    ready: Readiness::NotReady("not created".into()),
-                },
-                routed: None,
-                apex_to_primary: false,
-                checks: None,
-                hooks: Default::default(),
-                retry: None,
-                manual: Manual::default(),
-            },
+            o: Observed::first_sight(timestamp(at), canary.spec.clone(), defaults, BEFORE),
         }
     }
 

@@ -55,6 +55,40 @@ pub struct Observed {
     pub manual: Manual,
 }
 
+impl Observed {
+    /// A Canary seen for the first time: no status, its target ready at `revision`, no primary, no route,
+    /// no checks, webhooks or annotations yet.
+    pub fn first_sight(
+        now: Timestamp,
+        spec: CanarySpec,
+        defaults: ControllerDefaults,
+        revision: &str,
+    ) -> Self {
+        Observed {
+            now,
+            generation: 1,
+            spec,
+            status: CanaryStatus::default(),
+            defaults,
+            target: Target {
+                revision: revision.into(),
+                ready: Readiness::Ready,
+                missing_configs: vec![],
+            },
+            primary: Primary {
+                revision: None,
+                ready: Readiness::NotReady("not created".into()),
+            },
+            routed: None,
+            apex_to_primary: false,
+            checks: None,
+            hooks: Default::default(),
+            retry: None,
+            manual: Manual::default(),
+        }
+    }
+}
+
 /// The manual control annotations as the Canary carries them now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Manual {

@@ -14,7 +14,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::*;
-use crate::api::{CanaryStatus, Phase, Provider};
+use crate::api::{Phase, Provider};
 use crate::routing::Router;
 use crate::routing::gatewayapi::{self, as_stored};
 
@@ -49,31 +49,15 @@ pub(super) fn spec(analysis: serde_json::Value) -> CanarySpec {
 
 impl World {
     pub(super) fn new(spec: CanarySpec) -> Self {
-        let o = Observed {
-            now: Timestamp::from_second(1_800_000_000).unwrap(),
-            generation: 1,
+        let o = Observed::first_sight(
+            Timestamp::from_second(1_800_000_000).unwrap(),
             spec,
-            status: CanaryStatus::default(),
-            defaults: ControllerDefaults {
+            ControllerDefaults {
                 provider: Provider::GatewayApi,
                 min_interval: Duration::from_secs(1),
             },
-            target: Target {
-                revision: "r1".into(),
-                ready: Readiness::Ready,
-                missing_configs: vec![],
-            },
-            primary: Primary {
-                revision: None,
-                ready: Readiness::NotReady("not created".into()),
-            },
-            routed: None,
-            apex_to_primary: false,
-            checks: None,
-            hooks: Default::default(),
-            retry: None,
-            manual: Manual::default(),
-        };
+            "r1",
+        );
         World {
             o,
             weights: vec![],
