@@ -221,10 +221,14 @@ async fn image_with_errors(provider: &str) {
             &[r#"metric="request-success-rate""#],
         )
         .await;
-    assert_eq!(
-        exported,
-        Some(value),
-        "/metrics shows the value in the status"
+    // To the last bits: in CI /metrics once showed 91.53674832962137 against the status' ...136 (both
+    // print and parse back exactly): two evaluations of the same samples at different times, whose
+    // extrapolation scales the success rate's numerator and denominator alike and rounds the ratio
+    // differently; the gauge had been set by another round than the status' last.
+    let exported = exported.expect("the gauge on /metrics");
+    assert!(
+        (exported - value).abs() <= 1e-9 * value.abs(),
+        "/metrics shows {exported}, the status {value}"
     );
 }
 

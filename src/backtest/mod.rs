@@ -1,7 +1,8 @@
 //! `serin backtest`: what Flagger-style fixed thresholds and Serin's sequential judge would each have
 //! decided about a past rollout, and when. The Canary (from a file or the cluster) is replayed twice through
-//! the decision core, tick by tick over the time range, with its checks sent to Prometheus at each past
-//! tick's time, exactly as the controller would have sent them then:
+//! the decision core, tick by tick over the time range, each check asking Prometheus at each past tick's
+//! time what the controller would have asked then (a query asked again at a later tick is answered from one
+//! range query over the rest of the replay: the same answers, two requests a query):
 //!
 //! - **fixed thresholds**: every metric with a threshold, checked against it; `compareToPrimary` ignored.
 //! - **sequential judge**: every metric that can be compared with the primary (the built-in
@@ -30,6 +31,9 @@ use crate::api::{Canary, CanarySpec, MetricTemplate, Provider};
 use crate::decision::ControllerDefaults;
 use crate::metrics::Analyzer;
 use crate::metrics::builtin::{Builtin, Family};
+use crate::metrics::prometheus::Prometheus;
+use crate::metrics::provider::Providers;
+use crate::metrics::replayed::Grid;
 pub use replay::{Ending, Replay};
 pub use report::render_table;
 
@@ -124,7 +128,8 @@ pub struct Report {
     pub from: f64,
     pub to: f64,
     pub replays: Vec<JudgeReplay>,
-    /// Queries sent to the metrics providers, both replays together.
+    /// HTTP requests sent to Prometheus, both replays together (a query asked at several ticks is sent
+    /// twice: once as an instant query, then as a range query over the rest of the replay).
     pub queries: u64,
 }
 
@@ -161,15 +166,33 @@ pub async fn backtest(options: Options) -> anyhow::Result<Report> {
         .metrics_server
         .clone()
         .unwrap_or_else(|| "http://prometheus:9090".into());
-    let queries = Counter::default();
-    let analyzer = Analyzer::new(
+    let mut analyzer = Analyzer::new(
         templates.clone(),
         secrets,
         default_server,
         options.provider,
         options.timeout,
-        queries.clone(),
+        Counter::default(),
     );
+    // The ticks fall every analysis interval from `from`: a query asked at two ticks is asked for the rest
+    // of them in one range query.
+    let step = canary
+        .spec
+        .active_analysis()
+        .and_then(|a| a.interval.as_deref())
+        .and_then(|i| crate::api::duration::parse_duration(i).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(60));
+    analyzer.providers = Providers {
+        prometheus: Prometheus::replaying(
+            options.timeout,
+            Grid {
+                start: options.from,
+                end: options.to,
+                step: step.as_secs_f64(),
+            },
+        ),
+    };
     let defaults = ControllerDefaults {
         provider: options.provider,
         // The API server held the Canary to its own minimum already.
@@ -208,7 +231,7 @@ pub async fn backtest(options: Options) -> anyhow::Result<Report> {
         from: options.from,
         to: options.to,
         replays,
-        queries: queries.get(),
+        queries: analyzer.providers.prometheus.sent(),
     })
 }
 

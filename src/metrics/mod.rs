@@ -14,6 +14,7 @@ pub mod counts;
 pub mod judge;
 pub mod prometheus;
 pub mod provider;
+pub mod replayed;
 pub mod template;
 
 use std::collections::BTreeMap;

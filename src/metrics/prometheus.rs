@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -208,6 +209,11 @@ type TlsSetup = (Option<Vec<u8>>, bool);
 pub struct Prometheus {
     timeout: Duration,
     clients: Mutex<BTreeMap<TlsSetup, reqwest::Client>>,
+    /// Replaying past ticks (`serin backtest`): instant queries on the ticks' grid answered from range
+    /// queries.
+    replay: Option<super::replayed::RangeCache>,
+    /// HTTP requests sent.
+    sent: AtomicU64,
 }
 
 impl Prometheus {
@@ -215,7 +221,23 @@ impl Prometheus {
         Self {
             timeout,
             clients: Mutex::new(BTreeMap::new()),
+            replay: None,
+            sent: AtomicU64::new(0),
         }
+    }
+
+    /// For replaying past ticks on `grid`: a query asked again at a later tick of the grid is sent once
+    /// more, as a range query over the rest of the grid, and answered from it from then on.
+    pub fn replaying(timeout: Duration, grid: super::replayed::Grid) -> Self {
+        Self {
+            replay: Some(super::replayed::RangeCache::new(grid)),
+            ..Self::new(timeout)
+        }
+    }
+
+    /// How many HTTP requests were sent.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     fn client(&self, endpoint: &Endpoint) -> Result<reqwest::Client, QueryError> {
@@ -263,19 +285,38 @@ impl Prometheus {
         parse_vector(&address, status, &body)
     }
 
-    /// Sends an instant query; the address, the HTTP status and the body.
+    /// Sends an instant query (or, replaying, answers it from a range query); the address, the HTTP status
+    /// and the body.
     async fn fetch(
         &self,
         endpoint: &Endpoint,
         query: &str,
         at: f64,
     ) -> Result<(String, u16, String), QueryError> {
+        if let Some(replay) = &self.replay
+            && let Some(answer) = replay.answer(self, endpoint, query, at).await
+        {
+            return Ok(answer);
+        }
+        self.get(
+            endpoint,
+            "query",
+            &[("query", query.to_string()), ("time", format!("{at:.3}"))],
+        )
+        .await
+    }
+
+    /// Sends a GET to `/api/v1/<path>`; the address, the HTTP status and the body.
+    pub(super) async fn get(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<(String, u16, String), QueryError> {
         let address = endpoint.address.trim_end_matches('/').to_string();
-        let url = format!("{address}/api/v1/query");
-        let mut request = self
-            .client(endpoint)?
-            .get(&url)
-            .query(&[("query", query.to_string()), ("time", format!("{at:.3}"))]);
+        let url = format!("{address}/api/v1/{path}");
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.client(endpoint)?.get(&url).query(params);
         for (name, values) in &endpoint.headers {
             for v in values {
                 request = request.header(name.as_str(), v.as_str());
