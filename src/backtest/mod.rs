@@ -412,12 +412,15 @@ fn comparable(
     }
 }
 
-/// The spec with each metric changed by `change` (None drops it), and what each became.
+/// The spec with each metric changed by `change` (None drops it), and what each became. A replay always
+/// analyses: `skipAnalysis` and `suspend` are cleared.
 fn each_metric(
     spec: &CanarySpec,
     mut change: impl FnMut(&Metric) -> Option<(Metric, String)>,
 ) -> (CanarySpec, Vec<String>) {
     let mut spec = spec.clone();
+    spec.skip_analysis = false;
+    spec.suspend = false;
     let mut shown = Vec::new();
     for analysis in [spec.analysis.as_mut(), spec.canary_analysis.as_mut()]
         .into_iter()
@@ -438,9 +441,17 @@ fn each_metric(
     (spec, shown)
 }
 
-/// Every metric with a threshold checked against it; compareToPrimary ignored.
+/// Every metric with a threshold checked against it; compareToPrimary ignored (and promoteWhenProven,
+/// which needs a compared metric).
 fn fixed_thresholds(spec: &CanarySpec) -> (CanarySpec, Vec<String>) {
-    each_metric(spec, |m| {
+    let mut spec = spec.clone();
+    for analysis in [spec.analysis.as_mut(), spec.canary_analysis.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        analysis.promote_when_proven = false;
+    }
+    each_metric(&spec, |m| {
         if m.threshold.is_none() && m.threshold_range.is_none() && m.compare_to_primary.is_some() {
             return None;
         }

@@ -33,7 +33,7 @@ pub enum Ending {
     RolledBack,
     /// The time range ended first.
     Undecided,
-    /// The spec cannot run (the InvalidSpec event says why).
+    /// The spec cannot run (the InvalidSpec or NotSupported event says why).
     Invalid,
 }
 
@@ -262,7 +262,7 @@ pub async fn replay(
         let (next, row) = world.tick(canary, runner, at).await;
         let invalid = row
             .as_ref()
-            .is_some_and(|r| r.events.iter().any(|e| e.starts_with("InvalidSpec:")));
+            .is_some_and(|r| r.events.iter().any(|e| cannot_run(e)));
         ticks.extend(row);
         let ending = match world.phase() {
             Phase::Promoting | Phase::Finalising | Phase::Succeeded => Some(Ending::Promoted),
@@ -278,6 +278,11 @@ pub async fn replay(
     ended(ticks, Ending::Undecided, to, world.weight())
 }
 
+/// An event saying the spec cannot run: invalid, or asking for what Serin does not support.
+fn cannot_run(event: &str) -> bool {
+    event.starts_with("InvalidSpec:") || event.starts_with("NotSupported:")
+}
+
 fn ended(ticks: Vec<TickRow>, ending: Ending, at: f64, weight: i32) -> Replay {
     let event = |prefixes: &[&str]| {
         ticks
@@ -290,7 +295,7 @@ fn ended(ticks: Vec<TickRow>, ending: Ending, at: f64, weight: i32) -> Replay {
     let last_round = ticks.iter().rev().find(|t| t.round.is_some());
     let message = match ending {
         Ending::RolledBack => event(&["Regressed:", "RolledBack:"]),
-        Ending::Invalid => event(&["InvalidSpec:"]),
+        Ending::Invalid => event(&["InvalidSpec:", "NotSupported:"]),
         // What the last round proved or measured: the judge's words, else the checks'.
         Ending::Promoted => last_round.map(|t| {
             let words: Vec<String> = t

@@ -107,6 +107,14 @@ fn each_judge_checks_what_it_can() {
         ]
     );
 
+    // promoteWhenProven needs a compared metric: the fixed thresholds drop it; a replay always analyses.
+    let mut eager = canary.spec.clone();
+    eager.analysis.as_mut().unwrap().promote_when_proven = true;
+    eager.skip_analysis = true;
+    let (fixed, _) = fixed_thresholds(&eager);
+    assert!(!fixed.analysis.as_ref().unwrap().promote_when_proven);
+    assert!(!fixed.skip_analysis);
+
     let comparable = |m: &Metric| m.query.is_none();
     let (judged, shown) = sequential_judge(&canary.spec, &comparable);
     let metrics = &judged.analysis.as_ref().unwrap().metrics;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::prometheus::{Endpoint, Prometheus};
+use super::prometheus::{Auth, Endpoint, Prometheus};
 
 /// The replay's ticks: `start`, then every `step` seconds up to `end`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,18 +42,33 @@ enum Seen {
     Refused,
 }
 
+/// What identifies a query's answers: the address, who asks (headers and credentials: one tenant of a
+/// multi-tenant Prometheus never answers another's), and the query.
+type Key = (String, String, String);
+
 pub struct RangeCache {
-    grid: Grid,
-    /// By (address, query).
-    seen: Mutex<HashMap<(String, String), Seen>>,
+    /// The grid, its start moved to the first time asked (the replay's first check, which may fall after
+    /// `start`: its ticks are `interval` apart from there).
+    grid: Mutex<(Grid, bool)>,
+    seen: Mutex<HashMap<Key, Seen>>,
 }
 
 impl RangeCache {
     pub fn new(grid: Grid) -> Self {
         RangeCache {
-            grid,
+            grid: Mutex::new((grid, false)),
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The grid, anchored at the first time asked.
+    fn grid(&self, at: f64) -> Grid {
+        let mut grid = self.grid.lock().unwrap_or_else(|p| p.into_inner());
+        if !grid.1 && at >= grid.0.start {
+            grid.0.start = at;
+            grid.1 = true;
+        }
+        grid.0
     }
 
     /// The answer to `query` at `at` as (address, HTTP status, body), when a range query gives it; None:
@@ -65,9 +80,15 @@ impl RangeCache {
         query: &str,
         at: f64,
     ) -> Option<(String, u16, String)> {
-        let k = self.grid.index(at)?;
+        // `@ start()` and `@ end()` mean the range's ends in a range query, the query's time in an instant
+        // one: such queries are always sent as asked.
+        if query.contains('@') {
+            return None;
+        }
+        let grid = self.grid(at);
+        let k = grid.index(at)?;
         let address = endpoint.address.trim_end_matches('/').to_string();
-        let key = (address.clone(), query.to_string());
+        let key = (address.clone(), identity(endpoint), query.to_string());
         let fetch_from = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             match seen.get(&key) {
@@ -83,15 +104,15 @@ impl RangeCache {
                 Some(Seen::Once(_)) => k,
             }
         };
-        let start = self.grid.start + fetch_from as f64 * self.grid.step;
+        let start = grid.start + fetch_from as f64 * grid.step;
         let params = [
             ("query", query.to_string()),
             ("start", format!("{start:.3}")),
-            ("end", format!("{:.3}", self.grid.end)),
-            ("step", format!("{:.3}", self.grid.step)),
+            ("end", format!("{:.3}", grid.end)),
+            ("step", format!("{:.3}", grid.step)),
         ];
         let fetched = match prometheus.get(endpoint, "query_range", &params).await {
-            Ok((_, 200, body)) => by_step(&body, self.grid, fetch_from),
+            Ok((_, 200, body)) => by_step(&body, grid, fetch_from),
             _ => None,
         };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,6 +130,26 @@ impl RangeCache {
     }
 }
 
+/// Who asks: the headers, and the credentials (hashed: never kept in the clear).
+fn identity(endpoint: &Endpoint) -> String {
+    use secrecy::ExposeSecret;
+    use sha2::{Digest, Sha256};
+    let hash = |secret: &str| {
+        Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let auth = match &endpoint.auth {
+        Auth::None => String::new(),
+        Auth::Bearer(token) => format!("bearer {}", hash(token.expose_secret())),
+        Auth::Basic { username, password } => {
+            format!("basic {username} {}", hash(password.expose_secret()))
+        }
+    };
+    format!("{:?} {auth}", endpoint.headers)
+}
+
 /// A range query's answer as the instant answers at each grid index from `from` on (a step where no series
 /// has a value answers an empty vector); None when it is not a matrix.
 fn by_step(body: &str, grid: Grid, from: i64) -> Option<Answers> {
@@ -117,7 +158,8 @@ fn by_step(body: &str, grid: Grid, from: i64) -> Option<Answers> {
         return None;
     }
     let mut vectors: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
-    let last = grid.index(grid.end).unwrap_or(from).max(from);
+    // The last step Prometheus evaluated: at or before the end.
+    let last = (((grid.end - grid.start) / grid.step + 1e-6).floor() as i64).max(from);
     for k in from..=last {
         vectors.insert(k, Vec::new());
     }
@@ -227,6 +269,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_grid_starts_at_the_first_time_asked() {
+        let address = prometheus(true).await;
+        let p = Prometheus::replaying(std::time::Duration::from_secs(2), GRID);
+        // The first check falls 5 s after the start; its ticks are 10 s apart from there.
+        let times = [1005.0, 1015.0, 1025.0, 1035.0, 1045.0];
+        assert_eq!(ask(&p, &address, &times).await, times.map(|t| t / 10.0));
+        assert_eq!(p.sent(), 2);
+    }
+
+    #[tokio::test]
     async fn a_refused_range_query_leaves_instant_queries() {
         let address = prometheus(false).await;
         let p = Prometheus::replaying(std::time::Duration::from_secs(2), GRID);
@@ -252,6 +304,15 @@ mod tests {
             {"metric":{"le":"+Inf"},"values":[[1030,"9"]]}]}}"#;
         let answers = by_step(body, GRID, 2).unwrap();
         assert_eq!(answers.keys().copied().collect::<Vec<_>>(), [2, 3, 4, 5]);
+        let short = Grid {
+            end: 1049.0,
+            ..GRID
+        };
+        assert_eq!(
+            by_step(body, short, 2).unwrap().len(),
+            3,
+            "no step past the end"
+        );
         let at = |k: i64| serde_json::from_str::<Value>(&answers[&k]).unwrap();
         assert_eq!(at(2)["data"]["result"][0]["value"], json!([1020, "3"]));
         assert_eq!(at(3)["data"]["result"].as_array().unwrap().len(), 2);
