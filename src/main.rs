@@ -251,9 +251,10 @@ async fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
         canary,
         metrics_server: args.metrics_server,
         from: args.from,
-        to: args
-            .to
-            .unwrap_or_else(|| time_arg("0s").unwrap_or(args.from)),
+        to: match args.to {
+            Some(to) => to,
+            None => time_arg("0s").map_err(anyhow::Error::msg)?,
+        },
         provider: args.provider,
         timeout: args.metrics_timeout,
     };

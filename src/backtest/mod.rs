@@ -30,7 +30,6 @@ use crate::api::analysis::Metric;
 use crate::api::{Canary, CanarySpec, MetricTemplate, Provider};
 use crate::decision::ControllerDefaults;
 use crate::metrics::Analyzer;
-use crate::metrics::builtin::{Builtin, Family};
 use crate::metrics::prometheus::Prometheus;
 use crate::metrics::provider::Providers;
 use crate::metrics::replayed::Grid;
@@ -167,7 +166,7 @@ pub async fn backtest(options: Options) -> anyhow::Result<Report> {
         .clone()
         .unwrap_or_else(|| "http://prometheus:9090".into());
     let mut analyzer = Analyzer::new(
-        templates.clone(),
+        templates,
         secrets,
         default_server,
         options.provider,
@@ -198,8 +197,7 @@ pub async fn backtest(options: Options) -> anyhow::Result<Report> {
         // The API server held the Canary to its own minimum already.
         min_interval: Duration::from_secs(1),
     };
-    let provider = canary.spec.provider.unwrap_or(options.provider);
-    let comparable = |m: &Metric| comparable(m, provider, &templates, &canary);
+    let comparable = |m: &Metric| analyzer.can_compare(&canary, m);
     let mut replays = Vec::new();
     for judge in [Judge::FixedThresholds, Judge::SequentialJudge] {
         let (spec, metrics) = match judge {
@@ -386,30 +384,6 @@ async fn stores(
         template_writer.apply_watcher_event(&watcher::Event::Apply(t));
     }
     (templates, secrets)
-}
-
-/// Whether the judge can compare `metric` with the primary.
-fn comparable(
-    metric: &Metric,
-    provider: Provider,
-    templates: &Store<MetricTemplate>,
-    canary: &Canary,
-) -> bool {
-    if let Some(r) = &metric.template_ref {
-        let ns = r
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| canary.namespace())
-            .unwrap_or_default();
-        return templates
-            .get(&ObjectRef::new(&r.name).within(&ns))
-            .is_some_and(|t| t.spec.counts.is_some());
-    }
-    match (Builtin::from_name(&metric.name), Family::of(provider)) {
-        (Some(_), Ok(_)) => metric.query.is_none(),
-        _ => false,
-    }
 }
 
 /// The spec with each metric changed by `change` (None drops it), and what each became. A replay always

@@ -139,8 +139,21 @@ fn what_can_be_compared_depends_on_the_provider_and_the_template() {
     for t in templates {
         writer.apply_watcher_event(&watcher::Event::Apply(t));
     }
+    let (secrets, _) = reflector::store::<Secret>();
+    let analyzer = Analyzer::new(
+        store,
+        secrets,
+        "http://127.0.0.1:1".into(),
+        Provider::GatewayApi,
+        Duration::from_secs(1),
+        Counter::default(),
+    );
     let metrics = &canary.spec.analysis.as_ref().unwrap().metrics;
-    let can = |i: usize, p: Provider| comparable(&metrics[i], p, &store, &canary);
+    let can = |i: usize, p: Provider| {
+        let mut canary = canary.clone();
+        canary.spec.provider = Some(p);
+        analyzer.can_compare(&canary, &metrics[i])
+    };
     assert!(can(0, Provider::GatewayApi));
     assert!(can(1, Provider::GatewayApi));
     assert!(can(1, Provider::Nginx));

@@ -263,6 +263,16 @@ fn checks_of(metric: &Metric) -> Vec<(String, Source<'_>)> {
     sources
 }
 
+/// Where a compared metric's counts come from: its built-in check, else its template; an inline query
+/// (one number, not counts) when it has nothing else, which the comparison refuses by name.
+fn compared_source(metric: &Metric) -> Source<'_> {
+    checks_of(metric)
+        .into_iter()
+        .map(|(_, s)| s)
+        .find(|s| !matches!(s, Source::Query(_)))
+        .unwrap_or(Source::Query(""))
+}
+
 /// A query's failure in words, with the query (none was sent when the settings were unusable).
 fn failure(e: &QueryError, query: &str) -> String {
     match e {
@@ -288,12 +298,8 @@ impl CheckRunner for Analyzer {
                     .iter()
                     .filter(|m| m.compare_to_primary.is_some())
                     .map(|m| async move {
-                        let source = checks_of(m)
-                            .into_iter()
-                            .map(|(_, s)| s)
-                            .find(|s| !matches!(s, Source::Query(_)))
-                            .unwrap_or(Source::Query(""));
-                        self.compare(canary, m, source, compared, at).await
+                        self.compare(canary, m, compared_source(m), compared, at)
+                            .await
                     }),
             );
             let mut checks = Vec::new();

@@ -315,8 +315,8 @@ impl Prometheus {
     ) -> Result<(String, u16, String), QueryError> {
         let address = endpoint.address.trim_end_matches('/').to_string();
         let url = format!("{address}/api/v1/{path}");
-        self.sent.fetch_add(1, Ordering::Relaxed);
         let mut request = self.client(endpoint)?.get(&url).query(params);
+        self.sent.fetch_add(1, Ordering::Relaxed);
         for (name, values) in &endpoint.headers {
             for v in values {
                 request = request.header(name.as_str(), v.as_str());

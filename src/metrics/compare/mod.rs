@@ -136,6 +136,13 @@ impl Round<'_> {
 }
 
 impl Analyzer {
+    /// Whether `metric` can be compared with the primary, as `compareToPrimary` would compare it: a
+    /// built-in check on a provider whose telemetry the built-in queries read, or a template with counts.
+    pub fn can_compare(&self, canary: &Canary, metric: &Metric) -> bool {
+        self.comparison_queries(canary, super::compared_source(metric))
+            .is_ok()
+    }
+
     /// One round of a compared metric, `compared` being how many metrics the analysis compares.
     pub(super) async fn compare(
         &self,
