@@ -170,8 +170,10 @@ where
     let sel = format!(
         r#"kubernetes_namespace="{ns}", kubernetes_pod_name=~"podinfo-[0-9a-z]+-[0-9a-z]+""#
     );
+    // The canary's pods are scaled away by the rollback, and their series go stale with them: read the
+    // last value each had, not the instant's (an instant query right after the rollback finds none).
     let copies_failed = prometheus_value(&format!(
-        r#"sum(http_request_duration_seconds_count{{{sel}, status="500"}})"#
+        r#"sum(last_over_time(http_request_duration_seconds_count{{{sel}, status="500"}}[5m]))"#
     ))
     .await
     .expect("the canary's pods counted the mirrored copies");
