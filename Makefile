@@ -43,9 +43,10 @@ test-judge:
 bench-decisions:
 	cargo run --release --quiet -p serin-decisions
 
-# Regenerates crds/ from the Rust types (a test fails when it is stale).
+# Regenerates crds/ and the chart's copy from the Rust types (a test fails when either is stale).
 crds:
 	cargo run --quiet -p serin -- crds > crds/crds.yaml
+	cp crds/crds.yaml charts/serin/files/crds.yaml
 
 # Unit tests only: no cluster.
 unit:

@@ -106,6 +106,9 @@ pub struct Metrics {
     pub webhook_calls: Family<WebhookLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
     pub notification_queue: Gauge,
+    /// 1 while this replica leads (or runs without leader election), 0 while it stands by: the fleet's
+    /// sum says whether anyone is acting.
+    pub leader: Gauge,
     /// The checks, and the compared metrics, with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     exported_evidence: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -209,11 +212,18 @@ impl Default for Metrics {
             "Notifications waiting to be sent",
             notification_queue.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads and acts (or runs without leader election), 0 while it stands by",
+            leader.clone(),
+        );
         Metrics {
             registry,
             webhook_calls,
             notifications,
             notification_queue,
+            leader,
             metric_value,
             evidence,
             api_requests,

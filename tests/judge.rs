@@ -86,14 +86,18 @@ fn evidence(s: &CanaryStatus) -> &serin::api::status::EvidenceStatus {
 }
 
 /// A canary failing 2% against the primary's 1%: the judge proves the regression and rolls it back at
-/// once, while the fixed threshold of the same metric (min 95%, the kind a Flagger user sets to stay clear
-/// of noise at low traffic) passes every round. The tolerance is half a point: one point worse is then
-/// clearly beyond it (at the default of one point it would sit on the tolerance, where either verdict is
-/// right and a promotion is allowed up to falsePromotionRate).
+/// once, while the fixed threshold of the same metric (the kind a Flagger user sets to stay clear of
+/// noise) passes every round. The tolerance is half a point: one point worse is then clearly beyond it (at
+/// the default of one point it would sit on the tolerance, where either verdict is right and a promotion
+/// is allowed up to falsePromotionRate).
 #[tokio::test]
 async fn errors_one_point_worse_are_rolled_back_where_a_fixed_threshold_passes() {
+    // Clear of noise depends on the traffic: at 50 req/s a 1-m window holds hundreds of canary requests
+    // and 95% is safe; at 5 req/s it holds a few dozen, where two errors in 30 read as 93% and two such
+    // windows in a row rolled the canary back on the threshold (make test-judge saw it).
+    let min = if rps() >= 50.0 { 95 } else { 80 };
     let metrics = json!([{"name": "request-success-rate", "interval": "1m",
-        "thresholdRange": {"min": 95}, "compareToPrimary": {"tolerance": 0.5}}]);
+        "thresholdRange": {"min": min}, "compareToPrimary": {"tolerance": 0.5}}]);
     let (client, ns, serin) = roll_out("judge-worse", metrics, behaviour(0.02, 20)).await;
     let s = wait_phase(&client, &ns, Phase::Failed, within(20)).await;
     let e = evidence(&s);
@@ -101,9 +105,13 @@ async fn errors_one_point_worse_are_rolled_back_where_a_fixed_threshold_passes()
         "measured: rolled back on {} canary requests: {}",
         e.canary_requests, e.message
     );
+    assert_eq!(
+        s.failed_checks, 0,
+        "the fixed threshold never failed: {:?}",
+        s.conditions
+    );
     assert_eq!(e.verdict, Verdict::Fail, "{e:?}");
     assert!(e.e_value >= e.fail_at, "{e:?}");
-    assert_eq!(s.failed_checks, 0, "the fixed threshold never failed");
     let fixed = s
         .checks
         .iter()

@@ -238,6 +238,17 @@ async fn with_two_replicas_only_the_leader_acts() {
         Some(0.0),
         "the standby reconciled nothing"
     );
+    assert_eq!(leader.metric("serin_leader").await, Some(1.0));
+    assert_eq!(standby.metric("serin_leader").await, Some(0.0));
+    // Both ready: a standby that never got ready would stall a two-replica Deployment's rolling update.
+    for replica in [leader, standby] {
+        let readyz = replica.metrics_url.replace("/metrics", "/readyz");
+        let status = reqwest::get(&readyz)
+            .await
+            .expect("/readyz answers")
+            .status();
+        assert_eq!(status, reqwest::StatusCode::OK, "{readyz}");
+    }
 }
 
 #[tokio::test]

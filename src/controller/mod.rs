@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self as kube_controller, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -247,11 +247,19 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
     loop {
         if let Some(e) = &elector {
+            // A replica standing by is ready: it is healthy and can take over. Were it not, a Deployment
+            // of two replicas could never finish a rolling update (the new pod waits for the lease the old
+            // one holds), nor count its standby as available.
+            ready.store(true, Ordering::Relaxed);
+            metrics.leader.set(0);
             tokio::select! {
                 _ = e.acquire() => {}
                 _ = shutdown.clone() => return Ok(()),
             }
+            // Leading: ready again once this replica's caches have synced.
+            ready.store(false, Ordering::Relaxed);
         }
+        metrics.leader.set(1);
         let lost = async {
             match &elector {
                 Some(e) => e.hold().await,
@@ -269,7 +277,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
                 return Ok(());
             }
             _ = lost => {
-                ready.store(false, Ordering::Relaxed);
+                metrics.leader.set(0);
                 warn!("lost leadership: stopped acting; standing by");
             }
         }
@@ -387,12 +395,25 @@ async fn lead(
             );
             continue;
         }
-        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        let reader = writer.as_reader();
         let api = match &config.namespace {
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
             None => Api::<DynamicObject>::all_with(client.clone(), &ar),
         };
+        // Nor where Serin may not list it (the chart grants each provider's group only when asked): a
+        // watch refused for ever kept every other cache from syncing, and no Canary moved at all.
+        if let Err(kube::Error::Api(status)) =
+            api.list_metadata(&ListParams::default().limit(1)).await
+            && status.code == 403
+        {
+            warn!(
+                kind = %ar.kind,
+                api_version = %ar.api_version,
+                "not watched: Serin may not list it (RBAC; the chart's rbac.providers); Canaries that need it wait. Grant list and watch, then restart Serin"
+            );
+            continue;
+        }
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let reader = writer.as_reader();
         let stream = reflector::reflector(writer, watcher(api, wc.clone()))
             .default_backoff()
             .touched_objects();

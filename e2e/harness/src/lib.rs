@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 pub mod apps;
+pub mod helm;
 pub mod loadtester;
 pub mod podinfo;
 pub mod receiver;
@@ -339,31 +340,42 @@ impl SerinProcess {
     /// Starts the controller binary at `bin` for `namespace`, as replica `identity`.
     pub async fn start(bin: &str, namespace: &str, identity: &str) -> Self {
         let env = cluster().await;
+        let args: Vec<String> = [
+            "--min-interval",
+            "1s",
+            "--namespace",
+            namespace,
+            "--leader-election-namespace",
+            namespace,
+            "--identity",
+            identity,
+            "--metrics-server",
+            env.prometheus(),
+        ]
+        .map(String::from)
+        .into();
+        Self::spawn(
+            bin,
+            &args,
+            env.kubeconfig(),
+            &format!("{namespace}-{identity}"),
+        )
+    }
+
+    /// Runs `serin run` with `args` (and a loopback --listen of its own) as the user of `kubeconfig`;
+    /// its output goes to serin-`log_name`.log in the temporary directory.
+    pub fn spawn(bin: &str, args: &[String], kubeconfig: &str, log_name: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let log = std::env::temp_dir().join(format!("serin-{namespace}-{identity}.log"));
+        let log = std::env::temp_dir().join(format!("serin-{log_name}.log"));
         let out = std::fs::File::create(&log).expect("controller log file");
         let child = std::process::Command::new(bin)
-            .args([
-                "run",
-                "--min-interval",
-                "1s",
-                "--namespace",
-                namespace,
-                "--leader-election-namespace",
-                namespace,
-            ])
-            .args([
-                "--identity",
-                identity,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-server",
-                env.prometheus(),
-            ])
-            .env("KUBECONFIG", env.kubeconfig())
+            .arg("run")
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().expect("log file"))
