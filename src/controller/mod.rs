@@ -301,7 +301,7 @@ async fn lead(
     let (canary_store, canary_writer) = reflector::store::<Canary>();
     let canary_events = {
         let (metrics, store) = (metrics.clone(), canary_store.clone());
-        watcher(canaries, wc.clone())
+        let events = watcher(canaries, wc.clone())
             .default_backoff()
             .reflect(canary_writer)
             .inspect_ok(move |event| match event {
@@ -314,7 +314,8 @@ async fn lead(
                 }),
                 _ => {}
             })
-            .applied_objects()
+            .applied_objects();
+        without_errors(events, "Canary")
     };
     let controller = Controller::for_stream(canary_events, canary_store.clone());
 
@@ -327,7 +328,7 @@ async fn lead(
             )
             .default_backoff()
             .touched_objects();
-            (reader, stream)
+            (reader, without_errors(stream, stringify!($kind)))
         }};
     }
     let (deployments, deployment_events) = cache!(Deployment);
@@ -417,6 +418,7 @@ async fn lead(
         let stream = reflector::reflector(writer, watcher(api, wc.clone()))
             .default_backoff()
             .touched_objects();
+        let stream = without_errors(stream, "optional kind");
         let s = canary_store.clone();
         controller = controller.watches_stream_with(
             stream,
@@ -502,6 +504,26 @@ async fn lead(
         _ = controller => {}
         _ = futures::future::join(templates, synced) => {}
     }
+}
+
+/// `stream` with its watch errors logged here and kept out of the controller's queue (the watcher retries
+/// them with its backoff). kube-runtime's applier splits the queue into its Ok and Err items over one
+/// peekable stream, and an Err peeked while taking an Ok wakes no one: at start-up, before any reconcile
+/// timer could wake the task, the whole queue stalled for good, and every cache fed by it with it (seen
+/// with a kind Serin may not list: no Canary moved, and SIGTERM never ended the process).
+fn without_errors<T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    what: &'static str,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static {
+    stream.filter_map(move |item| {
+        futures::future::ready(match item {
+            Ok(object) => Some(Ok(object)),
+            Err(e) => {
+                warn!(watch = what, error = %e, "watch error; retrying with backoff");
+                None
+            }
+        })
+    })
 }
 
 /// The notifications' delivery queue: 1024 items, 8 sends at once; a delivery that fails for good is told
