@@ -7,6 +7,7 @@ pub mod decision;
 pub mod loadtester;
 pub mod metrics;
 pub mod notify;
+pub mod plugin;
 pub mod routing;
 pub mod statistics;
 pub mod telemetry;
