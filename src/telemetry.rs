@@ -57,6 +57,15 @@ pub struct MetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThresholdLabels {
+    pub name: String,
+    pub namespace: String,
+    pub metric: String,
+    /// min or max: the end of thresholdRange.
+    pub bound: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     /// The webhook's type (confirm-rollout, rollout, ...).
     pub r#type: String,
@@ -88,6 +97,8 @@ pub struct Metrics {
     pub metric_value: Family<MetricLabels, Gauge<f64, AtomicU64>>,
     /// The sequential judge's fail e-value of each metric compared with the primary.
     pub evidence: Family<MetricLabels, Gauge<f64, AtomicU64>>,
+    /// Each check's thresholdRange ends, so dashboards draw the line a value is judged against.
+    pub thresholds: Family<ThresholdLabels, Gauge<f64, AtomicU64>>,
     /// Rounds of checks run, and the metrics queries they sent.
     pub check_rounds: Counter,
     pub metric_queries: Counter,
@@ -112,6 +123,7 @@ pub struct Metrics {
     /// The checks, and the compared metrics, with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     exported_evidence: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    exported_thresholds: Mutex<HashMap<(String, String), BTreeSet<(String, String)>>>,
     /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
     exported_canaries: Mutex<BTreeSet<(String, String)>>,
     lock: Mutex<()>,
@@ -140,6 +152,12 @@ impl Default for Metrics {
             "canary_evidence",
             "The sequential judge's fail e-value of each metric compared with the primary (a regression is proven at metrics/falseRollbackRate, 100 for one metric)",
             evidence.clone(),
+        );
+        let thresholds = Family::<ThresholdLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "canary_metric_threshold",
+            "Each check's thresholdRange ends (bound min or max), in the unit of serin_canary_metric_value",
+            thresholds.clone(),
         );
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -226,6 +244,7 @@ impl Default for Metrics {
             leader,
             metric_value,
             evidence,
+            thresholds,
             api_requests,
             check_rounds,
             metric_queries,
@@ -238,6 +257,7 @@ impl Default for Metrics {
             api_writes,
             exported_checks: Mutex::new(HashMap::new()),
             exported_evidence: Mutex::new(HashMap::new()),
+            exported_thresholds: Mutex::new(HashMap::new()),
             exported_canaries: Mutex::new(BTreeSet::new()),
             lock: Mutex::new(()),
         }
@@ -308,6 +328,7 @@ impl Metrics {
             namespace,
             values.collect(),
         );
+        self.export_thresholds(name, namespace, results);
         let e_values = evidence.iter().map(|e| (e.name.clone(), e.e_value));
         export(
             &self.evidence,
@@ -316,6 +337,48 @@ impl Metrics {
             namespace,
             e_values.collect(),
         );
+    }
+
+    /// The ends of each check's range; an end no longer set (or a check gone) loses its series.
+    fn export_thresholds(&self, name: &str, namespace: &str, results: &[CheckStatus]) {
+        let labels = |metric: &str, bound: &str| ThresholdLabels {
+            name: name.into(),
+            namespace: namespace.into(),
+            metric: metric.into(),
+            bound: bound.into(),
+        };
+        let mut now = BTreeSet::new();
+        for check in results {
+            let Some(range) = &check.threshold_range else {
+                continue;
+            };
+            for (bound, value) in [("min", range.min), ("max", range.max)] {
+                if let Some(v) = value {
+                    self.thresholds
+                        .get_or_create(&labels(&check.name, bound))
+                        .set(v);
+                    now.insert((check.name.clone(), bound.to_string()));
+                }
+            }
+        }
+        let mut exported = self
+            .exported_thresholds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = (namespace.to_string(), name.to_string());
+        for (metric, bound) in exported
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|k| !now.contains(*k))
+        {
+            self.thresholds.remove(&labels(metric, bound));
+        }
+        if now.is_empty() {
+            exported.remove(&key);
+        } else {
+            exported.insert(key, now);
+        }
     }
 
     pub fn forget_canary(&self, name: &str, namespace: &str) {
@@ -445,6 +508,49 @@ mod tests {
             },
             ..CheckStatus::default()
         }
+    }
+
+    #[test]
+    fn each_checks_range_is_exported_and_dropped_with_it() {
+        let m = Metrics::default();
+        let ranged = |name: &str, min: Option<f64>, max: Option<f64>| CheckStatus {
+            threshold_range: Some(crate::api::analysis::ThresholdRange { min, max }),
+            ..result(name, None)
+        };
+        m.observe_checks(
+            "podinfo",
+            "shop",
+            &[
+                ranged("rate", Some(99.0), None),
+                ranged("p99", None, Some(500.0)),
+                result("x", Some(1.0)),
+            ],
+            &[],
+        );
+        let text = m.render();
+        for want in [
+            r#"serin_canary_metric_threshold{name="podinfo",namespace="shop",metric="rate",bound="min"} 99.0"#,
+            r#"serin_canary_metric_threshold{name="podinfo",namespace="shop",metric="p99",bound="max"} 500.0"#,
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert_eq!(
+            text.matches("serin_canary_metric_threshold{").count(),
+            2,
+            "{text}"
+        );
+        m.observe_checks("podinfo", "shop", &[ranged("rate", Some(95.0), None)], &[]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"metric="rate",bound="min"} 95.0"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"metric="p99""#),
+            "a check gone loses its threshold: {text}"
+        );
+        m.forget_canary("podinfo", "shop");
+        assert!(!m.render().contains("serin_canary_metric_threshold{"));
     }
 
     #[test]

@@ -334,6 +334,8 @@ pub struct SerinProcess {
     child: std::process::Child,
     pub metrics_url: String,
     pub log: PathBuf,
+    /// The Prometheus target file written by [`SerinProcess::scraped`].
+    target_file: Option<PathBuf>,
 }
 
 impl SerinProcess {
@@ -386,6 +388,7 @@ impl SerinProcess {
             child,
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             log,
+            target_file: None,
         }
     }
 
@@ -436,8 +439,42 @@ impl SerinProcess {
     }
 }
 
+impl SerinProcess {
+    /// Has the cluster's Prometheus scrape this process's /metrics (job "serin"), and waits for the first
+    /// scrape. The target goes when the process is dropped.
+    pub async fn scraped(&mut self) {
+        let env = cluster().await;
+        let address = self
+            .metrics_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string();
+        let dir = Path::new(env.get("SERIN_CLUSTER_STATE")).join("prometheus/serin-targets");
+        let file = dir.join(format!("{}.json", address.replace(':', "-")));
+        std::fs::write(&file, json!([{"targets": [address]}]).to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        self.target_file = Some(file);
+        let up = format!(r#"up{{job="serin", instance="{address}"}} == 1"#);
+        wait_for(
+            "Prometheus to scrape serin",
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || async {
+                match prometheus_query(&up).await {
+                    Ok(v) if !v.is_empty() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+}
+
 impl Drop for SerinProcess {
     fn drop(&mut self) {
         self.kill();
+        if let Some(file) = self.target_file.take() {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
