@@ -234,6 +234,20 @@ fn lint_names_the_field_and_accepts_a_sound_canary() {
         super::lint_text(&text, &defaults),
         vec![Ok("podinfo".to_string())]
     );
+    let examples = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
+    for dir in std::fs::read_dir(examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+    {
+        let canary = std::fs::read_to_string(dir.join("canary.yaml")).unwrap();
+        assert_eq!(
+            super::lint_text(&canary, &defaults),
+            vec![Ok("podinfo".to_string())],
+            "{}",
+            dir.display()
+        );
+    }
     let bad = text.replace("interval: 1m\n    # Failed", "interval: 2s\n    # Failed");
     let found = super::lint_text(&bad, &defaults);
     assert!(
