@@ -89,6 +89,9 @@ pub struct RequestLabels {
     pub resource: String,
 }
 
+/// (metric, bound): one end of a check's range with a series.
+type MetricBound = (String, String);
+
 pub struct Metrics {
     registry: Registry,
     /// Every request to the API server, by verb and resource.
@@ -123,7 +126,7 @@ pub struct Metrics {
     /// The checks, and the compared metrics, with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     exported_evidence: Mutex<HashMap<(String, String), BTreeSet<String>>>,
-    exported_thresholds: Mutex<HashMap<(String, String), BTreeSet<(String, String)>>>,
+    exported_thresholds: Mutex<HashMap<(String, String), BTreeSet<MetricBound>>>,
     /// The Canaries with series on /metrics, by (namespace, name), so those deleted can be dropped.
     exported_canaries: Mutex<BTreeSet<(String, String)>>,
     lock: Mutex<()>,
