@@ -13,7 +13,7 @@ use serin_e2e::podinfo::{image_of, wait_phase};
 use serin_e2e::rollout::{roll_out, wait_window_empty};
 use serin_e2e::{
     SerinProcess, annotate, apply, client, cluster, httproute_resource, install_crds, namespace,
-    repo_dir,
+    repo_dir, wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -128,11 +128,31 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
         "retry acknowledged: {}",
         text(&out)
     );
+    // Analysed again, and rolled back again.
+    wait_phase(&client, &ns, Phase::Progressing, Duration::from_secs(30)).await;
     wait_phase(&client, &ns, Phase::Failed, Duration::from_secs(60)).await;
 
-    // Pause, then abort, a good revision under analysis.
+    // Pause, then abort, a good revision under analysis, once the faulty one's requests have left the
+    // checks' 10-s window (so the query below reads the good one's): its pods are deleted with the
+    // rollback, and a rate over their vanished series is no sign the window is clear.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     roll_out(&client, &ns, "podinfo:4.0.0", 0.0).await;
-    wait_phase(&client, &ns, Phase::Progressing, Duration::from_secs(30)).await;
+    wait_for(
+        "the canary at 25%",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let c = kube::Api::<Canary>::namespaced(client.clone(), &ns)
+                .get("podinfo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match c.status.map(|s| (s.phase, s.canary_weight)) {
+                Some((Some(Phase::Progressing), w)) if w >= 25 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let out = kubectl_serin(&["pause", "podinfo", "-n", &ns]).await;
     assert_eq!(
         out.status.code(),
@@ -145,6 +165,26 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
         text(&out).contains("paused: serin.dev/pause"),
         "{}",
         text(&out)
+    );
+    // The checks, run now from here against the test world's Prometheus (with a few seconds of the
+    // canary's traffic in their window).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let prometheus = cluster().await.prometheus().to_string();
+    let out = kubectl_serin(&[
+        "query",
+        "podinfo",
+        "-n",
+        &ns,
+        "--metrics-server",
+        &prometheus,
+    ])
+    .await;
+    let checks = text(&out);
+    eprintln!("measured: kubectl serin query:\n{checks}");
+    assert_eq!(out.status.code(), Some(0), "{checks}");
+    assert!(
+        checks.contains("request-success-rate") && checks.contains("✔ Passed"),
+        "{checks}"
     );
     let out = kubectl_serin(&["abort", "podinfo", "-n", &ns]).await;
     assert_eq!(

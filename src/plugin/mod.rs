@@ -95,6 +95,18 @@ enum Command {
     Pause { name: String },
     /// Resume a paused analysis.
     Resume { name: String },
+    /// Run a Canary's checks over its last intervals, from your machine, and show each value against its
+    /// range (the "why is it holding" question). Uses serin backtest's replay of the checks.
+    Query {
+        name: String,
+        /// The Prometheus to ask (e.g. through `kubectl port-forward`); default the Canary's metricsServer,
+        /// else http://prometheus:9090.
+        #[arg(long)]
+        metrics_server: Option<String>,
+        /// The controller's --provider, for a Canary that names none.
+        #[arg(long, default_value = "gatewayapi", value_parser = provider_arg)]
+        provider: Provider,
+    },
     /// Check Canary files offline by the rules the controller applies (exit 1 on a problem).
     Lint {
         #[arg(short, long = "filename", required = true)]
@@ -318,6 +330,44 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 manual(c, |m| m.paused == pause)
             })
             .await
+        }
+        Command::Query {
+            name,
+            metrics_server,
+            provider,
+        } => {
+            let canary = canaries.get(name).await?;
+            let interval = canary
+                .spec
+                .active_analysis()
+                .and_then(|a| a.interval.as_deref())
+                .and_then(|i| crate::api::duration::parse_duration(i).ok())
+                .unwrap_or(Duration::from_secs(60));
+            let now = Timestamp::now().as_millisecond() as f64 / 1000.0;
+            let options = crate::backtest::Options {
+                canary: crate::backtest::CanarySource::Cluster {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                },
+                metrics_server: metrics_server.clone(),
+                from: now - 3.0 * interval.as_secs_f64(),
+                to: now,
+                provider: *provider,
+                timeout: Duration::from_secs(10),
+            };
+            let report = crate::backtest::backtest(options).await?;
+            let fixed = report
+                .replays
+                .iter()
+                .find(|r| r.judge == crate::backtest::Judge::FixedThresholds)
+                .and_then(|r| r.replay.ticks.iter().rev().find(|t| !t.checks.is_empty()));
+            match fixed {
+                None => Ok(Outcome::Failed("no check ran in the last intervals".into())),
+                Some(row) => {
+                    print!("{}", view::checks_now(&row.checks, now - row.at));
+                    Ok(Outcome::Done)
+                }
+            }
         }
         Command::Lint { .. } | Command::Convert { .. } => unreachable!("handled above"),
     }

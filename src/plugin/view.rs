@@ -338,27 +338,7 @@ pub fn detail(canary: &Canary, related: &Related, now: Timestamp) -> String {
 
     if !status.checks.is_empty() {
         out.push_str("\nChecks\n");
-        let mut table = Table::new();
-        table
-            .load_preset(NOTHING)
-            .set_content_arrangement(ContentArrangement::Disabled);
-        table.set_header(vec!["  NAME", "VALUE", "RANGE", "VERDICT", "MESSAGE"]);
-        for check in &status.checks {
-            let verdict = match check.verdict {
-                CheckVerdict::Passed => "✔ Passed",
-                CheckVerdict::Failed => "✖ Failed",
-                CheckVerdict::NoData => "? NoData",
-                CheckVerdict::Error => "! Error",
-            };
-            table.add_row(vec![
-                Cell::new(format!("  {}", check.name)),
-                Cell::new(value_text(check.value)),
-                Cell::new(range_text(&check.threshold_range)),
-                Cell::new(verdict),
-                Cell::new(check.message.clone().unwrap_or_default()),
-            ]);
-        }
-        out.push_str(&trim_lines(&table.to_string()));
+        out.push_str(&checks_table(&status.checks));
     }
     if !status.evidence.is_empty() {
         out.push_str("\nCompared with the primary (sequential judge)\n");
@@ -413,4 +393,38 @@ pub fn detail(canary: &Canary, related: &Related, now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// Each check as a row: value, range, verdict, message.
+fn checks_table(checks: &[crate::api::CheckStatus]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    table.set_header(vec!["  NAME", "VALUE", "RANGE", "VERDICT", "MESSAGE"]);
+    for check in checks {
+        let verdict = match check.verdict {
+            CheckVerdict::Passed => "✔ Passed",
+            CheckVerdict::Failed => "✖ Failed",
+            CheckVerdict::NoData => "? NoData",
+            CheckVerdict::Error => "! Error",
+        };
+        table.add_row(vec![
+            Cell::new(format!("  {}", check.name)),
+            Cell::new(value_text(check.value)),
+            Cell::new(range_text(&check.threshold_range)),
+            Cell::new(verdict),
+            Cell::new(check.message.clone().unwrap_or_default()),
+        ]);
+    }
+    trim_lines(&table.to_string())
+}
+
+/// `query`: the checks as they ran `ago` seconds ago.
+pub fn checks_now(checks: &[crate::api::CheckStatus], ago: f64) -> String {
+    format!(
+        "Checks as of {:.0}s ago\n{}",
+        ago.max(0.0),
+        checks_table(checks)
+    )
 }
