@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -19,7 +19,7 @@ use serin_e2e::podinfo::{wait_phase, wait_promoted};
 use serin_e2e::rollout::{faulty_rolled_back, roll_out, wait_window_empty};
 use serin_e2e::{
     E2E_MIN_INTERVAL, SerinProcess, annotate, apply, client, cluster, httproute_resource,
-    install_crds, namespace,
+    install_crds, namespace, wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -253,6 +253,38 @@ async fn the_chart_installs_restricted_and_its_rbac_is_enough_to_promote_and_rol
     ] {
         assert_eq!(can_i(&sa, &what).await, allowed, "can-i {what:?} as {sa}");
     }
+
+    // People: the built-in edit and view roles take the chart's aggregated rules (the controller
+    // manager's aggregation), so a team's ordinary edit role drives `kubectl serin`, and view reads.
+    for (user, role) in [("alice", "edit"), ("bob", "view")] {
+        apply::<RoleBinding>(&client, &apps, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
+        .await;
+    }
+    wait_for(
+        "edit to take the chart's rules",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            if can_i("alice", &["patch", "canaries.serin.dev", "-n", &apps]).await {
+                Ok(())
+            } else {
+                Err("not yet".to_string())
+            }
+        },
+    )
+    .await;
+    assert!(
+        can_i(
+            "alice",
+            &["create", "metrictemplates.serin.dev", "-n", &apps]
+        )
+        .await
+    );
+    assert!(can_i("bob", &["list", "canaries.serin.dev", "-n", &apps]).await);
+    assert!(!can_i("bob", &["patch", "canaries.serin.dev", "-n", &apps]).await);
 
     // Upgrade: cluster-wide mode and a new minimum interval, which the CRDs must take.
     let canary_crd = || async {
