@@ -16,10 +16,11 @@ use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin_e2e::helm::{chart_dir, helm, output_text, service_account_kubeconfig};
 use serin_e2e::podinfo::{wait_phase, wait_promoted};
-use serin_e2e::rollout::{faulty_rolled_back, roll_out, wait_window_empty};
+use serin_e2e::rollout::{
+    faulty_rolled_back, podinfo_canary, roll_out, send_through_route, wait_window_empty,
+};
 use serin_e2e::{
-    E2E_MIN_INTERVAL, SerinProcess, annotate, apply, client, cluster, httproute_resource,
-    install_crds, namespace, wait_for,
+    E2E_MIN_INTERVAL, SerinProcess, apply, client, cluster, install_crds, namespace, wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -156,13 +157,8 @@ async fn the_chart_installs_restricted_and_its_rbac_is_enough_to_promote_and_rol
     ]);
     assert!(args.contains(&format!("--namespace={apps}")), "{args:?}");
 
-    roll_out(&client, &apps, "podinfo:1.0.0", 0.0).await;
-    apply::<Canary>(&client, &apps, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
-        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]},
-            "analysis": {"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1,
-                "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]}}}))
-    .await;
+    podinfo_canary(&client, &apps, json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1,
+                "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]})).await;
     let serin = SerinProcess::spawn(
         SERIN,
         &args,
@@ -170,14 +166,7 @@ async fn the_chart_installs_restricted_and_its_rbac_is_enough_to_promote_and_rol
         &format!("{apps}-chart"),
     );
     wait_phase(&client, &apps, Phase::Initialized, Duration::from_secs(30)).await;
-    annotate(
-        &client,
-        &apps,
-        &httproute_resource(),
-        "podinfo",
-        json!({"trafficsim.serin.dev/rps": "100"}),
-    )
-    .await;
+    send_through_route(&client, &apps, 100).await;
     roll_out(&client, &apps, "podinfo:2.0.0", 0.0).await;
     wait_promoted(&client, &apps, "podinfo:2.0.0", Duration::from_secs(60)).await;
     wait_window_empty(&format!(

@@ -8,13 +8,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serin::api::{Canary, Phase};
-use serin_e2e::podinfo::wait_phase;
-use serin_e2e::rollout::roll_out;
-use serin_e2e::{
-    SerinProcess, annotate, apply, client, httproute_resource, install_crds, namespace,
-    prometheus_query, repo_dir, wait_for,
-};
+use serin::api::Phase;
+use serin_e2e::podinfo::{wait_phase, wait_progressing_at};
+use serin_e2e::rollout::{podinfo_canary, roll_out, send_through_route};
+use serin_e2e::{SerinProcess, client, install_crds, namespace, prometheus_query, repo_dir};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 
@@ -143,43 +140,16 @@ async fn every_panel_query_returns_series_with_a_canary_in_flight() {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, "dashboard").await;
-    roll_out(&client, &ns, "podinfo:1.0.0", 0.0).await;
-    apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
-        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]},
-            "analysis": {"interval": "2s", "stepWeight": 10, "maxWeight": 50, "threshold": 3,
+    podinfo_canary(&client, &ns, json!({"interval": "2s", "stepWeight": 10, "maxWeight": 50, "threshold": 3,
                 "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 90}, "compareToPrimary": {}},
-                            {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]}}}))
-    .await;
+                            {"name": "request-duration", "interval": "10s", "thresholdRange": {"max": 500}}]})).await;
     let mut serin = SerinProcess::start(SERIN, &ns, "a").await;
     serin.scraped().await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
-    annotate(
-        &client,
-        &ns,
-        &httproute_resource(),
-        "podinfo",
-        json!({"trafficsim.serin.dev/rps": "100"}),
-    )
-    .await;
+    send_through_route(&client, &ns, 100).await;
     roll_out(&client, &ns, "podinfo:2.0.0", 0.0).await;
     // In flight, and long enough for the rates and the checks' series.
-    wait_for(
-        "the canary at 30%",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || async {
-            let c = kube::Api::<Canary>::namespaced(client.clone(), &ns)
-                .get("podinfo")
-                .await
-                .map_err(|e| e.to_string())?;
-            match c.status.as_ref().map(|s| s.canary_weight) {
-                Some(w) if w >= 30 => Ok(()),
-                w => Err(format!("{w:?}")),
-            }
-        },
-    )
-    .await;
+    wait_progressing_at(&client, &ns, 30, Duration::from_secs(60)).await;
     serin_e2e::podinfo::annotate_canary(&client, &ns, "serin.dev/pause", Some("true")).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 

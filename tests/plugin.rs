@@ -8,13 +8,10 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::json;
-use serin::api::{Canary, Phase};
-use serin_e2e::podinfo::{image_of, wait_phase};
-use serin_e2e::rollout::{roll_out, wait_window_empty};
-use serin_e2e::{
-    SerinProcess, annotate, apply, client, cluster, httproute_resource, install_crds, namespace,
-    repo_dir, wait_for,
-};
+use serin::api::Phase;
+use serin_e2e::podinfo::{image_of, wait_phase, wait_progressing_at};
+use serin_e2e::rollout::{podinfo_canary, roll_out, send_through_route, wait_window_empty};
+use serin_e2e::{SerinProcess, client, cluster, install_crds, namespace, repo_dir};
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-serin");
@@ -51,23 +48,11 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, "plugin").await;
-    roll_out(&client, &ns, "podinfo:1.0.0", 0.0).await;
-    apply::<Canary>(&client, &ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
-        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-            "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]},
-            "analysis": {"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1,
-                "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]}}}))
-    .await;
+    podinfo_canary(&client, &ns, json!({"interval": "2s", "stepWeight": 25, "maxWeight": 50, "threshold": 1,
+                "metrics": [{"name": "request-success-rate", "interval": "10s", "thresholdRange": {"min": 99}}]})).await;
     let _serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
-    annotate(
-        &client,
-        &ns,
-        &httproute_resource(),
-        "podinfo",
-        json!({"trafficsim.serin.dev/rps": "100"}),
-    )
-    .await;
+    send_through_route(&client, &ns, 100).await;
 
     // Nothing to roll out: done at once.
     let out = kubectl_serin(&["status", "podinfo", "-n", &ns, "--timeout", "30s"]).await;
@@ -137,22 +122,7 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
     // rollback, and a rate over their vanished series is no sign the window is clear.
     tokio::time::sleep(Duration::from_secs(11)).await;
     roll_out(&client, &ns, "podinfo:4.0.0", 0.0).await;
-    wait_for(
-        "the canary at 25%",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async {
-            let c = kube::Api::<Canary>::namespaced(client.clone(), &ns)
-                .get("podinfo")
-                .await
-                .map_err(|e| e.to_string())?;
-            match c.status.map(|s| (s.phase, s.canary_weight)) {
-                Some((Some(Phase::Progressing), w)) if w >= 25 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_progressing_at(&client, &ns, 25, Duration::from_secs(30)).await;
     let out = kubectl_serin(&["pause", "podinfo", "-n", &ns]).await;
     assert_eq!(
         out.status.code(),

@@ -142,6 +142,16 @@ fn value_text(value: Option<f64>) -> String {
     }
 }
 
+/// Failed checks that roll the canary back (Flagger: 0 or absent means 1).
+fn threshold(canary: &Canary) -> i32 {
+    canary
+        .spec
+        .analysis
+        .as_ref()
+        .map_or(0, |a| a.threshold)
+        .max(1)
+}
+
 /// The list: one row per Canary.
 pub fn table(canaries: &[Canary], all_namespaces: bool, now: Timestamp) -> String {
     let mut table = Table::new();
@@ -165,12 +175,7 @@ pub fn table(canaries: &[Canary], all_namespaces: bool, now: Timestamp) -> Strin
         let status = canary.status.clone().unwrap_or_default();
         let paused = status.manual.as_ref().is_some_and(|m| m.paused);
         let max = steps(canary).map_or(100, |(_, max)| max);
-        let threshold = canary
-            .spec
-            .analysis
-            .as_ref()
-            .map_or(0, |a| a.threshold)
-            .max(1);
+        let threshold = threshold(canary);
         let judge = status
             .evidence
             .iter()
@@ -320,12 +325,7 @@ pub fn detail(canary: &Canary, related: &Related, now: Timestamp) -> String {
         };
         out.push_str(&format!("Route     {route}: {said}\n"));
     }
-    let threshold = canary
-        .spec
-        .analysis
-        .as_ref()
-        .map_or(0, |a| a.threshold)
-        .max(1);
+    let threshold = threshold(canary);
     let step_age = status
         .last_step_time
         .as_ref()

@@ -246,3 +246,23 @@ pub async fn target_at_zero(deployments: &Api<Deployment>, what: &str) {
     )
     .await;
 }
+
+/// Waits until the Canary progresses at a weight of at least `weight`.
+pub async fn wait_progressing_at(client: &Client, ns: &str, weight: i32, timeout: Duration) {
+    wait_for(
+        &format!("{ns}: the canary at {weight}% or more"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let c = Api::<Canary>::namespaced(client.clone(), ns)
+                .get("podinfo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match c.status.map(|s| (s.phase, s.canary_weight)) {
+                Some((Some(Phase::Progressing), w)) if w >= weight => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}

@@ -29,6 +29,28 @@ pub async fn roll_out(client: &Client, ns: &str, image: &str, error_rate: f64) {
     .await;
 }
 
+/// podinfo 1.0.0 behind a gatewayapi Canary with `analysis` (its HTTPRoute through the Gateway
+/// `gateway`), for tests about what surrounds a rollout rather than a provider.
+pub async fn podinfo_canary(client: &Client, ns: &str, analysis: Value) {
+    roll_out(client, ns, "podinfo:1.0.0", 0.0).await;
+    apply::<serin::api::Canary>(client, ns, json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo"},
+        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]}, "analysis": analysis}}))
+    .await;
+}
+
+/// Has the traffic simulator send `rps` requests a second through the Canary's HTTPRoute.
+pub async fn send_through_route(client: &Client, ns: &str, rps: u32) {
+    crate::annotate(
+        client,
+        ns,
+        &crate::httproute_resource(),
+        "podinfo",
+        json!({"trafficsim.serin.dev/rps": rps.to_string()}),
+    )
+    .await;
+}
+
 /// Records each distinct weight `probe` reads until stopped (a data plane's view of the object).
 pub struct WeightRecorder {
     seen: Arc<Mutex<Vec<i64>>>,
