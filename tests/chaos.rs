@@ -256,6 +256,19 @@ async fn a_frozen_leader_is_replaced_and_writes_nothing_when_it_wakes() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let after = writes(&a).await;
     let fenced = a.metric("serin_fenced_writes_total").await.unwrap_or(0.0);
+    // Standing by, the old leader shows no canary series of its own (they would be stale beside the new
+    // leader's: a rolled-back status kept firing alerts after the new leader promoted).
+    assert_eq!(a.metric("serin_leader").await, Some(0.0));
+    let exported = reqwest::get(&a.metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !exported.contains("serin_canary_status{"),
+        "the standby still exports canary series:\n{exported}"
+    );
     wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
     // The route went back to 0 just before Succeeded: one more look, as the recorder polls every 40 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -209,6 +209,12 @@ fn notification_urls_and_tokens_never_reach_the_arguments() {
         args.contains(&"--slack-channel=deploys".to_string()),
         "{args:?}"
     );
+    // Arguments are quoted: a value with YAML's own characters arrives whole.
+    let odd = rendered(&["--set", "clusterName=eu: prod #1"]);
+    assert!(self::args(&odd).contains(&"--cluster-name=eu: prod #1".to_string()));
+    let err = render(&["--set", "metricsServer=http://user:pass@prometheus:9090"])
+        .expect_err("credentials in an argument");
+    assert!(err.contains("/metricsServer"), "{err}");
 
     // Nothing set: no Secret, no notification variables.
     let plain = rendered(&[]);
@@ -332,6 +338,34 @@ fn rbac_grants_what_the_controller_does_and_nothing_more() {
     let bindings = of_kind(&objects, "ClusterRoleBinding");
     assert_eq!(bindings.len(), 1);
     assert_eq!(bindings[0]["roleRef"]["name"], "serin");
+
+    // The default provider's group is granted whatever its toggle says: without it every Canary waits.
+    let istio = rendered(&["--set", "meshProvider=istio"]);
+    let own_istio = of_kind(&istio, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "serin")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        rules_of(&own_istio),
+        golden(&[
+            (
+                "networking.istio.io",
+                "virtualservices",
+                "list watch create patch"
+            ),
+            (
+                "networking.istio.io",
+                "destinationrules",
+                "list watch create patch"
+            ),
+        ])
+    );
+    // view reads Serin's events (events.k8s.io, which the built-in view role leaves out).
+    assert_eq!(
+        view["rules"][1],
+        json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["get", "list", "watch"]})
+    );
 
     // Each provider's group only when asked for.
     let all = rendered(&[

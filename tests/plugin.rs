@@ -87,6 +87,10 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
     ] {
         assert!(screen.contains(want), "{want:?} in:\n{screen}");
     }
+    // Nothing under analysis: the controller refuses a promotion, and the plugin says so (exit 1).
+    let out = kubectl_serin(&["promote", "podinfo", "-n", &ns]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("refused"), "{}", text(&out));
     let list = text(&kubectl_serin(&["get", "-n", &ns]).await);
     assert!(
         list.contains("podinfo") && list.contains("Succeeded"),
@@ -167,6 +171,19 @@ async fn kubectl_serin_follows_and_drives_a_canary() {
     assert_eq!(
         image_of(&client, &ns, "podinfo-primary").await.0,
         "podinfo:2.0.0"
+    );
+    // Each command changes its own annotation only: the abort left the pause in place.
+    let annotations = kube::Api::<serin::api::Canary>::namespaced(client.clone(), &ns)
+        .get("podinfo")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert_eq!(
+        annotations.get("serin.dev/pause").map(String::as_str),
+        Some("true"),
+        "{annotations:?}"
     );
     let out = kubectl_serin(&["resume", "podinfo", "-n", &ns]).await;
     assert_eq!(

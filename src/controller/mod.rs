@@ -278,6 +278,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             }
             _ = lost => {
                 metrics.leader.set(0);
+                // The new leader exports the canaries now: series kept here would go stale beside its
+                // own (a rolled-back status firing alerts after the new leader promoted).
+                metrics.retain_canaries(|_, _| false);
                 warn!("lost leadership: stopped acting; standing by");
             }
         }

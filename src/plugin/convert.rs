@@ -21,7 +21,8 @@ const SERIN: &str = "serin.dev/v1beta1";
 pub fn convert(text: &str) -> Converted {
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
+        // A list item's first key too (`- apiVersion: ...` in a List's items).
+        let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
         let is_api_version = trimmed.strip_prefix("apiVersion:").is_some_and(|value| {
             // The value, without a trailing comment or quotes.
             let value = value.split(" #").next().unwrap_or_default();
@@ -46,6 +47,11 @@ fn warnings(converted: &str) -> Vec<String> {
         Err(e) => return vec![format!("not YAML, left as it was: {e}")],
     };
     let mut warnings = Vec::new();
+    if documents.iter().any(|d| d["apiVersion"] == FLAGGER) {
+        warnings.push(format!(
+            "some {FLAGGER} objects are written in a way this rewrite does not change (JSON, flow style): change their apiVersion by hand"
+        ));
+    }
     for doc in documents.iter().filter(|d| d["apiVersion"] == SERIN) {
         let name = doc["metadata"]["name"].as_str().unwrap_or("(no name)");
         match doc["kind"].as_str() {
@@ -113,6 +119,21 @@ mod tests {
             c.text.contains("note: flagger.app/v1beta1"),
             "other text is left alone"
         );
+    }
+
+    #[test]
+    fn list_items_are_rewritten_and_what_is_left_is_told() {
+        let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: flagger.app/v1beta1\n  kind: AlertProvider\n  metadata: {name: slack}\n  spec: {type: slack, address: https://hooks.slack.com/x}\n";
+        let c = convert(list);
+        assert!(
+            c.text.contains("- apiVersion: serin.dev/v1beta1"),
+            "{}",
+            c.text
+        );
+        let json = r#"{"apiVersion": "flagger.app/v1beta1", "kind": "AlertProvider", "metadata": {"name": "a"}, "spec": {"type": "slack", "address": "https://x"}}"#;
+        let c = convert(json);
+        assert_eq!(c.text, json, "left alone");
+        assert!(c.warnings[0].contains("by hand"), "{:?}", c.warnings);
     }
 
     #[test]

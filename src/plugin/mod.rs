@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
@@ -277,33 +276,25 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 if *force { "force-" } else { "" },
                 Timestamp::now().as_second()
             );
-            annotate(
-                &canaries,
-                name,
-                crate::controller::observe::PROMOTE_ANNOTATION,
-                &value,
-            )
-            .await?;
-            acknowledged(&client, &canaries, name, |c| {
-                manual(c, |m| m.promote.as_deref() == Some(value.as_str()))
-            })
-            .await
+            let key = crate::controller::observe::PROMOTE_ANNOTATION;
+            annotate(&canaries, name, key, &value).await?;
+            answered(&client, &canaries, name, key, &value, "ManualPromotion").await
         }
         Command::Abort { name } => {
             let value = Timestamp::now().as_second().to_string();
-            annotate(
-                &canaries,
-                name,
-                crate::controller::observe::ABORT_ANNOTATION,
-                &value,
-            )
-            .await?;
-            acknowledged(&client, &canaries, name, |c| {
-                manual(c, |m| m.abort.as_deref() == Some(value.as_str()))
-            })
-            .await
+            let key = crate::controller::observe::ABORT_ANNOTATION;
+            annotate(&canaries, name, key, &value).await?;
+            answered(&client, &canaries, name, key, &value, "ManualAbort").await
         }
         Command::Retry { name } => {
+            // The controller acts on a retry of a Failed canary only, and says nothing otherwise.
+            let phase = canaries.get(name).await?.status.and_then(|s| s.phase);
+            if phase != Some(Phase::Failed) {
+                return Ok(Outcome::Failed(format!(
+                    "retry acts on a Failed canary; {name} is {}",
+                    phase.map_or("without a status yet".to_string(), |p| format!("{p:?}"))
+                )));
+            }
             let value = Timestamp::now().as_second().to_string();
             annotate(
                 &canaries,
@@ -312,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 &value,
             )
             .await?;
-            acknowledged(&client, &canaries, name, |c| {
+            acknowledged(&canaries, name, |c| {
                 c.status.as_ref().and_then(|s| s.last_retry.as_deref()) == Some(value.as_str())
             })
             .await
@@ -326,10 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 if pause { "true" } else { "false" },
             )
             .await?;
-            acknowledged(&client, &canaries, name, |c| {
-                manual(c, |m| m.paused == pause)
-            })
-            .await
+            acknowledged(&canaries, name, |c| manual(c, |m| m.paused == pause)).await
         }
         Command::Query {
             name,
@@ -382,34 +370,63 @@ fn manual(canary: &Canary, test: impl Fn(&crate::api::status::ManualStatus) -> b
     test(&m)
 }
 
-/// Sets one annotation under the plugin's own field manager (server-side apply of just that key).
+/// Sets one annotation under the plugin's field manager, with a merge patch: it changes that key alone
+/// (a server-side apply of one key would remove the other keys the same manager set before, so a
+/// promote would have resumed a paused canary).
 async fn annotate(
     canaries: &Api<Canary>,
     name: &str,
     key: &str,
     value: &str,
 ) -> anyhow::Result<()> {
-    let patch = json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary",
-        "metadata": {"name": name, "annotations": {key: value}}});
-    canaries
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    canaries.patch(name, &params, &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
-/// Waits (up to two analysis intervals, at least 30s) for the controller to act on an annotation; a
-/// refusal is told by its ManualRefused event.
-async fn acknowledged(
+/// Waits for the controller's answer to `key: value`: the event that acts on it (`acted`), or its
+/// ManualRefused event, both of which quote the value.
+async fn answered(
     client: &Client,
+    canaries: &Api<Canary>,
+    name: &str,
+    key: &str,
+    value: &str,
+    acted: &str,
+) -> anyhow::Result<Outcome> {
+    let quoted = format!("{key}: {value}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let canary = canaries.get(name).await?;
+        let answer = events(client.clone(), &canary).await.into_iter().find(|e| {
+            e.note.contains(&quoted) && (e.reason == acted || e.reason == "ManualRefused")
+        });
+        match answer {
+            Some(e) if e.reason == acted => {
+                println!("{}: {}", e.reason, e.note);
+                return Ok(Outcome::Done);
+            }
+            Some(e) => return Ok(Outcome::Failed(format!("refused: {}", e.note))),
+            None if std::time::Instant::now() > deadline => {
+                return Ok(Outcome::Timeout(NOT_ACTED.into()));
+            }
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+const NOT_ACTED: &str = "the annotation is set, but the controller has not acted on it within 30s (is Serin running and watching this namespace?)";
+
+/// Waits up to 30s for the status to show the controller acted (`done`).
+async fn acknowledged(
     canaries: &Api<Canary>,
     name: &str,
     done: impl Fn(&Canary) -> bool,
 ) -> anyhow::Result<Outcome> {
-    let start = Timestamp::now();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let canary = canaries.get(name).await?;
@@ -417,17 +434,8 @@ async fn acknowledged(
             println!("{}", view::status_line(&canary));
             return Ok(Outcome::Done);
         }
-        let refused = events(client.clone(), &canary)
-            .await
-            .into_iter()
-            .find(|e| e.reason == "ManualRefused" && e.at >= start);
-        if let Some(e) = refused {
-            return Ok(Outcome::Failed(format!("refused: {}", e.note)));
-        }
         if std::time::Instant::now() > deadline {
-            return Ok(Outcome::Timeout(
-                "the annotation is set, but the controller has not acted on it within 30s (is Serin running and watching this namespace?)".into(),
-            ));
+            return Ok(Outcome::Timeout(NOT_ACTED.into()));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -447,31 +455,37 @@ fn ended(canary: &Canary, target_revision: Option<&str>) -> Option<bool> {
     }
 }
 
-/// The revision Serin computes for the target as it is now (its pod template and the configs' checksums
-/// Serin last saw), so a rollout applied a moment ago is not taken for the last one's end.
-async fn target_revision(client: &Client, canary: &Canary) -> Option<String> {
-    if canary
+/// The revision Serin computes for the target as it is now (its pod template, and the configs' checksums
+/// Serin last saw), so a rollout applied a moment ago is not taken for the last one's end. None for a
+/// Service target, which has no revisions. (A change of configs alone shows once Serin has seen it.)
+async fn target_revision(client: &Client, canary: &Canary) -> anyhow::Result<Option<String>> {
+    let kind = match canary
         .spec
         .target_ref
         .kind
-        .is_some_and(|k| k != TargetKind::Deployment)
+        .unwrap_or(TargetKind::Deployment)
     {
-        return None;
-    }
-    let ns = canary.metadata.namespace.clone()?;
-    let d = Api::<Deployment>::namespaced(client.clone(), &ns)
-        .get(&canary.spec.target_ref.name)
-        .await
-        .ok()?;
+        TargetKind::Service => return Ok(None),
+        TargetKind::Deployment => crate::workload::WorkloadKind::Deployment,
+        TargetKind::DaemonSet => crate::workload::WorkloadKind::DaemonSet,
+        TargetKind::StatefulSet => crate::workload::WorkloadKind::StatefulSet,
+    };
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let name = &canary.spec.target_ref.name;
+    let object = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &kind.resource())
+        .get(name)
+        .await?;
+    let workload = crate::workload::Workload::from_dynamic(kind, object)
+        .map_err(|e| anyhow::anyhow!("target {kind} {ns}/{name}: {e}"))?;
     let configs = canary
         .status
         .as_ref()
         .and_then(|s| s.tracked_configs.clone())
         .unwrap_or_default();
-    Some(crate::workload::revision::revision(
-        &d.spec?.template,
+    Ok(Some(crate::workload::revision::revision(
+        &workload.revision_template(),
         &configs,
-    ))
+    )))
 }
 
 /// `watch` and `status`: redraws on a terminal (one line per change otherwise) until the rollout ends.
@@ -484,9 +498,30 @@ async fn follow(
     let tty = std::io::stdout().is_terminal() && timeout.is_none();
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     let mut last = String::new();
+    // Once the Canary has been read, a failed request (an API server restart, a network blip) is retried
+    // rather than ending a wait that CI depends on.
+    let (mut seen, mut failures) = (false, 0);
     loop {
-        let canary = canaries.get(name).await?;
-        let revision = target_revision(client, &canary).await;
+        let read = async {
+            let canary = canaries.get(name).await?;
+            let revision = target_revision(client, &canary).await?;
+            anyhow::Ok((canary, revision))
+        };
+        let (canary, revision) = match read.await {
+            Ok(read) => read,
+            Err(e)
+                if seen
+                    && failures < 30
+                    && deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+            {
+                failures += 1;
+                eprintln!("retrying: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        (seen, failures) = (true, 0);
         if tty {
             let screen = view::detail(&canary, &related(client, &canary).await, Timestamp::now());
             if screen != last {

@@ -89,6 +89,8 @@ fn steps(canary: &Canary) -> Option<(Vec<i32>, i32)> {
         Strategy::Canary { steps, max_weight } => {
             let weights = match steps {
                 Steps::Through(w) => w.into_iter().filter(|w| *w <= max_weight).collect(),
+                // Flagger's CRD refuses a step below 1; without that rule a 0 would never end.
+                Steps::By(step) if step < 1 => return None,
                 Steps::By(step) => (1..)
                     .map(|i| (i * step).min(max_weight))
                     .take_while({
