@@ -51,6 +51,12 @@ pub struct CanaryStatus {
     /// Serin: the value of the serin.dev/retry annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry: Option<String>,
+    /// Serin: revisions rolled back, newest last (at most 8), each with the analysis that failed it. One
+    /// that comes back (image automation pushing it again, a revert of the revert) is held, not analysed
+    /// again, until serin.dev/retry or a change of the analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub failed_revisions: Vec<FailedRevision>,
     /// Serin: the last result of each metric check (its value, range and verdict), so the status shows why
     /// the canary advanced, held or was rolled back.
     // Bounded like analysis.metrics, so the CEL rule of thresholdRange inside fits the cost budget. A
@@ -127,6 +133,15 @@ pub struct EvidenceStatus {
     /// The state of a latency judge (request-duration), per histogram bucket edge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyEvidence>,
+}
+
+/// A revision that was rolled back, and a digest of the analysis spec it failed under.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedRevision {
+    pub revision: String,
+    /// SHA-256 (first 16 hex digits) of spec.analysis as it was.
+    pub analysis: String,
 }
 
 /// The last call of one webhook.

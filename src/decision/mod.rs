@@ -208,6 +208,10 @@ pub enum Reason {
     Initialized,
     NewRevision,
     Retrying,
+    /// The target is back at the revision the primary runs: nothing to analyse.
+    BackAtPromoted,
+    /// A revision that failed came back: held, not analysed again, until a retry or a new analysis.
+    FailedRevisionHeld,
     CanaryReady,
     Holding,
     WeightAdvanced,
@@ -244,6 +248,8 @@ impl Reason {
             Reason::Initialized => "Initialized",
             Reason::NewRevision => "NewRevision",
             Reason::Retrying => "Retrying",
+            Reason::BackAtPromoted => "BackAtPromoted",
+            Reason::FailedRevisionHeld => "FailedRevisionHeld",
             Reason::CanaryReady => "CanaryReady",
             Reason::Holding => "Holding",
             Reason::WeightAdvanced => "WeightAdvanced",

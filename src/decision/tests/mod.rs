@@ -4,6 +4,7 @@ mod canary;
 mod evidence;
 mod gates;
 mod manual;
+mod revisions;
 mod safety;
 mod spec;
 mod strategies;

@@ -529,6 +529,21 @@ impl<'a> Tick<'a> {
         let retry = phase == Phase::Failed
             && self.o.retry.is_some()
             && self.o.retry != self.status.last_retry;
+        if !retry
+            && new_revision
+            && self.status.last_promoted_spec.as_deref() == Some(self.revision())
+        {
+            self.back_at_promoted();
+            return Ok(());
+        }
+        let failed = self.failed_before();
+        if !retry && new_revision && failed == Some(true) {
+            self.hold_failed_revision();
+            return Ok(());
+        }
+        // Held after failing, and the analysis has changed since: a new chance.
+        let reanalyse = phase == Phase::Failed && !new_revision && failed == Some(false);
+        let new_revision = new_revision || reanalyse;
         if !(new_revision || retry) || self.suspended_before_analysis() {
             return Ok(());
         }
@@ -547,6 +562,70 @@ impl<'a> Tick<'a> {
             self.event(Reason::Retrying, false, msg);
         }
         self.begin()
+    }
+
+    /// The analysis spec's digest: a revision that failed under one analysis is held while it is the same.
+    fn analysis_digest(&self) -> String {
+        use sha2::Digest;
+        let analysis = self
+            .o
+            .spec
+            .analysis
+            .as_ref()
+            .or(self.o.spec.canary_analysis.as_ref());
+        let text = serde_json::to_string(&analysis).unwrap_or_default();
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the target's revision was rolled back before: Some(true) under the same analysis, Some(false)
+    /// under another one, None never.
+    fn failed_before(&self) -> Option<bool> {
+        let digest = self.analysis_digest();
+        self.status
+            .failed_revisions
+            .iter()
+            .find(|f| f.revision == self.revision())
+            .map(|f| f.analysis == digest)
+    }
+
+    /// Records the revision under analysis as rolled back (the newest last, at most 8).
+    fn remember_failed(&mut self) {
+        let revision = self.status.last_applied_spec.clone().unwrap_or_default();
+        let analysis = self.analysis_digest();
+        let failed = &mut self.status.failed_revisions;
+        failed.retain(|f| f.revision != revision);
+        failed.push(crate::api::status::FailedRevision { revision, analysis });
+        let excess = failed.len().saturating_sub(8);
+        failed.drain(..excess);
+    }
+
+    /// The target went back to what the primary runs (a revert in git, Serin's roll forward): nothing to
+    /// analyse, no traffic to move.
+    fn back_at_promoted(&mut self) {
+        self.status.last_applied_spec = Some(self.revision().to_string());
+        self.set_phase(Phase::Succeeded);
+        let msg = format!(
+            "{} is back at revision {}, the one {}-primary runs: nothing to analyse",
+            self.name(),
+            self.revision(),
+            self.name()
+        );
+        self.event(Reason::BackAtPromoted, false, msg.clone());
+        self.message = msg;
+    }
+
+    /// A revision rolled back before came back under the same analysis: held, said once.
+    fn hold_failed_revision(&mut self) {
+        self.status.last_applied_spec = Some(self.revision().to_string());
+        self.set_phase(Phase::Failed);
+        let msg = format!(
+            "Revision {} of {} was rolled back before and is not analysed again: set serin.dev/retry, or change spec.analysis, to analyse it",
+            self.revision(),
+            self.name()
+        );
+        self.event(Reason::FailedRevisionHeld, true, msg.clone());
+        self.message = msg;
     }
 
     fn start_analysis(&mut self) {

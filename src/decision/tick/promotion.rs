@@ -75,6 +75,7 @@ impl Tick<'_> {
             Why::Aborted(value) => format!("aborted by hand (serin.dev/abort: {value})"),
         };
         self.set_phase(Phase::Failed);
+        self.remember_failed();
         self.set_traffic(Traffic::Split(Weights::canary(0)));
         self.status.holding_since = None;
         self.requeue = RESYNC.max(self.s.interval);
@@ -181,6 +182,11 @@ impl Tick<'_> {
             return;
         }
         self.status.last_promoted_spec = self.status.last_applied_spec.clone();
+        // Promoted (after a retry, or under a new analysis): no longer a revision to hold.
+        let promoted = self.status.last_promoted_spec.clone();
+        self.status
+            .failed_revisions
+            .retain(|f| Some(&f.revision) != promoted.as_ref());
         self.status.holding_since = None;
         self.set_phase(Phase::Succeeded);
         self.requeue = RESYNC.max(self.s.interval);
