@@ -10,7 +10,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use serin::api::{Canary, Phase};
@@ -20,7 +19,8 @@ use serin_e2e::rollout::{
     faulty_rolled_back, podinfo_canary, roll_out, send_through_route, wait_window_empty,
 };
 use serin_e2e::{
-    E2E_MIN_INTERVAL, SerinProcess, apply, client, cluster, install_crds, namespace, wait_for,
+    E2E_MIN_INTERVAL, SerinProcess, apply, apply_crds, client, cluster, install_crds, namespace,
+    wait_for,
 };
 
 const SERIN: &str = env!("CARGO_BIN_EXE_serin");
@@ -49,21 +49,6 @@ async fn helm_ok(args: &[&str]) -> String {
     let out = helm(args, Some(env.kubeconfig()));
     assert!(out.status.success(), "helm {args:?}: {}", output_text(&out));
     output_text(&out)
-}
-
-/// The CRDs back as every other test binary installs them (helm's upgrade changed the interval rule).
-async fn restore_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in serin::api::crds::crds(E2E_MIN_INTERVAL) {
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("serin-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("restoring CRD {name}: {e}"));
-    }
 }
 
 #[tokio::test]
@@ -347,5 +332,6 @@ async fn the_chart_installs_restricted_and_its_rbac_is_enough_to_promote_and_rol
         .await
         .expect("the Canary stays");
     assert_eq!(canary.status.and_then(|s| s.phase), Some(Phase::Failed));
-    restore_crds(&client).await;
+    // The CRDs back as every other test binary installs them (the upgrade changed the interval rule).
+    apply_crds(&client).await;
 }

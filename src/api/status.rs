@@ -55,7 +55,7 @@ pub struct CanaryStatus {
     /// that comes back (image automation pushing it again, a revert of the revert) is held, not analysed
     /// again, until serin.dev/retry or a change of the analysis.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = MAX_FAILED_REVISIONS))]
     pub failed_revisions: Vec<FailedRevision>,
     /// Serin: the last result of each metric check (its value, range and verdict), so the status shows why
     /// the canary advanced, held or was rolled back.
@@ -104,6 +104,8 @@ pub struct CheckStatus {
 
 /// The most metrics compared with the primary that status.evidence holds (as analysis.metrics).
 pub const MAX_STATUS_EVIDENCE: usize = 32;
+/// The rolled-back revisions status.failedRevisions remembers.
+pub const MAX_FAILED_REVISIONS: usize = 8;
 
 /// What the sequential judge knows of one metric, canary against primary (README "Statistical judge").
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

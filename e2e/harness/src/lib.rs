@@ -292,19 +292,30 @@ pub const E2E_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
+/// Applies Serin's CRDs as the test binaries use them (E2E_MIN_INTERVAL), under the field manager
+/// serin-e2e, whatever another manager set; returns their names.
+pub async fn apply_crds(client: &Client) -> Vec<String> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for crd in serin::api::crds::crds(E2E_MIN_INTERVAL) {
+        let name = crd.metadata.name.clone().expect("CRDs have names");
+        api.patch(
+            &name,
+            &PatchParams::apply("serin-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        names.push(name);
+    }
+    names
+}
+
 /// Installs Serin's CRDs (once per test process) and waits until the API server serves them.
 pub async fn install_crds(client: &Client) {
     CRDS.get_or_init(|| async {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in serin::api::crds::crds(E2E_MIN_INTERVAL) {
-            let name = crd.metadata.name.clone().expect("CRDs have names");
-            api.patch(
-                &name,
-                &PatchParams::apply("serin-e2e").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("installing CRD {name}: {e}"));
+        for name in apply_crds(client).await {
             wait_for(
                 &format!("CRD {name} to be established"),
                 Duration::from_secs(30),

@@ -133,12 +133,7 @@ impl<'a> Tick<'a> {
             self.status.last_applied_spec = Some(self.revision().to_string());
             self.set_phase(Phase::Succeeded);
             self.requeue = super::RESYNC.max(self.s.interval);
-            self.message = format!(
-                "{} is back at revision {}, the one {}-primary runs: nothing to analyse",
-                self.name(),
-                self.revision(),
-                self.name()
-            );
+            self.message = self.back_at_promoted_message();
             return Ok(());
         }
         if self.suspended_before_analysis() || !self.step_due() {

@@ -589,14 +589,16 @@ impl<'a> Tick<'a> {
             .map(|f| f.analysis == digest)
     }
 
-    /// Records the revision under analysis as rolled back (the newest last, at most 8).
+    /// Records the revision under analysis as rolled back (the newest last, at most MAX_FAILED_REVISIONS).
     fn remember_failed(&mut self) {
         let revision = self.status.last_applied_spec.clone().unwrap_or_default();
         let analysis = self.analysis_digest();
         let failed = &mut self.status.failed_revisions;
         failed.retain(|f| f.revision != revision);
         failed.push(crate::api::status::FailedRevision { revision, analysis });
-        let excess = failed.len().saturating_sub(8);
+        let excess = failed
+            .len()
+            .saturating_sub(crate::api::status::MAX_FAILED_REVISIONS);
         failed.drain(..excess);
     }
 
@@ -605,14 +607,19 @@ impl<'a> Tick<'a> {
     fn back_at_promoted(&mut self) {
         self.status.last_applied_spec = Some(self.revision().to_string());
         self.set_phase(Phase::Succeeded);
-        let msg = format!(
+        let msg = self.back_at_promoted_message();
+        self.event(Reason::BackAtPromoted, false, msg.clone());
+        self.message = msg;
+    }
+
+    /// What a target back at the primary's revision is told (also when it comes back while Waiting).
+    pub(super) fn back_at_promoted_message(&self) -> String {
+        format!(
             "{} is back at revision {}, the one {}-primary runs: nothing to analyse",
             self.name(),
             self.revision(),
             self.name()
-        );
-        self.event(Reason::BackAtPromoted, false, msg.clone());
-        self.message = msg;
+        )
     }
 
     /// A revision rolled back before came back under the same analysis: held, said once.
