@@ -2,7 +2,7 @@
 # bash: bench needs pipefail.
 SHELL := /bin/bash
 
-.PHONY: demo test test-judge unit bench bench-decisions crds cluster-up cluster-down
+.PHONY: demo demo-gitops bench-scale test test-judge unit bench bench-decisions crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio,
 # linkerd, nginx, contour, traefik).
@@ -10,6 +10,12 @@ PROVIDER ?= gatewayapi
 demo:
 	cargo build --quiet -p serin --bin serin
 	cargo run --quiet -p serin-e2e --bin serin-demo -- $${CARGO_TARGET_DIR:-target}/debug/serin $(PROVIDER)
+
+# The roll forward in git: a push of a faulty image to a repository Flux applies, Serin's rollback, its
+# roll-forward commit, Flux applying it (a git server and Flux's controllers beside the local cluster).
+demo-gitops:
+	cargo build --quiet -p serin --bin serin
+	cargo run --quiet -p serin-e2e --bin serin-demo-gitops -- $${CARGO_TARGET_DIR:-target}/debug/serin
 
 # Every test, the end-to-end ones included, against one local cluster brought up for the run and torn down
 # at the end (the teardown test, run last, checks that `down` leaves nothing behind).
@@ -36,6 +42,15 @@ bench:
 test-judge:
 	e2e/cluster/up
 	SERIN_JUDGE_RPS=5 cargo test --test judge -- --nocapture --test-threads=8 2>&1 | tee /tmp/serin-test-judge.log | grep -E 'measured:|^test |test result'
+
+# N canaries on one release-built replica, all given a new image at once, beside a lone canary's rollout in
+# the same run: init time, rollout p50/p99/max, API requests per canary by verb and resource, peak memory,
+# CPU seconds of Serin and of the API server, tick lateness. The cluster's own (e2e/cluster/up).
+N ?= 100
+bench-scale:
+	e2e/cluster/up >/dev/null
+	cargo build --release --quiet -p serin --bin serin
+	cargo run --quiet -p serin-e2e --bin serin-bench-scale -- $${CARGO_TARGET_DIR:-target}/release/serin $(N)
 
 # How well each judge decides (Flagger-style thresholds, Kayenta-style Mann-Whitney, Serin's sequential judge)
 # over simulated canaries: seeded, no cluster. Writes e2e/decisions/results/ (a TSV, committed; two SVG plots).

@@ -14,6 +14,7 @@ pub mod telemetry;
 pub mod vocabulary;
 pub mod webhooks;
 pub mod workload;
+pub mod writeback;
 
 /// What unit tests against real loopback HTTP servers share.
 #[cfg(test)]

@@ -109,9 +109,30 @@ struct RunArgs {
     /// Adds a Cluster field with this name to every alert.
     #[arg(long)]
     cluster_name: Option<String>,
+    /// Roll forward in git for Canaries without spec.writeBack too: off (the default) or on.
+    #[arg(long, value_enum, default_value = "off")]
+    write_back_default: OnOff,
+    /// The author of roll-forward commits (a Canary's writeBack.commit.author wins).
+    #[arg(long, default_value = "serin")]
+    write_back_author_name: String,
+    #[arg(long, default_value = "serin@noreply.invalid")]
+    write_back_author_email: String,
+    /// The message of roll-forward commits, with {{ placeholders }} (README "Roll forward in git"); Serin-*
+    /// trailers are always added.
+    #[arg(long)]
+    write_back_message_template: Option<String>,
+    /// Read a GitRepository's credentials only from the Canary's own namespace (Flux's flag of that name).
+    #[arg(long)]
+    no_cross_namespace_refs: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// A secret setting from the environment (which wins) or a file, trimmed; None when neither gives one.
@@ -307,6 +328,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            if let Some(template) = &args.write_back_message_template
+                && let Err(e) = serin::writeback::message::check(template)
+            {
+                eprintln!("serin run: --write-back-message-template: {e}");
+                return ExitCode::FAILURE;
+            }
             let identity = args
                 .identity
                 .unwrap_or_else(|| format!("serin-{}", std::process::id()));
@@ -328,6 +355,15 @@ fn main() -> ExitCode {
                 metrics_timeout: args.metrics_timeout,
                 include_label_prefix: IncludePrefixes::parse(&args.include_label_prefix),
                 notify,
+                write_back: serin::controller::writer::WriteBackDefaults {
+                    default_on: args.write_back_default == OnOff::On,
+                    author_name: args.write_back_author_name,
+                    author_email: args.write_back_author_email,
+                    message_template: args
+                        .write_back_message_template
+                        .unwrap_or_else(|| serin::writeback::message::DEFAULT_TEMPLATE.to_string()),
+                    cross_namespace: !args.no_cross_namespace_refs,
+                },
             };
             run_until_done("serin run", serin::controller::run(config))
         }

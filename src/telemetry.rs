@@ -66,6 +66,13 @@ pub struct ThresholdLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteBackLabels {
+    /// The write-back's phase after a round (Pushed, Applied, AlreadyUpToDate, Superseded, DryRun), or
+    /// Failed's reason (AuthFailed, PushRejected, NotFound, ...).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     /// The webhook's type (confirm-rollout, rollout, ...).
     pub r#type: String,
@@ -111,6 +118,8 @@ pub struct Metrics {
     pub weight: Family<CanaryLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
     pub reconcile_seconds: Histogram,
+    /// How late each scheduled tick ran against its schedule (a tick woken early by a watch is not one).
+    pub tick_lateness_seconds: Histogram,
     pub reconcile_errors: Counter,
     /// Writes refused because this replica did not lead (its lease lost or not renewed in time).
     pub fenced_writes: Counter,
@@ -118,6 +127,9 @@ pub struct Metrics {
     pub api_writes: Counter,
     /// Webhook calls, by type and result.
     pub webhook_calls: Family<WebhookLabels, Counter>,
+    /// Roll forwards in git, by result; and how long a round of writing took.
+    pub write_backs: Family<WriteBackLabels, Counter>,
+    pub write_back_seconds: Histogram,
     pub notifications: Family<NotificationLabels, Counter>,
     pub notification_queue: Gauge,
     /// 1 while this replica leads (or runs without leader election), 0 while it stands by: the fleet's
@@ -233,6 +245,26 @@ impl Default for Metrics {
             "Notifications waiting to be sent",
             notification_queue.clone(),
         );
+        let tick_lateness_seconds = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        registry.register(
+            "tick_lateness_seconds",
+            "How late each scheduled analysis tick ran against its schedule (requeue time): the controller's backlog",
+            tick_lateness_seconds.clone(),
+        );
+        let write_backs = Family::<WriteBackLabels, Counter>::default();
+        registry.register(
+            "writeback",
+            "Roll forwards in git by result: a phase (Pushed, Applied, AlreadyUpToDate, Superseded, DryRun) or a failure's reason (AuthFailed, PushRejected, NotFound, Ambiguous, NoSource, ...)",
+            write_backs.clone(),
+        );
+        let write_back_seconds = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]);
+        registry.register(
+            "writeback_duration_seconds",
+            "How long a round of writing back took: fetch, locate, commit, push (with its retries)",
+            write_back_seconds.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -242,6 +274,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             webhook_calls,
+            write_backs,
+            write_back_seconds,
             notifications,
             notification_queue,
             leader,
@@ -255,6 +289,7 @@ impl Default for Metrics {
             weight,
             transitions,
             reconcile_seconds,
+            tick_lateness_seconds,
             reconcile_errors,
             fenced_writes,
             api_writes,
@@ -268,6 +303,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A round of writing back ended in `phase` (Failed: counted by its reason).
+    pub fn write_back(
+        &self,
+        phase: crate::api::write_back::WriteBackPhase,
+        reason: Option<&str>,
+        took: Duration,
+    ) {
+        let result = match (phase, reason) {
+            (crate::api::write_back::WriteBackPhase::Failed, Some(r)) => r,
+            (p, _) => p.as_str(),
+        };
+        self.write_backs
+            .get_or_create(&WriteBackLabels {
+                result: result.into(),
+            })
+            .inc();
+        if !took.is_zero() {
+            self.write_back_seconds.observe(took.as_secs_f64());
+        }
+    }
+
     pub fn webhook_called(&self, kind: crate::api::analysis::HookType, passed: bool) {
         let result = if passed { "passed" } else { "failed" };
         self.webhook_calls

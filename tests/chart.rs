@@ -391,8 +391,25 @@ fn rbac_grants_what_the_controller_does_and_nothing_more() {
             ("networking.k8s.io", "ingresses", write),
             ("projectcontour.io", "httpproxies", write),
             ("traefik.io", "traefikservices", write),
+            (
+                "kustomize.toolkit.fluxcd.io",
+                "kustomizations",
+                "get list watch"
+            ),
+            ("source.toolkit.fluxcd.io", "gitrepositories", "get patch"),
+            ("argoproj.io", "applications", "get list watch patch"),
         ])
     );
+    // The write-back's defaults reach the controller's flags.
+    let flags = args(&all);
+    for flag in [
+        "--write-back-default=on",
+        "--write-back-author-name=release-bot",
+        "--write-back-author-email=release-bot@example.com",
+        "--no-cross-namespace-refs",
+    ] {
+        assert!(flags.iter().any(|a| a == flag), "{flag} in {flags:?}");
+    }
 }
 
 #[test]

@@ -334,14 +334,16 @@ async fn consecutive_windows_count_every_request_once() {
 }
 
 /// `serin backtest` over a rollout that fixed thresholds promoted: a canary failing 15% against the
-/// primary's 1%, under a minimum success rate of 80% (which it meets every round). Replayed from the cluster
+/// primary's 1%, under a minimum success rate of 70% (which it meets every round: at 100 req/s the
+/// canary's first 5-s round at 10% holds about 50 requests, so 85% is three standard deviations above
+/// the bound; at 50 req/s and 80%, the first rounds' noise failed it twice in three runs). Replayed from the cluster
 /// (JSON) and from a file (the table): the fixed thresholds promote it, as they did; the judge would have
 /// rolled it back within seconds of its first traffic.
 #[tokio::test]
 async fn a_backtest_shows_the_judge_rolling_back_what_fixed_thresholds_promoted() {
     let analysis = json!({"interval": "5s", "stepWeight": 10, "maxWeight": 50, "threshold": 2,
-        "metrics": [{"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 80}}]});
-    let (client, ns, _serin) = initialized("judge-backtest", analysis, 50.0).await;
+        "metrics": [{"name": "request-success-rate", "interval": "1m", "thresholdRange": {"min": 70}}]});
+    let (client, ns, _serin) = initialized("judge-backtest", analysis, 100.0).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     let now = || k8s_openapi::jiff::Timestamp::now().as_second();
     let from = now() - 1;
@@ -414,7 +416,7 @@ async fn a_backtest_shows_the_judge_rolling_back_what_fixed_thresholds_promoted(
     assert_eq!(fixed["ending"], "promoted", "{fixed:#}");
     assert_eq!(
         fixed["metrics"],
-        json!(["request-success-rate: at least 80"])
+        json!(["request-success-rate: at least 70"])
     );
     assert_eq!(judged["judge"], "sequentialJudge");
     assert_eq!(judged["ending"], "rolledBack", "{judged:#}");

@@ -59,6 +59,21 @@ async fn a_new_image_is_promoted_step_by_step() {
         .metric("serin_reconcile_duration_seconds_count")
         .await
         .unwrap_or(0.0);
+    // Recording from before the update: the first step can follow Progressing within milliseconds.
+    let (seen, recorder) = serin_e2e::podinfo::record_weights(client.clone(), ns.clone());
+    wait_for(
+        "the route's weight read",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            if seen.lock().unwrap().is_empty() {
+                Err("no read yet".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     let updated = Instant::now();
     wait_for(
@@ -79,7 +94,11 @@ async fn a_new_image_is_promoted_step_by_step() {
         updated.elapsed()
     );
 
-    let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    wait_phase(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
+    // One more look at the route: the last weight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    recorder.abort();
+    let weights = seen.lock().unwrap().clone();
     let writes = serin.metric("serin_api_writes_total").await.unwrap_or(0.0) - writes_before;
     let reconciles = serin
         .metric("serin_reconcile_duration_seconds_count")
@@ -92,6 +111,23 @@ async fn a_new_image_is_promoted_step_by_step() {
         "measured: the canary run took {reconciles} reconciles, {writes} writes (objects, status, events), {gets} gets and {lists} lists (the leader Lease aside)"
     );
     assert_eq!(gets, 0.0, "every tick reads from the watch caches only");
+    // Each step's tick came at its schedule: how late, as serin_tick_lateness_seconds has it.
+    let late_ticks = serin
+        .metric("serin_tick_lateness_seconds_count")
+        .await
+        .unwrap_or(0.0);
+    let late_sum = serin
+        .metric("serin_tick_lateness_seconds_sum")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        late_ticks >= 3.0,
+        "the steps' scheduled ticks are measured: {late_ticks}"
+    );
+    eprintln!(
+        "measured: {late_ticks} scheduled ticks ran {:.1} ms late on average",
+        1000.0 * late_sum / late_ticks
+    );
     if let Some(kib) = serin.peak_memory_kib() {
         eprintln!("measured: serin's peak resident memory over the run: {kib} KiB");
     }

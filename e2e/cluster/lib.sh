@@ -15,6 +15,8 @@ REPO_DIR=$(cd "$CLUSTER_DIR/../.." && pwd)
 STATE=${SERIN_CLUSTER_STATE:-${TMPDIR:-/tmp}/serin-cluster}
 # Stop order: consumers first, etcd last.
 COMPONENTS=(prometheus trafficsim kwok kube-scheduler kube-controller-manager kube-apiserver etcd)
+# Started only by the tests that need them (e2e/cluster/flux), stopped before the rest.
+ADDONS=(kustomize-controller source-controller gitserver)
 
 # Field 22 of /proc/PID/stat is the start time; a zombie (state Z, field 3) has exited and only awaits reaping.
 proc_start_time() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; }
@@ -84,7 +86,7 @@ fail_component() { # component why
 stop_all_on_failure() {
   local rc=$?
   [ "$rc" -eq 0 ] && return 0
-  for c in "${COMPONENTS[@]}"; do stop_proc "$c"; done
+  for c in "${ADDONS[@]}" "${COMPONENTS[@]}"; do stop_proc "$c"; done
   log "failed (exit $rc): stopped what had started; logs kept in $STATE/logs (e2e/cluster/down removes them)"
   exit "$rc"
 }

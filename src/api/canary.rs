@@ -69,6 +69,12 @@ pub const TOTAL_WEIGHT: i32 = 100;
         priority = 1
     ),
     printcolumn(
+        name = "Git",
+        type_ = "string",
+        json_path = ".status.writeBack.phase",
+        priority = 1
+    ),
+    printcolumn(
         name = "Suspended",
         type_ = "boolean",
         json_path = ".spec.suspend",
@@ -119,6 +125,10 @@ pub struct CanarySpec {
     /// Pause: no new analysis starts and a running one stops where it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Serin: when a canary fails, commit the images the primary runs back to the git repository the
+    /// target is applied from (README "Roll forward in git"). Absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<super::write_back::WriteBack>,
 }
 
 /// Routing providers, spelled as Flagger spells them. Which ones Serin can drive yet is the routing

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod metric_template;
 mod schema;
 pub mod status;
+pub mod write_back;
 
 pub use alert_provider::{AlertProvider, AlertProviderSpec};
 pub use analysis::Analysis;

@@ -77,6 +77,9 @@ pub struct CanaryStatus {
     /// Serin: the manual control annotations (serin.dev/promote, abort, pause) last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual: Option<ManualStatus>,
+    /// Serin: the roll forward in git of the last failed revision (spec.writeBack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_back: Option<super::write_back::WriteBackStatus>,
     /// The Canary generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -281,6 +284,8 @@ pub enum ConditionType {
     Stalled,
     /// Serin: fields the Canary sets that Serin accepts but does not act on yet.
     Unsupported,
+    /// Serin: the failed revision's roll forward in git (spec.writeBack) is pushed or applied.
+    WrittenBack,
 }
 
 impl ConditionType {
@@ -291,6 +296,7 @@ impl ConditionType {
             ConditionType::Reconciling => "Reconciling",
             ConditionType::Stalled => "Stalled",
             ConditionType::Unsupported => "Unsupported",
+            ConditionType::WrittenBack => "WrittenBack",
         }
     }
 }

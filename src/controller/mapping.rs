@@ -1,5 +1,10 @@
 //! Which Canaries an object concerns, so a change to it reconciles them: those owning it, those targeting
-//! it, and those whose target uses it (a ConfigMap or Secret).
+//! it, and those whose target uses it (a ConfigMap or Secret). Looked up in an index kept from the Canary
+//! watch, never by scanning every Canary per event: with thousands of Canaries, each Deployment, Service or
+//! Secret event would otherwise cost a pass over all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
 
 use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -34,33 +39,110 @@ fn owners(meta: &ObjectMeta) -> impl Iterator<Item = ObjectRef<Canary>> + '_ {
         .map(move |o| ObjectRef::new(&o.name).within(&ns))
 }
 
-/// The Canaries in `ns` that `concerns` picks.
-fn canaries_in<'a>(
-    canaries: &'a Store<Canary>,
-    ns: &'a str,
-    concerns: impl Fn(&Canary) -> bool + 'a,
-) -> impl Iterator<Item = ObjectRef<Canary>> + 'a {
-    canaries
-        .state()
-        .into_iter()
-        .filter(move |c| c.namespace().as_deref() == Some(ns) && concerns(c))
-        .map(|c| ObjectRef::from_obj(&*c))
+/// The Canaries by namespace, and by the names they refer to (target, autoscaler) in their namespace.
+#[derive(Default)]
+pub struct CanaryIndex {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (namespace, name of a target or autoscaler) → the Canaries naming it.
+    by_name: HashMap<(String, String), HashSet<ObjectRef<Canary>>>,
+    by_namespace: HashMap<String, HashSet<ObjectRef<Canary>>>,
+    /// What each Canary was filed under, to unfile it.
+    names: HashMap<ObjectRef<Canary>, Vec<String>>,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &ObjectRef<Canary>) {
+        let ns = key.namespace.clone().unwrap_or_default();
+        for name in self.names.remove(key).unwrap_or_default() {
+            let k = (ns.clone(), name);
+            if let Some(set) = self.by_name.get_mut(&k) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_name.remove(&k);
+                }
+            }
+        }
+        if let Some(set) = self.by_namespace.get_mut(&ns) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_namespace.remove(&ns);
+            }
+        }
+    }
+
+    fn add(&mut self, canary: &Canary) {
+        let key = ObjectRef::from_obj(canary);
+        self.remove(&key);
+        let ns = canary.namespace().unwrap_or_default();
+        let mut names = vec![canary.spec.target_ref.name.clone()];
+        names.extend(canary.spec.autoscaler_ref.as_ref().map(|r| r.name.clone()));
+        names.dedup();
+        for name in &names {
+            self.by_name
+                .entry((ns.clone(), name.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        self.by_namespace.entry(ns).or_default().insert(key.clone());
+        self.names.insert(key, names);
+    }
+}
+
+impl CanaryIndex {
+    /// A Canary created or changed.
+    pub fn apply(&self, canary: &Canary) {
+        self.write().add(canary);
+    }
+
+    pub fn delete(&self, canary: &Canary) {
+        self.write().remove(&ObjectRef::from_obj(canary));
+    }
+
+    /// A new full list (the watch restarted): exactly these Canaries.
+    pub fn replace<'a>(&self, canaries: impl IntoIterator<Item = &'a Canary>) {
+        let mut fresh = Inner::default();
+        for c in canaries {
+            fresh.add(c);
+        }
+        *self.write() = fresh;
+    }
+
+    /// The Canaries in `ns` whose target or autoscaler is named `name`.
+    pub fn naming(&self, ns: &str, name: &str) -> Vec<ObjectRef<Canary>> {
+        self.read()
+            .by_name
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn in_namespace(&self, ns: &str) -> Vec<ObjectRef<Canary>> {
+        self.read()
+            .by_namespace
+            .get(ns)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Canaries an object concerns: those owning it, and those targeting it or naming it as the target's
 /// autoscaler (by name in its namespace).
-pub fn canaries_of(meta: &ObjectMeta, canaries: &Store<Canary>) -> Vec<ObjectRef<Canary>> {
+pub fn canaries_of(meta: &ObjectMeta, index: &CanaryIndex) -> Vec<ObjectRef<Canary>> {
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    owners(meta)
-        .chain(canaries_in(canaries, &ns, |c| {
-            c.spec.target_ref.name == name
-                || c.spec
-                    .autoscaler_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name == name)
-        }))
-        .collect()
+    owners(meta).chain(index.naming(&ns, &name)).collect()
 }
 
 /// Canaries a ConfigMap or Secret concerns: those owning it (its `-primary` copy), and those whose target's
@@ -69,6 +151,7 @@ pub fn canaries_using(
     meta: &ObjectMeta,
     kind: ConfigKind,
     canaries: &Store<Canary>,
+    index: &CanaryIndex,
     workloads: &Workloads,
 ) -> Vec<ObjectRef<Canary>> {
     let ns = meta.namespace.clone().unwrap_or_default();
@@ -82,7 +165,53 @@ pub fn canaries_using(
             .and_then(|w| w.template()?.spec.as_ref().map(referenced))
             .is_some_and(|used| used.contains(&config))
     };
-    owners(meta)
-        .chain(canaries_in(canaries, &ns, uses))
-        .collect()
+    // Only the Canaries of the config's namespace are looked at.
+    let users = index
+        .in_namespace(&ns)
+        .into_iter()
+        .filter(|key| canaries.get(key).is_some_and(|c| uses(&c)));
+    owners(meta).chain(users).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(ns: &str, name: &str, target: &str, scaler: Option<&str>) -> Canary {
+        let mut spec = serde_json::json!({"targetRef": {"name": target}, "service": {"port": 80}});
+        if let Some(s) = scaler {
+            spec["autoscalerRef"] = serde_json::json!({"name": s});
+        }
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_index_follows_the_canaries_changes() {
+        let index = CanaryIndex::default();
+        index.apply(&canary("shop", "web", "web", Some("web-hpa")));
+        index.apply(&canary("shop", "api", "api", None));
+        index.apply(&canary("ops", "web", "web", None));
+        let names = |ns, name| -> Vec<String> {
+            index.naming(ns, name).into_iter().map(|r| r.name).collect()
+        };
+        assert_eq!(names("shop", "web"), vec!["web"]);
+        assert_eq!(names("shop", "web-hpa"), vec!["web"]);
+        assert_eq!(index.in_namespace("shop").len(), 2);
+        // Retargeted: filed under the new name only.
+        index.apply(&canary("shop", "web", "web-v2", None));
+        assert!(names("shop", "web").is_empty());
+        assert!(names("shop", "web-hpa").is_empty());
+        assert_eq!(names("shop", "web-v2"), vec!["web"]);
+        index.delete(&canary("shop", "api", "api", None));
+        assert!(names("shop", "api").is_empty());
+        assert_eq!(index.in_namespace("shop").len(), 1);
+        // A new list replaces everything.
+        index.replace([&canary("ops", "db", "db", None)]);
+        assert!(names("ops", "web").is_empty());
+        assert_eq!(names("ops", "db"), vec!["db"]);
+    }
 }

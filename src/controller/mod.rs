@@ -3,9 +3,12 @@
 
 mod act;
 pub mod apply;
+pub mod argocd;
 mod client;
+pub mod convergence;
 pub mod discovery;
 mod events;
+pub mod gitsource;
 pub mod leader;
 mod mapping;
 pub mod observe;
@@ -13,6 +16,7 @@ mod reconcile;
 mod revert;
 mod server;
 mod workloads;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +65,9 @@ pub enum Error {
     FieldConflict(String),
 }
 
+/// When each Canary's next tick is due; a deleted Canary's entry goes with it.
+type Schedule = Arc<Mutex<HashMap<ObjectRef<Canary>, std::time::Instant>>>;
+
 /// `serin run`'s settings.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -79,6 +86,8 @@ pub struct RunConfig {
     pub include_label_prefix: IncludePrefixes,
     /// The default alert targets and event webhook, and the cluster's name in alerts.
     pub notify: crate::notify::Defaults,
+    /// The roll forward in git's defaults (--write-back-*).
+    pub write_back: writer::WriteBackDefaults,
 }
 
 pub struct Context {
@@ -100,6 +109,8 @@ pub struct Context {
     pub checks: Box<dyn CheckRunner>,
     pub webhooks: crate::webhooks::Caller,
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The roll forwards in git at work (only while this replica leads: they go with the Context).
+    pub writers: Arc<writer::Writers>,
     /// Failed reconciles in a row, by Canary, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
     /// The resourceVersion of each Canary's last status written by this replica.
@@ -108,6 +119,8 @@ pub struct Context {
     /// cache holding that target at an older generation has not seen the write yet, and must not cause it
     /// again.
     pub(crate) scaled: Mutex<HashMap<ObjectRef<Canary>, (String, i64)>>,
+    /// When each Canary's next tick is due (its last requeue), to measure how late ticks run.
+    scheduled: Schedule,
 }
 
 impl Context {
@@ -179,6 +192,32 @@ impl Context {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A tick of `canary` starts: if it was due by its schedule, how late it is goes to
+    /// serin_tick_lateness_seconds.
+    fn tick_started(&self, canary: &ObjectRef<Canary>) {
+        let due = self
+            .scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(canary);
+        if let Some(due) = due {
+            let now = std::time::Instant::now();
+            if now >= due {
+                self.metrics
+                    .tick_lateness_seconds
+                    .observe((now - due).as_secs_f64());
+            }
+        }
+    }
+
+    /// `canary`'s next tick is due in `after`.
+    fn schedule(&self, canary: &ObjectRef<Canary>, after: Duration) {
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(canary.clone(), std::time::Instant::now() + after);
     }
 
     fn wrote(&self, canary: &ObjectRef<Canary>, resource_version: &str) {
@@ -302,25 +341,49 @@ async fn lead(
     // Our own reflector of Canaries, to see deletions: a deleted Canary's series leave /metrics (the
     // controller never reconciles an object that is gone).
     let (canary_store, canary_writer) = reflector::store::<Canary>();
+    // A writer's report triggers a reconcile of its Canary, which folds it into the status.
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let writers = Arc::new(writer::Writers::new(config.write_back.clone(), wake));
+    // Which Canaries an event of another kind concerns, kept from this watch (mapping.rs).
+    let index = Arc::new(mapping::CanaryIndex::default());
+    let scheduled: Schedule = Arc::default();
     let canary_events = {
-        let (metrics, store) = (metrics.clone(), canary_store.clone());
+        let (metrics, store, writers) = (metrics.clone(), canary_store.clone(), writers.clone());
+        let (index, scheduled) = (index.clone(), scheduled.clone());
         let events = watcher(canaries, wc.clone())
             .default_backoff()
             .reflect(canary_writer)
             .inspect_ok(move |event| match event {
+                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => index.apply(c),
                 watcher::Event::Delete(c) => {
-                    metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default())
+                    index.delete(c);
+                    scheduled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&ObjectRef::from_obj(c));
+                    metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default());
+                    writers.forget(&ObjectRef::from_obj(c));
                 }
                 // A new list: Canaries deleted while the watch was down are simply not in it.
-                watcher::Event::InitDone => metrics.retain_canaries(|ns, name| {
-                    store.get(&ObjectRef::new(name).within(ns)).is_some()
-                }),
-                _ => {}
+                watcher::Event::InitDone => {
+                    let listed = store.state();
+                    index.replace(listed.iter().map(|c| &**c));
+                    metrics.retain_canaries(|ns, name| {
+                        store.get(&ObjectRef::new(name).within(ns)).is_some()
+                    });
+                    writers.retain(|key| store.get(key).is_some());
+                    scheduled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|key, _| store.get(key).is_some());
+                }
+                watcher::Event::Init => {}
             })
             .applied_objects();
         without_errors(events, "Canary")
     };
-    let controller = Controller::for_stream(canary_events, canary_store.clone());
+    let controller =
+        Controller::for_stream(canary_events, canary_store.clone()).reconcile_on(woken);
 
     macro_rules! cache {
         ($kind:ty) => {{
@@ -352,22 +415,19 @@ async fn lead(
     };
     let mut dynamic = HashMap::new();
     let mut controller = {
-        let s = canary_store.clone();
-        let s1 = canary_store.clone();
-        let s5 = canary_store.clone();
-        let s2 = canary_store.clone();
-        let (s3, w3) = (canary_store.clone(), workloads.clone());
-        let (s4, w4) = (canary_store.clone(), workloads.clone());
+        let (i, i1, i2, i5) = (index.clone(), index.clone(), index.clone(), index.clone());
+        let (s3, i3, w3) = (canary_store.clone(), index.clone(), workloads.clone());
+        let (s4, i4, w4) = (canary_store.clone(), index.clone(), workloads.clone());
         controller
-            .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &s))
-            .watches_stream(daemon_set_events, move |d| canaries_of(&d.metadata, &s1))
-            .watches_stream(stateful_set_events, move |d| canaries_of(&d.metadata, &s5))
-            .watches_stream(service_events, move |d| canaries_of(&d.metadata, &s2))
+            .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &i))
+            .watches_stream(daemon_set_events, move |d| canaries_of(&d.metadata, &i1))
+            .watches_stream(stateful_set_events, move |d| canaries_of(&d.metadata, &i5))
+            .watches_stream(service_events, move |d| canaries_of(&d.metadata, &i2))
             .watches_stream(config_map_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &w3)
+                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &i3, &w3)
             })
             .watches_stream(secret_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &w4)
+                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &i4, &w4)
             })
     };
     let routes = RouterKind::ALL
@@ -422,10 +482,10 @@ async fn lead(
             .default_backoff()
             .touched_objects();
         let stream = without_errors(stream, "optional kind");
-        let s = canary_store.clone();
+        let i = index.clone();
         controller = controller.watches_stream_with(
             stream,
-            move |r| canaries_of(&r.metadata, &s),
+            move |r| canaries_of(&r.metadata, &i),
             ar.clone(),
         );
         dynamic.insert(ar.kind.clone(), (ar.clone(), reader));
@@ -461,10 +521,12 @@ async fn lead(
         )),
         webhooks,
         notifier: notifier.clone(),
+        writers,
         alert_providers: alert_providers.clone(),
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         scaled: Mutex::new(HashMap::new()),
+        scheduled,
     });
 
     let synced = {

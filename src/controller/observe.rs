@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::Context;
 use crate::api::Canary;
 use crate::decision::settings::Settings;
-use crate::decision::{Manual, Observed, Primary, Readiness, Target};
+use crate::decision::{Images, Manual, Observed, Primary, Readiness, Target, WriteBackObserved};
 use crate::routing::{Router, ServiceNames, router_for};
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced, required};
 use crate::workload::primary::{Labels, primary_name, selectors};
@@ -180,6 +180,17 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         .and_then(|svc| svc.spec.as_ref()?.selector.clone())
         .is_some_and(|selector| selector == primary_selector);
 
+    let images = Images {
+        target: images_of(&template),
+        primary: primary
+            .as_ref()
+            .and_then(|p| p.template().map(images_of))
+            .unwrap_or_default(),
+    };
+    let write_back = WriteBackObserved {
+        enabled: canary.spec.write_back.is_some() || ctx.writers.default_on(),
+        report: ctx.writers.report(&ObjectRef::from_obj(canary)),
+    };
     let observed = Observed {
         now: Timestamp::now(),
         generation: canary.metadata.generation.unwrap_or(0),
@@ -205,6 +216,8 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
                 .get(PAUSE_ANNOTATION)
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         },
+        images,
+        write_back,
     };
     Ok(Observation {
         observed,
@@ -220,6 +233,19 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
         scaler,
         primary_scaler,
     })
+}
+
+/// Each container's image, init containers first.
+pub fn images_of(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Vec<(String, String)> {
+    let Some(spec) = &template.spec else {
+        return Vec::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+        .collect()
 }
 
 /// A config's checksum, and its `-primary` copy as Serin applies it.

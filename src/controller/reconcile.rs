@@ -79,6 +79,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
         let start = Instant::now();
+        ctx.tick_started(&key);
         let result = reconcile_one(&canary, &ctx).await;
         ctx.metrics.reconciled(start.elapsed(), result.is_err());
         if result.is_ok() {
@@ -92,6 +93,8 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
 
 async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if canary.meta().deletion_timestamp.is_some() {
+        // Being deleted: no roll forward goes on for it.
+        ctx.writers.forget(&ObjectRef::from_obj(canary));
         if revert::has_finalizer(canary) {
             return revert::revert(ctx, canary).await;
         }
@@ -127,6 +130,19 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
     };
     write_status(ctx, canary, &old, &status).await?;
     if acted.is_ok() {
+        // What a writer needs is cloned only when one starts: this runs on every tick.
+        ctx.writers.keep(
+            || super::writer::Tools {
+                client: ctx.client.clone(),
+                secrets: ctx.secrets.clone(),
+                metrics: ctx.metrics.clone(),
+            },
+            canary,
+            &obs.target,
+            obs.primary.as_ref(),
+            &status,
+            decision.write_back.as_deref(),
+        );
         if let Some(ended) = decision.post_rollout {
             post_rollout(ctx, canary, &status, ended);
         }
@@ -166,7 +182,10 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         entered,
     );
     match acted {
-        Ok(_) => Ok(Action::requeue(decision.requeue_after)),
+        Ok(_) => {
+            ctx.schedule(&ObjectRef::from_obj(canary), decision.requeue_after);
+            Ok(Action::requeue(decision.requeue_after))
+        }
         Err(e) if failure(&e) == ActFailure::Transient => Err(e),
         // Persistent: said in the status; the watch brings the fix (a spec or object change) sooner.
         Err(_) => Ok(Action::requeue(Duration::from_secs(60))),

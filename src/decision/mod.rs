@@ -53,6 +53,26 @@ pub struct Observed {
     pub retry: Option<String>,
     /// The manual control annotations.
     pub manual: Manual,
+    /// Each container's image (init containers included), in the target's and the primary's templates:
+    /// what a roll forward in git restores.
+    pub images: Images,
+    /// The roll forward in git (spec.writeBack).
+    pub write_back: WriteBackObserved,
+}
+
+/// Container name → image, in template order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Images {
+    pub target: Vec<(String, String)>,
+    pub primary: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBackObserved {
+    /// spec.writeBack is set (or the controller writes back every Canary: --write-back-default=on).
+    pub enabled: bool,
+    /// The writer's latest word on status.writeBack.forRevision, when it has one.
+    pub report: Option<crate::api::write_back::WriteBackStatus>,
 }
 
 impl Observed {
@@ -85,6 +105,8 @@ impl Observed {
             hooks: Default::default(),
             retry: None,
             manual: Manual::default(),
+            images: Images::default(),
+            write_back: WriteBackObserved::default(),
         }
     }
 }
@@ -144,6 +166,9 @@ pub struct Decision {
     pub notices: Vec<Notice>,
     /// Call the post-rollout webhooks with this phase (Succeeded or Failed): the analysis just ended.
     pub post_rollout: Option<Phase>,
+    /// Keep a writer at work on the roll forward in git of this failed revision (status.writeBack): only
+    /// the leader decides, so only the leader writes.
+    pub write_back: Option<String>,
     pub requeue_after: Duration,
 }
 
@@ -237,6 +262,13 @@ pub enum Reason {
     Evidence,
     /// The sequential judge proved the canary worse than the primary.
     Regressed,
+    /// The roll-forward commit is pushed.
+    WriteBackPushed,
+    /// The GitOps tool applied the roll-forward commit.
+    WriteBackApplied,
+    /// Nothing to commit: git already says the restored images, someone moved on, or a dry run.
+    WriteBackSkipped,
+    WriteBackFailed,
 }
 
 impl Reason {
@@ -273,6 +305,10 @@ impl Reason {
             Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
             Reason::Evidence => "Evidence",
             Reason::Regressed => "Regressed",
+            Reason::WriteBackPushed => "WriteBackPushed",
+            Reason::WriteBackApplied => "WriteBackApplied",
+            Reason::WriteBackSkipped => "WriteBackSkipped",
+            Reason::WriteBackFailed => "WriteBackFailed",
         }
     }
 }

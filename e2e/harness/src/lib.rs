@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 pub mod apps;
+pub mod gitops;
 pub mod helm;
 pub mod loadtester;
 pub mod podinfo;
@@ -135,6 +136,42 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .await
         .expect("creating a namespace");
     name
+}
+
+/// CPU seconds a process has used (user and system, from /proc/<pid>/stat), None once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based), in clock ticks of 1/100 s.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The namespace `name`, new: a previous run's is deleted first, and waited for (the demos' own namespaces).
+pub async fn fresh_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await.ok().flatten().is_some() {
+        println!("removing the previous run's namespace {name} ...");
+        let _ = api.delete(name, &Default::default()).await;
+        wait_for(
+            &format!("the old namespace {name} to go"),
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || async {
+                match api.get_opt(name).await {
+                    Ok(None) => Ok(()),
+                    other => Err(format!("{:?}", other.map(|n| n.map(|n| n.status)))),
+                }
+            },
+        )
+        .await;
+    }
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}"));
 }
 
 /// Server-side applies a typed object from JSON under the test's field manager.
@@ -419,6 +456,11 @@ impl SerinProcess {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "kill -{signal} {}", self.child.id());
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Ends the process at once, as a crash would.

@@ -21,6 +21,10 @@ use crate::routes::{self, RouteSource};
 pub const ERROR_RATE_ANNOTATION: &str = "trafficsim.serin.dev/error-rate";
 /// A pod's mean latency in milliseconds (pod template annotation).
 pub const LATENCY_ANNOTATION: &str = "trafficsim.serin.dev/latency-ms";
+/// Error rates by image, `<image>=<rate>[,<image>=<rate>...]` (pod template annotation): a pod running
+/// one of these images fails that fraction of requests, whatever error-rate says. A faulty release that
+/// differs from a good one by its image alone, as in git (the write-back tests).
+pub const ERROR_RATE_BY_IMAGE_ANNOTATION: &str = "trafficsim.serin.dev/error-rate-by-image";
 
 /// Starts a watch-backed cache of one kind; the watch retries with backoff on errors.
 pub fn reflect<K>(api: Api<K>) -> Store<K>
@@ -150,6 +154,30 @@ impl ClusterView {
             |x| x.is_finite() && x >= 0.0,
             &mut behaviour.latency_ms,
         );
+        if let Some(list) = annotations.get(ERROR_RATE_BY_IMAGE_ANNOTATION) {
+            let images: Vec<&str> = pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .filter_map(|c| c.image.as_deref())
+                .collect();
+            for entry in list.split(',') {
+                let parsed = entry.rsplit_once('=').and_then(|(image, rate)| {
+                    Some((image.trim(), rate.trim().parse::<f64>().ok()?))
+                });
+                match parsed {
+                    Some((image, rate)) if (0.0..=1.0).contains(&rate) => {
+                        if images.contains(&image) {
+                            behaviour.error_rate = rate;
+                        }
+                    }
+                    _ => self.warnings.once(
+                        &format!("{namespace}/{name}/{entry}"),
+                        &format!("pod {namespace}/{name}: {ERROR_RATE_BY_IMAGE_ANNOTATION} entry {entry:?} is not <image>=<rate in [0, 1]>"),
+                    ),
+                }
+            }
+        }
         SimPod {
             workload: workload_of(pod),
             namespace,

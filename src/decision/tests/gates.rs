@@ -106,9 +106,12 @@ fn a_revision_reverted_while_waiting_needs_no_approval() {
     w.tick(None);
     assert_eq!(w.phase(), Phase::Waiting);
     w.o.target.revision = "r1".into();
+    w.events.clear();
     w.later(10);
     w.tick(None);
     assert_eq!(w.phase(), Phase::Succeeded);
+    // Said, as from any other phase.
+    assert_eq!(w.reasons(), vec![Reason::BackAtPromoted], "{:?}", w.events);
 }
 
 #[test]

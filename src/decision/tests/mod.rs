@@ -8,6 +8,7 @@ mod revisions;
 mod safety;
 mod spec;
 mod strategies;
+mod write_back;
 
 use std::time::Duration;
 

@@ -134,6 +134,8 @@ impl<'a> Tick<'a> {
             self.set_phase(Phase::Succeeded);
             self.requeue = super::RESYNC.max(self.s.interval);
             self.message = self.back_at_promoted_message();
+            let msg = self.message.clone();
+            self.event(Reason::BackAtPromoted, false, msg);
             return Ok(());
         }
         if self.suspended_before_analysis() || !self.step_due() {

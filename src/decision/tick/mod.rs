@@ -11,6 +11,7 @@ mod analysis;
 mod gates;
 mod manual;
 mod promotion;
+mod write_back;
 
 use super::conditions;
 use super::settings::{Settings, SpecProblem};
@@ -147,6 +148,7 @@ fn stalled(o: &Observed, reason: Reason, message: &str) -> Decision {
         }],
         notices: Vec::new(),
         post_rollout: None,
+        write_back: None,
         requeue_after: RESYNC,
     }
 }
@@ -706,6 +708,7 @@ impl<'a> Tick<'a> {
 
     fn finish(mut self) -> Decision {
         self.record_hooks();
+        let write_back = self.fold_write_back();
 
         let (now, generation) = (self.o.now, self.o.generation);
         self.status.observed_generation = Some(generation);
@@ -785,6 +788,7 @@ impl<'a> Tick<'a> {
             events: self.events,
             notices: self.notices,
             post_rollout: self.post_rollout,
+            write_back,
             requeue_after: self.requeue,
         }
     }

@@ -76,6 +76,7 @@ impl Tick<'_> {
         };
         self.set_phase(Phase::Failed);
         self.remember_failed();
+        self.open_write_back(&reason);
         self.set_traffic(Traffic::Split(Weights::canary(0)));
         self.status.holding_since = None;
         self.requeue = RESYNC.max(self.s.interval);

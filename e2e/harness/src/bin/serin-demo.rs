@@ -9,10 +9,9 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::Client;
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 use serin::api::{AlertProvider, Canary, CanaryStatus, Phase};
 use serin::decision::Traffic;
@@ -168,31 +167,6 @@ async fn print_slack(receiver: &Receiver, text: &str) {
 }
 
 /// A fresh namespace: the demo's objects from an earlier run are removed first.
-async fn fresh_namespace(client: &Client) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(NS).await.ok().flatten().is_some() {
-        println!("removing the previous demo's namespace ...");
-        let _ = api.delete(NS, &DeleteParams::default()).await;
-        wait_for(
-            "the old demo namespace to go",
-            Duration::from_secs(90),
-            Duration::from_millis(500),
-            || async {
-                match api.get_opt(NS).await {
-                    Ok(None) => Ok(()),
-                    other => Err(format!("{:?}", other.map(|n| n.map(|n| n.status)))),
-                }
-            },
-        )
-        .await;
-    }
-    let ns: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
-    api.create(&PostParams::default(), &ns)
-        .await
-        .expect("creating the demo namespace");
-}
-
 async fn line(client: &Client, clock: &Instant, provider: Provider) -> (CanaryStatus, String) {
     let canary = Api::<Canary>::namespaced(client.clone(), NS)
         .get("podinfo")
@@ -323,7 +297,7 @@ async fn main() {
         env.prometheus()
     );
     install_crds(&client).await;
-    fresh_namespace(&client).await;
+    serin_e2e::fresh_namespace(&client, NS).await;
     let receiver = Receiver::start().await;
     apply::<AlertProvider>(&client, NS, slack(&receiver)).await;
     let serin = SerinProcess::start(&serin_bin, NS, "demo").await;

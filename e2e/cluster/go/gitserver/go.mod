@@ -1,0 +1,3 @@
+module serin.dev/e2e/gitserver
+
+go 1.26.0
