@@ -2,7 +2,7 @@
 # bash: bench needs pipefail.
 SHELL := /bin/bash
 
-.PHONY: demo demo-gitops bench-scale test test-judge unit bench bench-decisions crds cluster-up cluster-down
+.PHONY: demo demo-gitops bench-scale bench-settled test test-judge unit bench bench-decisions crds cluster-up cluster-down
 
 # The main job on the local cluster (brought up if it isn't), through PROVIDER's routing (gatewayapi, istio,
 # linkerd, nginx, contour, traefik).
@@ -44,13 +44,25 @@ test-judge:
 	SERIN_JUDGE_RPS=5 cargo test --test judge -- --nocapture --test-threads=8 2>&1 | tee /tmp/serin-test-judge.log | grep -E 'measured:|^test |test result'
 
 # N canaries on one release-built replica, all given a new image at once, beside a lone canary's rollout in
-# the same run: init time, rollout p50/p99/max, API requests per canary by verb and resource, peak memory,
-# CPU seconds of Serin and of the API server, tick lateness. The cluster's own (e2e/cluster/up).
+# the same run; then the same with Flagger v1.44 (built once into the cache by e2e/cluster/build-flagger;
+# PEER= to run Serin alone): init time, rollout p50/p99/max, writes per canary by verb and resource (the API
+# server's audit log), peak memory, CPU seconds of each and of the API server, Serin's tick lateness, and
+# the ratios. The cluster's own (e2e/cluster/up).
 N ?= 100
+PEER ?= flagger
 bench-scale:
 	e2e/cluster/up >/dev/null
 	cargo build --release --quiet -p serin --bin serin
-	cargo run --quiet -p serin-e2e --bin serin-bench-scale -- $${CARGO_TARGET_DIR:-target}/release/serin $(N)
+	@peer=""; if [ "$(PEER)" = flagger ]; then peer=$$(e2e/cluster/build-flagger); fi; \
+	cargo run --quiet -p serin-e2e --bin serin-bench-scale -- $${CARGO_TARGET_DIR:-target}/release/serin $(N) $$peer
+
+# N Canaries initialized and left alone (N=10000 for the figures in the README), Serin then Flagger: the time
+# to initialize all, memory, an idle minute's CPU and writes, and a restart's first minute.
+bench-settled:
+	e2e/cluster/up >/dev/null
+	cargo build --release --quiet -p serin --bin serin
+	@peer=""; if [ "$(PEER)" = flagger ]; then peer=$$(e2e/cluster/build-flagger); fi; \
+	cargo run --quiet -p serin-e2e --bin serin-bench-scale -- $${CARGO_TARGET_DIR:-target}/release/serin $(N) $$peer --settled
 
 # How well each judge decides (Flagger-style thresholds, Kayenta-style Mann-Whitney, Serin's sequential judge)
 # over simulated canaries: seeded, no cluster. Writes e2e/decisions/results/ (a TSV, committed; two SVG plots).

@@ -60,7 +60,11 @@ struct RunArgs {
     /// Run only while holding the Lease serin-leader, so several replicas can run.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
-    /// Namespace of the leader election Lease.
+    /// Every replica acts, each on its own share of the Canaries (rendezvous hashing over the live
+    /// replicas' Leases serin-shard-<identity>), instead of one leader: replaces --leader-elect.
+    #[arg(long)]
+    sharding: bool,
+    /// Namespace of the leader election Lease (and of the shard Leases).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// This replica's name in the Lease.
@@ -69,6 +73,10 @@ struct RunArgs {
     /// Watch and act in this namespace only (default: every namespace).
     #[arg(long)]
     namespace: Option<String>,
+    /// How many Canaries are reconciled at once. A tick mostly waits on the API server and Prometheus; the
+    /// bound keeps a restart over thousands of Canaries from sending them all at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// The Prometheus of the built-in checks, for Canaries without spec.metricsServer (and of
     /// MetricTemplates without an address).
     #[arg(long, default_value = "http://prometheus:9090")]
@@ -347,12 +355,14 @@ fn main() -> ExitCode {
                     min_interval: args.min_interval,
                 },
                 listen: args.listen,
-                leader_elect: args.leader_elect,
+                leader_elect: args.leader_elect && !args.sharding,
+                sharding: args.sharding,
                 leader_election_namespace: args.leader_election_namespace,
                 identity,
                 namespace: args.namespace,
                 metrics_server: args.metrics_server,
                 metrics_timeout: args.metrics_timeout,
+                max_concurrent_reconciles: args.max_concurrent_reconciles,
                 include_label_prefix: IncludePrefixes::parse(&args.include_label_prefix),
                 notify,
                 write_back: serin::controller::writer::WriteBackDefaults {

@@ -135,6 +135,9 @@ pub struct Metrics {
     /// 1 while this replica leads (or runs without leader election), 0 while it stands by: the fleet's
     /// sum says whether anyone is acting.
     pub leader: Gauge,
+    /// Sharding: the live members this replica sees (itself included), and 1 once it takes its share.
+    pub shard_members: Gauge,
+    pub shard_taking: Gauge,
     /// The checks, and the compared metrics, with a series on /metrics, by (namespace, canary).
     exported_checks: Mutex<HashMap<(String, String), BTreeSet<String>>>,
     exported_evidence: Mutex<HashMap<(String, String), BTreeSet<String>>>,
@@ -271,6 +274,18 @@ impl Default for Metrics {
             "1 while this replica leads and acts (or runs without leader election), 0 while it stands by",
             leader.clone(),
         );
+        let shard_members = Gauge::default();
+        registry.register(
+            "shard_members",
+            "With --sharding: the live replicas this one sees, itself included (0 while it is not a member)",
+            shard_members.clone(),
+        );
+        let shard_taking = Gauge::default();
+        registry.register(
+            "shard_taking",
+            "With --sharding: 1 once this replica acts on its share (after the join delay), else 0",
+            shard_taking.clone(),
+        );
         Metrics {
             registry,
             webhook_calls,
@@ -279,6 +294,8 @@ impl Default for Metrics {
             notifications,
             notification_queue,
             leader,
+            shard_members,
+            shard_taking,
             metric_value,
             evidence,
             thresholds,

@@ -497,6 +497,27 @@ fn the_pods_pass_pod_security_restricted_and_probe_health_and_readiness() {
             && a.contains(&"--provider=istio".to_string()),
         "{a:?}"
     );
+
+    // Sharding: three replicas, all acting, each with a Lease of its own in the release namespace.
+    let sharded = rendered(&["--set", "sharding.enabled=true"]);
+    let d = deployment(&sharded);
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert!(
+        d["spec"]["strategy"].is_null(),
+        "rolling updates: members come and go"
+    );
+    let a = args(&sharded);
+    assert!(a.contains(&"--sharding".to_string()), "{a:?}");
+    assert!(!a.iter().any(|x| x.starts_with("--leader-elect")), "{a:?}");
+    let roles = of_kind(&sharded, "Role");
+    assert_eq!(roles.len(), 1, "{roles:#?}");
+    assert_eq!(roles[0]["metadata"]["namespace"], "serin-system");
+    assert_eq!(
+        roles[0]["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+            "verbs": ["create", "get", "list", "update", "delete"]}])
+    );
+    assert_eq!(of_kind(&sharded, "PodDisruptionBudget").len(), 1);
 }
 
 #[test]

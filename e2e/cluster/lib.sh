@@ -92,15 +92,34 @@ stop_all_on_failure() {
 }
 
 # kube-apiserver on loopback, against etcd; `up` starts it, and `apiserver restart` again (fault tests).
+# The benchmarks' controllers (Serin, and Flagger beside it) run as ServiceAccounts of the namespace
+# serin-bench, and the API server logs each of their writes (verb and object, no bodies) to
+# logs/audit.log: the same count for both, whatever each says of itself. Every other request is not logged.
+BENCH_NAMESPACE=serin-bench
+write_audit_policy() { # file
+  cat > "$1" <<POLICY
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  userGroups: ["system:serviceaccounts:$BENCH_NAMESPACE"]
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+POLICY
+}
+
 start_apiserver() { # bin-dir pki-dir etcd-port apiserver-port
   local b=$1 p=$2 etcd_port=$3 port=$4
+  write_audit_policy "$STATE/audit-policy.yaml"
   start_proc kube-apiserver "$b/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" --client-ca-file "$p/ca.crt" \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$p/sa.pub" \
     --service-account-signing-key-file "$p/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
     --authorization-mode RBAC --allow-privileged --disable-admission-plugins ServiceAccount \
-    --cert-dir "$STATE/pki"
+    --cert-dir "$STATE/pki" --audit-policy-file "$STATE/audit-policy.yaml" \
+    --audit-log-path "$STATE/logs/audit.log" --audit-log-format json --audit-log-maxsize 2000
   apicurl() { curl -sf --max-time 2 --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" "https://127.0.0.1:$port$1"; }
   wait_for kube-apiserver 90 apicurl /readyz
 }

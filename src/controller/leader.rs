@@ -62,11 +62,11 @@ impl Fence {
         self.lock().is_some_and(|until| Instant::now() < until)
     }
 
-    fn open_until(&self, until: Instant) {
+    pub(super) fn open_until(&self, until: Instant) {
         *self.lock() = Some(until);
     }
 
-    fn close(&self) {
+    pub(super) fn close(&self) {
         *self.lock() = None;
     }
 
@@ -191,6 +191,11 @@ impl LeaderElector {
             Ok(_) => info!(lease = %self.name, "released the lease"),
             Err(e) => warn!(lease = %self.name, error = %e, "releasing the lease"),
         }
+    }
+
+    /// Takes or renews the Lease if it is free, expired (by our clock) or ours: true when held after.
+    pub(super) async fn try_take_now(&self, now: Instant) -> Result<bool, kube::Error> {
+        self.try_take(now).await
     }
 
     /// Takes or renews the Lease if it is free, expired (by our clock) or ours.

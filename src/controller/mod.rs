@@ -15,6 +15,8 @@ pub mod observe;
 mod reconcile;
 mod revert;
 mod server;
+pub mod shard;
+mod slim;
 mod workloads;
 pub mod writer;
 
@@ -86,6 +88,11 @@ pub struct RunConfig {
     pub include_label_prefix: IncludePrefixes,
     /// The default alert targets and event webhook, and the cluster's name in alerts.
     pub notify: crate::notify::Defaults,
+    /// Every replica acts on its own share of the Canaries, by shard Leases, instead of one leader
+    /// (--sharding).
+    pub sharding: bool,
+    /// How many Canaries are reconciled at once (--max-concurrent-reconciles).
+    pub max_concurrent_reconciles: u16,
     /// The roll forward in git's defaults (--write-back-*).
     pub write_back: writer::WriteBackDefaults,
 }
@@ -121,6 +128,8 @@ pub struct Context {
     pub(crate) scaled: Mutex<HashMap<ObjectRef<Canary>, (String, i64)>>,
     /// When each Canary's next tick is due (its last requeue), to measure how late ticks run.
     scheduled: Schedule,
+    /// This replica's share of the Canaries when sharding; None: all of them.
+    shards: Option<Arc<shard::Shards>>,
 }
 
 impl Context {
@@ -194,6 +203,30 @@ impl Context {
         }
     }
 
+    /// Whether this replica acts on `canary` (its shard's, or every one without sharding).
+    fn owns(&self, canary: &Canary) -> bool {
+        self.shards
+            .as_ref()
+            .is_none_or(|s| s.owns(&canary.namespace().unwrap_or_default(), &canary.name_any()))
+    }
+
+    /// `canary` is another replica's now: what this one kept of it goes (its series, its roll forward in
+    /// git, its schedule), so nothing of it is said or done twice.
+    fn disown(&self, canary: &Canary) {
+        let key = ObjectRef::from_obj(canary);
+        self.metrics
+            .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
+        self.writers.forget(&key);
+        self.scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        self.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
     /// A tick of `canary` starts: if it was due by its schedule, how late it is goes to
     /// serin_tick_lateness_seconds.
     fn tick_started(&self, canary: &ObjectRef<Canary>) {
@@ -253,7 +286,7 @@ impl Context {
 
 pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    let fence = if config.leader_elect {
+    let fence = if config.leader_elect || config.sharding {
         Arc::new(leader::Fence::default())
     } else {
         leader::Fence::open()
@@ -272,6 +305,17 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         config.notify.clone(),
     ));
 
+    if config.sharding {
+        return run_sharded(
+            &config,
+            &client,
+            fence,
+            &metrics,
+            &ready,
+            (&recorder, &notifier),
+        )
+        .await;
+    }
     let elector = match config.leader_elect {
         true => Some(leader::LeaderElector::new(
             client::lease_client().await?,
@@ -308,7 +352,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         // On SIGTERM the controller stops gracefully (reconciles in flight finish); on a lost lease it is
         // dropped at once (its writes are already refused), its caches with it, and this replica stands by.
         tokio::select! {
-            _ = lead(&config, &client, &metrics, &ready, (&recorder, &notifier), shutdown.clone()) => {
+            _ = lead(&config, &client, &metrics, &ready, (&recorder, &notifier), None, shutdown.clone()) => {
                 if let Some(e) = &elector {
                     e.release().await;
                 }
@@ -326,13 +370,49 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the controller while this replica leads: watch caches, the Canary controller, until `stop`.
+/// `run` with --sharding: the controller runs while this replica is a member of the shards, acting on its
+/// share (shard.rs); a lost membership stops it at once (its writes are already refused), and it joins
+/// again.
+async fn run_sharded(
+    config: &RunConfig,
+    client: &Client,
+    fence: Arc<leader::Fence>,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+    tools: (&Arc<Events>, &Arc<crate::notify::Notifier>),
+) -> anyhow::Result<()> {
+    let membership = shard::Membership::new(
+        client::lease_client().await?,
+        &config.leader_election_namespace,
+        &config.identity,
+        leader::Timings::default(),
+        fence,
+    );
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    loop {
+        tokio::select! {
+            _ = lead(config, client, metrics, ready, tools, Some(membership.shards()), shutdown.clone()) => {
+                membership.release().await;
+                info!("shut down");
+                return Ok(());
+            }
+            _ = membership.hold() => {
+                metrics.retain_canaries(|_, _| false);
+                warn!("lost the shard membership: stopped acting; joining again");
+            }
+        }
+    }
+}
+
+/// Runs the controller while this replica leads (or, sharding, is a member): watch caches, the Canary
+/// controller, until `stop`.
 async fn lead(
     config: &RunConfig,
     client: &Client,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
     (recorder, notifier): (&Arc<Events>, &Arc<crate::notify::Notifier>),
+    shards: Option<Arc<shard::Shards>>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = client.clone();
@@ -343,7 +423,29 @@ async fn lead(
     let (canary_store, canary_writer) = reflector::store::<Canary>();
     // A writer's report triggers a reconcile of its Canary, which folds it into the status.
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    let writers = Arc::new(writer::Writers::new(config.write_back.clone(), wake));
+    let writers = Arc::new(writer::Writers::new(
+        config.write_back.clone(),
+        wake.clone(),
+    ));
+    // Sharding: when the members change, every Canary is looked at again; each replica acts on its share
+    // and lets the rest go. Runs as long as this controller does.
+    let reshard = {
+        let changes = shards.as_ref().map(|s| s.changes());
+        let (store, metrics) = (canary_store.clone(), metrics.clone());
+        async move {
+            let Some(mut changes) = changes else {
+                return std::future::pending().await;
+            };
+            while changes.changed().await.is_ok() {
+                let view = changes.borrow_and_update().clone();
+                metrics.shard_members.set(view.members.len() as i64);
+                metrics.shard_taking.set(i64::from(view.taking));
+                for canary in store.state() {
+                    let _ = wake.unbounded_send(ObjectRef::from_obj(&*canary));
+                }
+            }
+        }
+    };
     // Which Canaries an event of another kind concerns, kept from this watch (mapping.rs).
     let index = Arc::new(mapping::CanaryIndex::default());
     let scheduled: Schedule = Arc::default();
@@ -351,6 +453,7 @@ async fn lead(
         let (metrics, store, writers) = (metrics.clone(), canary_store.clone(), writers.clone());
         let (index, scheduled) = (index.clone(), scheduled.clone());
         let events = watcher(canaries, wc.clone())
+            .modify(slim::slim)
             .default_backoff()
             .reflect(canary_writer)
             .inspect_ok(move |event| match event {
@@ -390,7 +493,7 @@ async fn lead(
             let (reader, writer) = reflector::store::<$kind>();
             let stream = reflector::reflector(
                 writer,
-                watcher(scoped::<$kind>(&client, &config.namespace), wc.clone()),
+                watcher(scoped::<$kind>(&client, &config.namespace), wc.clone()).modify(slim::slim),
             )
             .default_backoff()
             .touched_objects();
@@ -478,7 +581,7 @@ async fn lead(
         }
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let reader = writer.as_reader();
-        let stream = reflector::reflector(writer, watcher(api, wc.clone()))
+        let stream = reflector::reflector(writer, watcher(api, wc.clone()).modify(slim::slim))
             .default_backoff()
             .touched_objects();
         let stream = without_errors(stream, "optional kind");
@@ -527,6 +630,7 @@ async fn lead(
         written: Mutex::new(HashMap::new()),
         scaled: Mutex::new(HashMap::new()),
         scheduled,
+        shards,
     });
 
     let synced = {
@@ -541,6 +645,9 @@ async fn lead(
     };
     info!("controller started");
     let controller = controller
+        .with_config(
+            kube_controller::Config::default().concurrency(config.max_concurrent_reconciles),
+        )
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -567,7 +674,7 @@ async fn lead(
     .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = controller => {}
-        _ = futures::future::join(templates, synced) => {}
+        _ = futures::future::join3(templates, synced, reshard) => {}
     }
 }
 

@@ -64,6 +64,11 @@ pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Ac
 pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
     async move {
+        if !ctx.owns(&canary) {
+            // Another replica's share: it acts on it. A change of the members wakes this one again.
+            ctx.disown(&canary);
+            return Ok(Action::await_change());
+        }
         // Acting on half-synced caches would see a Deployment or a config missing that is there.
         let extra = ctx.resources_of(&canary);
         if let Err(not_synced) = ctx.caches_synced(&extra, SYNC_WAIT).await {
@@ -183,8 +188,9 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
     );
     match acted {
         Ok(_) => {
-            ctx.schedule(&ObjectRef::from_obj(canary), decision.requeue_after);
-            Ok(Action::requeue(decision.requeue_after))
+            let after = spread(decision.requeue_after);
+            ctx.schedule(&ObjectRef::from_obj(canary), after);
+            Ok(Action::requeue(after))
         }
         Err(e) if failure(&e) == ActFailure::Transient => Err(e),
         // Persistent: said in the status; the watch brings the fix (a spec or object change) sooner.
@@ -389,6 +395,21 @@ pub(super) async fn record(
     }
 }
 
+/// A resync (a minute or more away) moved later by up to a tenth, so Canaries that settled together (a
+/// restart, a fleet applied at once) do not all come due in the same moment ever after; an analysis tick
+/// keeps its time.
+fn spread(after: Duration) -> Duration {
+    if after < Duration::from_secs(60) {
+        return after;
+    }
+    // The clock's nanoseconds are random enough to spread by, without a generator.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    after + after.mul_f64(f64::from(nanos % 1000) / 10_000.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +446,17 @@ mod tests {
         for code in [404, 409, 429, 500, 503] {
             assert_eq!(failure(&api(code)), ActFailure::Transient, "{code}");
         }
+    }
+
+    #[test]
+    fn resyncs_are_spread_and_ticks_keep_their_time() {
+        assert_eq!(spread(Duration::from_secs(5)), Duration::from_secs(5));
+        let resyncs: Vec<Duration> = (0..50).map(|_| spread(Duration::from_secs(300))).collect();
+        assert!(
+            resyncs
+                .iter()
+                .all(|d| *d >= Duration::from_secs(300) && *d <= Duration::from_secs(330))
+        );
+        assert!(resyncs.iter().any(|d| *d != resyncs[0]), "{resyncs:?}");
     }
 }

@@ -34,7 +34,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "serin.replicas" -}}
-{{- if .Values.leaderElection.enabled -}}{{ .Values.leaderElection.replicaCount }}{{- else -}}1{{- end -}}
+{{- if .Values.sharding.enabled -}}{{ .Values.sharding.replicaCount }}{{- else if .Values.leaderElection.enabled -}}{{ .Values.leaderElection.replicaCount }}{{- else -}}1{{- end -}}
 {{- end -}}
 
 {{/* The Secret holding the notification URLs given as values (none when every one comes from an existing Secret). */}}

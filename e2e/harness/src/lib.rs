@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 pub mod apps;
+pub mod bench;
 pub mod gitops;
 pub mod helm;
 pub mod loadtester;

@@ -373,3 +373,91 @@ fn the_promoted_revision_must_be_the_analysed_one() {
     assert_eq!(w.phase(), Phase::Progressing);
     assert_eq!(w.o.status.last_applied_spec.as_deref(), Some("r3"));
 }
+
+/// Fewer writes: a canary that scales up within an interval of its new revision is held quietly (no status
+/// change, no event for each stage of its Deployment's rollout, each of which cost a status write and an
+/// event); one that takes longer is held as before, saying why.
+#[test]
+fn a_quick_scale_up_is_held_without_writes_and_a_slow_one_says_so() {
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    w.initialize();
+    w.o.target.revision = "r2".into();
+    w.o.target.ready =
+        Readiness::NotReady("waiting for the Deployment controller to see the latest spec".into());
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Progressing);
+    let (status, events) = (w.o.status.clone(), w.events.len());
+    for why in [
+        "0 of 1 replicas updated",
+        "1 old replicas pending termination",
+    ] {
+        w.later(1);
+        w.o.target.ready = Readiness::NotReady(why.into());
+        let d = w.tick(None);
+        assert_eq!(w.o.status, status, "nothing to write while it scales up");
+        assert_eq!(w.events.len(), events, "{:?}", w.reasons());
+        assert!(
+            d.requeue_after <= Duration::from_secs(5),
+            "{:?}",
+            d.requeue_after
+        );
+    }
+    w.later(1);
+    w.o.target.ready = Readiness::Ready;
+    w.tick(None);
+    assert_eq!(w.o.status.canary_weight, 10);
+    assert_eq!(
+        w.reasons()[events..],
+        [Reason::CanaryReady, Reason::WeightAdvanced]
+    );
+
+    // Slow: past one interval since the new revision, the hold is said, once per stage.
+    let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    w.initialize();
+    w.o.target.revision = "r2".into();
+    w.o.target.ready = Readiness::NotReady("0 of 3 updated replicas available".into());
+    w.tick(None);
+    let events = w.events.len();
+    w.later(5);
+    w.tick(None);
+    assert_eq!(w.events.len(), events);
+    w.later(5);
+    w.tick(None);
+    assert_eq!(w.reasons()[events..], [Reason::Holding]);
+    assert!(
+        w.condition("Ready")
+            .1
+            .contains("0 of 3 updated replicas available")
+    );
+    w.later(1);
+    w.tick(None);
+    assert_eq!(w.events.len(), events + 1, "the same stage is said once");
+}
+
+/// The primary's update at promotion, likewise.
+#[test]
+fn a_quick_primary_update_is_held_without_writes() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 25, "maxWeight": 50}));
+    w.run(10, Checks::Passed, &[Phase::Promoting]);
+    let (status, events) = (w.o.status.clone(), w.events.len());
+    for why in [
+        "waiting for the Deployment controller to see the latest spec",
+        "0 of 1 replicas updated",
+    ] {
+        w.o.primary.ready = Readiness::NotReady(why.into());
+        w.later(1);
+        w.tick(None);
+        assert_eq!(
+            w.o.status, status,
+            "nothing to write while the primary rolls out"
+        );
+        assert_eq!(w.events.len(), events, "{:?}", w.reasons());
+    }
+    w.o.primary.ready = Readiness::Ready;
+    w.run(10, Checks::Passed, &[Phase::Succeeded]);
+    assert!(
+        !w.reasons()[events..].contains(&Reason::Holding),
+        "{:?}",
+        w.reasons()
+    );
+}

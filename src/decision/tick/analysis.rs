@@ -50,7 +50,7 @@ impl Tick<'_> {
         }
         if let Readiness::NotReady(why) = &self.o.target.ready {
             let why = format!("Canary {} not ready: {why}", self.name());
-            if self.hold(why.clone()) {
+            if self.hold_rollout(why.clone()) {
                 self.rollback(Why::Deadline(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline

@@ -389,6 +389,27 @@ impl<'a> Tick<'a> {
         overdue
     }
 
+    /// Holds for a workload's rollout (the canary's scale-up, the primary's update). Within one interval of
+    /// the phase's start the hold is quiet: nothing in the status changes and no event is published, since
+    /// such a rollout usually ends within moments and each of its stages ("waiting for the Deployment
+    /// controller", "0 of 1 replicas updated", "1 old replicas pending termination") cost a status write
+    /// and an event, most of a rollout's writes. Past that, a hold as any other (its progress deadline
+    /// counts from then: at most one interval later).
+    fn hold_rollout(&mut self, why: String) -> bool {
+        let phase_age =
+            self.status.last_transition_time.as_ref().map(|t| {
+                Duration::try_from(self.o.now.duration_since(t.0)).unwrap_or(Duration::ZERO)
+            });
+        match phase_age {
+            Some(age) if self.status.holding_since.is_none() && age < self.s.interval => {
+                // Looked at again when the workload's watch says it moved, or at the interval's end.
+                self.requeue = (self.s.interval - age).min(POLL);
+                false
+            }
+            _ => self.hold(why),
+        }
+    }
+
     /// Waits for `why` to pass; true once it has lasted the progress deadline. The clock starts when the
     /// reason does: a hold for one reason never counts against another (a slow scale-up does not shorten
     /// the wait for data), and progress (a changed message, as "2 of 3 ready" after "1 of 3") restarts it,

@@ -136,7 +136,7 @@ impl Tick<'_> {
         }
         if let Readiness::NotReady(why) = &self.o.primary.ready {
             let why = format!("Primary {}-primary not ready: {why}", self.name());
-            if self.hold(why.clone()) {
+            if self.hold_rollout(why.clone()) {
                 self.rollback(Why::PrimaryNotReady(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline

@@ -1,87 +1,53 @@
 //! `make bench-scale N=<n>`: N canaries on one replica of Serin (the binary given, a release build), all
-//! given a new image at once, beside a lone canary's rollout in the same run. Prints the time to initialize
-//! all, the rollouts' duration p50/p99/max against the lone one's, Serin's API requests per canary and
-//! rollout by verb and resource, its peak memory and CPU seconds, the API server's CPU seconds, and how late
-//! Serin's scheduled ticks ran. Gateway API routing, interval 5s, steps of 25 up to 50, no metrics: the
-//! cost of the controller itself.
+//! given a new image at once, beside a lone canary's rollout in the same run; then the same with Flagger
+//! (when its directory is given: e2e/cluster/build-flagger), the same manifests but for the apiVersion.
+//! Prints, for each and as a ratio: the time to initialize all, the rollouts' duration p50/p99/max against
+//! the lone one's, writes per canary and rollout by resource (from the API server's audit log, the same
+//! count for both) and per tick that changed something (a status write), peak memory and CPU seconds, the API server's CPU seconds,
+//! and how late Serin's scheduled ticks ran. Gateway API routing, interval 5s, steps of 25 up to 50, no
+//! metrics: the cost of the controller itself.
 //!
-//! Usage: serin-bench-scale <path to the serin binary> <N>
+//! With --settled: N Canaries initialized over Deployments of `SERIN_BENCH_REPLICAS` replicas (0 by
+//! default) and left alone, where a 2-core API server cannot carry N rollouts: the time to initialize all,
+//! memory, the CPU and API writes of an idle minute, and a restart (the writes, CPU and peak memory of the
+//! new process's first minute, and the time until it is ready).
+//!
+//! Usage: serin-bench-scale <serin binary> <N> [<flagger directory>] [--settled]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::api::ApiResource;
 use serde_json::{Value, json};
-use serin::api::{Canary, Phase};
-use serin_e2e::{SerinProcess, apply, client, cluster, cpu_seconds, fresh_namespace, install_crds};
-
-const FLEET: &str = "serin-scale";
-const LONE: &str = "serin-scale-lone";
+use serin_e2e::bench::{
+    AuditLog, Peer, Process, Write, Writes, apply_all, bench_identity, count, delete_namespaces,
+    phase_of, until_all,
+};
+use serin_e2e::{ClusterEnv, client, cluster, cpu_seconds, install_crds};
 
 fn deployment(name: &str, image: &str) -> Value {
+    deployment_of(name, image, 1)
+}
+
+fn deployment_of(name: &str, image: &str, replicas: i32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 9898}]}]}}}})
 }
 
-fn canary(name: &str) -> Value {
-    json!({"apiVersion": "serin.dev/v1beta1", "kind": "Canary", "metadata": {"name": name},
-        "spec": {"provider": "gatewayapi", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]},
-            "analysis": {"interval": "5s", "stepWeight": 25, "maxWeight": 50, "threshold": 1}}})
+/// The Canary spec both peers run, as a Flagger user writes it.
+fn spec(name: &str) -> Value {
+    json!({"provider": "gatewayapi:v1",
+        "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "service": {"port": 9898, "gatewayRefs": [{"name": "gateway"}]},
+        "analysis": {"interval": "5s", "stepWeight": 25, "maxWeight": 50, "threshold": 1}})
 }
 
-/// Applies `objects` (namespace, json) 16 at a time.
-async fn apply_all<K>(client: &Client, objects: Vec<(String, Value)>)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    futures::stream::iter(objects)
-        .for_each_concurrent(16, |(ns, o)| {
-            let client = client.clone();
-            async move {
-                apply::<K>(&client, &ns, o).await;
-            }
-        })
-        .await;
-}
-
-/// Waits until every Canary of `ns` satisfies `done`; the moment each first did, from `since`.
-async fn until_all(
-    client: &Client,
-    ns: &str,
-    n: usize,
-    since: Instant,
-    timeout: Duration,
-    done: impl Fn(&Canary) -> bool,
-) -> Vec<Duration> {
-    let api: Api<Canary> = Api::namespaced(client.clone(), ns);
-    let mut when: HashMap<String, Duration> = HashMap::new();
-    while when.len() < n {
-        assert!(
-            since.elapsed() < timeout,
-            "{} of {n} Canaries in {ns} done after {timeout:?}",
-            when.len()
-        );
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for c in list.items.iter().filter(|c| done(c)) {
-                when.entry(c.metadata.name.clone().unwrap_or_default())
-                    .or_insert_with(|| since.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let mut all: Vec<Duration> = when.into_values().collect();
-    all.sort();
-    all
+fn deployments() -> ApiResource {
+    ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
@@ -89,59 +55,126 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-fn phase(c: &Canary) -> Option<Phase> {
-    c.status.as_ref().and_then(|s| s.phase)
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
-/// Serin's API requests by (verb, resource), from /metrics.
-async fn requests(serin: &SerinProcess) -> BTreeMap<(String, String), f64> {
-    let text = reqwest::get(&serin.metrics_url)
-        .await
-        .expect("serin's /metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("serin_api_requests_total{"))
-    {
-        let label = |key: &str| {
-            line.split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *out.entry((label("verb"), label("resource"))).or_default() += value;
+/// One peer's figures from one run.
+struct Figures {
+    init: Duration,
+    lone: Duration,
+    /// The lone canary's writes over its rollout, in order.
+    lone_writes: Vec<Write>,
+    rollouts: Vec<Duration>,
+    /// The fleet's writes from the update to the last Succeeded.
+    writes: Writes,
+    peak_mib: f64,
+    cpu_seconds: f64,
+    apiserver_cpu_seconds: f64,
+    /// Serin's scheduled ticks over the rollouts: how many, and how late on average.
+    lateness: Option<(f64, f64)>,
+}
+
+impl Figures {
+    fn p(&self, q: f64) -> Duration {
+        quantile(&self.rollouts, q)
     }
-    out
+    fn total_writes(&self) -> u64 {
+        self.writes.values().sum()
+    }
+    /// Writes per canary and rollout.
+    fn per_rollout(&self, n: usize) -> f64 {
+        self.total_writes() as f64 / n as f64
+    }
+    /// Status writes per canary and rollout: the ticks that changed something.
+    fn status_writes(&self, n: usize) -> f64 {
+        let status: u64 = self
+            .writes
+            .iter()
+            .filter(|((_, resource), _)| resource == "canaries/status")
+            .map(|(_, count)| count)
+            .sum();
+        status as f64 / n as f64
+    }
+    /// Writes per tick that changed something (one status write each).
+    fn per_tick(&self, n: usize) -> f64 {
+        self.per_rollout(n) / self.status_writes(n).max(1.0)
+    }
 }
 
-/// A rollout of `name` in `ns` to `image`: the time to Succeeded at a new promoted revision.
-async fn roll_out(client: &Client, names: &[String], ns: &str, image: &str) -> Vec<Duration> {
-    let api: Api<Canary> = Api::namespaced(client.clone(), ns);
-    let before: HashMap<String, Option<String>> = api
-        .list(&ListParams::default())
+/// The controller of `peer`, cluster-wide, as the ServiceAccount of the same name.
+async fn start(peer: Peer, env: &ClusterEnv, client: &Client, program: &str) -> (Process, String) {
+    let kubeconfig = bench_identity(client, env.kubeconfig(), peer.name()).await;
+    let port = free_port();
+    let args: Vec<String> = match peer {
+        Peer::Serin => vec![
+            "run".into(),
+            "--min-interval=1s".into(),
+            format!(
+                "--leader-election-namespace={}",
+                serin_e2e::bench::BENCH_NAMESPACE
+            ),
+            "--identity=bench".into(),
+            format!("--metrics-server={}", env.prometheus()),
+            format!("--listen=127.0.0.1:{port}"),
+        ],
+        // As Flagger's chart runs it, with the Gateway API provider.
+        Peer::Flagger => vec![
+            format!("-kubeconfig={}", kubeconfig.display()),
+            "-mesh-provider=gatewayapi:v1".into(),
+            format!("-metrics-server={}", env.prometheus()),
+            format!("-port={port}"),
+            "-log-level=info".into(),
+        ],
+    };
+    let process = Process::spawn(
+        program,
+        &args,
+        &kubeconfig,
+        &format!("bench-scale-{}", peer.name()),
+    );
+    (process, format!("http://127.0.0.1:{port}/metrics"))
+}
+
+async fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+/// Rolls the Deployments `names` of `ns` out to `image`: the time each Canary took to Succeeded at a new
+/// promoted revision.
+async fn roll_out(
+    client: &Client,
+    peer: Peer,
+    ns: &str,
+    names: &[String],
+    image: &str,
+) -> Vec<Duration> {
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), ns, &peer.canaries());
+    let before: std::collections::HashMap<String, Option<String>> = api
+        .list(&Default::default())
         .await
         .expect("listing Canaries")
         .items
-        .into_iter()
+        .iter()
         .map(|c| {
             (
                 c.metadata.name.clone().unwrap_or_default(),
-                c.status.and_then(|s| s.last_promoted_spec),
+                phase_of(c).1.map(String::from),
             )
         })
         .collect();
     let start = Instant::now();
-    apply_all::<Deployment>(
+    apply_all(
         client,
+        &deployments(),
         names
             .iter()
             .map(|n| (ns.to_string(), deployment(n, image)))
@@ -150,18 +183,464 @@ async fn roll_out(client: &Client, names: &[String], ns: &str, image: &str) -> V
     .await;
     until_all(
         client,
+        peer,
         ns,
         names.len(),
         start,
         Duration::from_secs(3600),
         |c| {
+            let (phase, promoted) = phase_of(c);
             let name = c.metadata.name.clone().unwrap_or_default();
-            phase(c) == Some(Phase::Succeeded)
-                && c.status.as_ref().and_then(|s| s.last_promoted_spec.clone())
-                    != before.get(&name).cloned().flatten()
+            phase == Some("Succeeded")
+                && promoted.map(String::from) != before.get(&name).cloned().flatten()
         },
     )
     .await
+}
+
+async fn initialize(client: &Client, peer: Peer, ns: &str, names: &[String]) -> Duration {
+    initialize_with(client, peer, ns, names, 1).await
+}
+
+async fn initialize_with(
+    client: &Client,
+    peer: Peer,
+    ns: &str,
+    names: &[String],
+    replicas: i32,
+) -> Duration {
+    let start = Instant::now();
+    apply_all(
+        client,
+        &deployments(),
+        names
+            .iter()
+            .map(|n| (ns.to_string(), deployment_of(n, "podinfo:1.0.0", replicas)))
+            .collect(),
+    )
+    .await;
+    apply_all(
+        client,
+        &peer.canaries(),
+        names
+            .iter()
+            .map(|n| (ns.to_string(), peer.canary(n, &spec(n))))
+            .collect(),
+    )
+    .await;
+    let done = until_all(
+        client,
+        peer,
+        ns,
+        names.len(),
+        start,
+        Duration::from_secs(3600),
+        |c| phase_of(c).0 == Some("Initialized"),
+    )
+    .await;
+    *done.last().expect("at least one canary")
+}
+
+async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
+    let env = cluster().await;
+    let client = client().await;
+    let (lone_ns, fleet_ns) = (
+        format!("{}-scale-lone", peer.name()),
+        format!("{}-scale", peer.name()),
+    );
+    let cleanup = Duration::from_secs(1800);
+    delete_namespaces(&client, &[&lone_ns, &fleet_ns], cleanup).await;
+    for ns in [&lone_ns, &fleet_ns] {
+        serin_e2e::fresh_namespace(&client, ns).await;
+    }
+    let (mut process, metrics_url) = start(peer, env, &client, program).await;
+    let apiserver_pid: Option<u32> = std::fs::read_to_string(format!(
+        "{}/pids/kube-apiserver",
+        env.get("SERIN_CLUSTER_STATE")
+    ))
+    .ok()
+    .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
+
+    println!("{}: the lone canary ...", peer.name());
+    let lone = vec!["lone".to_string()];
+    initialize(&client, peer, &lone_ns, &lone).await;
+    assert!(
+        process.running(),
+        "{} exited: see {}",
+        peer.name(),
+        process.log.display()
+    );
+    let lone_mark = audit.mark();
+    let lone_rollout = roll_out(&client, peer, &lone_ns, &lone, "podinfo:2.0.0").await[0];
+    let mut lone_writes = audit.writes_since(lone_mark, peer.name());
+    // Each event created, told by its reason and note.
+    let events: std::collections::HashMap<String, String> =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &lone_ns)
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.metadata.name.clone().unwrap_or_default(),
+                    format!(
+                        "{}: {}",
+                        e.reason.unwrap_or_default(),
+                        e.note.unwrap_or_default()
+                    ),
+                )
+            })
+            .collect();
+    for w in &mut lone_writes {
+        if let Some(told) = events.get(&w.name) {
+            w.name = told.chars().take(110).collect();
+        }
+    }
+    println!(
+        "{}: lone rollout {:.1}s",
+        peer.name(),
+        lone_rollout.as_secs_f64()
+    );
+
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
+    let init = initialize(&client, peer, &fleet_ns, &names).await;
+    println!(
+        "{}: {n} canaries initialized in {:.1}s",
+        peer.name(),
+        init.as_secs_f64()
+    );
+
+    let cpu_before = cpu_seconds(process.pid()).unwrap_or(0.0);
+    let api_cpu_before = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
+    let mark = audit.mark();
+    let late_before = (
+        metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
+        metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
+    );
+    let rollouts = roll_out(&client, peer, &fleet_ns, &names, "podinfo:2.0.0").await;
+    let figures = Figures {
+        init,
+        lone: lone_rollout,
+        lone_writes,
+        writes: count(&audit.writes_since(mark, peer.name())),
+        peak_mib: process.peak_memory_mib().unwrap_or(0.0),
+        cpu_seconds: cpu_seconds(process.pid()).unwrap_or(0.0) - cpu_before,
+        apiserver_cpu_seconds: apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0) - api_cpu_before,
+        lateness: match (
+            late_before,
+            metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
+            metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
+        ) {
+            ((Some(s0), Some(c0)), Some(s1), Some(c1)) if c1 > c0 => {
+                Some((c1 - c0, (s1 - s0) / (c1 - c0)))
+            }
+            _ => None,
+        },
+        rollouts,
+    };
+    println!(
+        "{}: {n} rollouts p50 {:.1}s p99 {:.1}s",
+        peer.name(),
+        figures.p(0.5).as_secs_f64(),
+        figures.p(0.99).as_secs_f64()
+    );
+    drop(process);
+    delete_namespaces(&client, &[&lone_ns, &fleet_ns], cleanup).await;
+    figures
+}
+
+fn flagger_crds(env: &ClusterEnv, dir: &Path) {
+    let kubectl = Path::new(env.get("SERIN_BIN")).join("kubectl");
+    let status = std::process::Command::new(&kubectl)
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(dir.join("crd.yaml"))
+        .env("KUBECONFIG", env.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running kubectl");
+    assert!(status.success(), "applying Flagger's CRDs");
+    let established = std::process::Command::new(&kubectl)
+        .args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/canaries.flagger.app",
+        ])
+        .env("KUBECONFIG", env.kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("running kubectl");
+    assert!(established.success(), "Flagger's Canary CRD established");
+}
+
+/// A rollout's writes in order, a line each: what a peer does to the API server per canary.
+fn sequence(peer: Peer, writes: &[Write]) {
+    println!(
+        "{}'s writes over the lone canary's rollout ({}):",
+        peer.name(),
+        writes.len()
+    );
+    for w in writes {
+        let at = w.at.get(11..23).unwrap_or(&w.at);
+        println!("  {at} {:<6} {:<28} {}", w.verb, w.resource, w.name);
+    }
+}
+
+fn row(label: &str, serin: String, flagger: Option<String>, ratio: Option<f64>) {
+    println!(
+        "  {label:<38} {serin:>10} {:>10} {:>8}",
+        flagger.unwrap_or_default(),
+        ratio.map(|r| format!("{r:.2}x")).unwrap_or_default()
+    );
+}
+
+fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
+    println!();
+    println!(
+        "N = {n}, one replica, interval 5s, steps of 25 to 50, no metrics; ratio = Flagger / Serin"
+    );
+    row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
+    let seconds = |f: &dyn Fn(&Figures) -> f64, label: &str, unit: &str, digits: usize| {
+        let s = f(serin);
+        let p = flagger.map(|x| f(x));
+        row(
+            label,
+            format!("{s:.digits$}{unit}"),
+            p.map(|p| format!("{p:.digits$}{unit}")),
+            p.filter(|_| s > 0.0).map(|p| p / s),
+        );
+    };
+    seconds(&|f| f.init.as_secs_f64(), "initialize all", "s", 1);
+    seconds(&|f| f.lone.as_secs_f64(), "lone canary's rollout", "s", 1);
+    seconds(&|f| f.p(0.5).as_secs_f64(), "rollout p50", "s", 1);
+    seconds(&|f| f.p(0.99).as_secs_f64(), "rollout p99", "s", 1);
+    seconds(
+        &|f| f.rollouts.last().unwrap().as_secs_f64(),
+        "rollout max",
+        "s",
+        1,
+    );
+    seconds(
+        &|f| f.p(0.99).as_secs_f64() / f.lone.as_secs_f64(),
+        "rollout p99 / lone canary's",
+        "x",
+        2,
+    );
+    seconds(
+        &|f| f.per_rollout(n),
+        "writes per canary and rollout",
+        "",
+        1,
+    );
+    seconds(
+        &|f| f.status_writes(n),
+        "status writes (ticks that changed)",
+        "",
+        1,
+    );
+    seconds(&|f| f.per_tick(n), "writes per tick that changed", "", 2);
+    seconds(&|f| f.peak_mib, "peak memory (RSS)", " MiB", 0);
+    seconds(&|f| f.cpu_seconds, "CPU over the rollouts", "s", 1);
+    seconds(
+        &|f| f.apiserver_cpu_seconds,
+        "API server CPU over the rollouts",
+        "s",
+        1,
+    );
+    if let Some((count, mean)) = serin.lateness {
+        row(
+            "Serin's scheduled ticks, mean lateness",
+            format!("{:.0} ms", mean * 1000.0),
+            None,
+            None,
+        );
+        println!("  ({count} scheduled ticks)");
+    }
+    println!("  writes per canary and rollout, by verb and resource:");
+    let keys: BTreeSet<&(String, String)> = serin
+        .writes
+        .keys()
+        .chain(flagger.iter().flat_map(|f| f.writes.keys()))
+        .collect();
+    for key in keys {
+        let per = |f: &Figures| *f.writes.get(key).unwrap_or(&0) as f64 / n as f64;
+        row(
+            &format!("    {} {}", key.0, key.1),
+            format!("{:.2}", per(serin)),
+            flagger.map(|f| format!("{:.2}", per(f))),
+            None,
+        );
+    }
+}
+
+/// One peer's figures for a settled fleet.
+struct Settled {
+    init: Duration,
+    rss_mib: f64,
+    peak_mib: f64,
+    idle_cpu_seconds: f64,
+    idle_writes: u64,
+    restart_ready: Option<Duration>,
+    restart_peak_mib: f64,
+    restart_cpu_seconds: f64,
+    restart_writes: u64,
+    restart_apiserver_cpu_seconds: f64,
+}
+
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Whether the process at `metrics_url`'s address says it is ready (Serin's /readyz; Flagger has none, so
+/// None).
+async fn ready(peer: Peer, metrics_url: &str) -> Option<bool> {
+    match peer {
+        Peer::Serin => Some(
+            reqwest::get(metrics_url.replace("/metrics", "/readyz"))
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+        ),
+        Peer::Flagger => None,
+    }
+}
+
+async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
+    let env = cluster().await;
+    let client = client().await;
+    let ns = format!("{}-settled", peer.name());
+    let cleanup = Duration::from_secs(3600);
+    delete_namespaces(&client, &[&ns], cleanup).await;
+    serin_e2e::fresh_namespace(&client, &ns).await;
+    let replicas: i32 = std::env::var("SERIN_BENCH_REPLICAS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0);
+    let apiserver_pid: Option<u32> = std::fs::read_to_string(format!(
+        "{}/pids/kube-apiserver",
+        env.get("SERIN_CLUSTER_STATE")
+    ))
+    .ok()
+    .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
+    let (mut process, _) = start(peer, env, &client, program).await;
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
+    let init = initialize_with(&client, peer, &ns, &names, replicas).await;
+    assert!(
+        process.running(),
+        "{} exited: see {}",
+        peer.name(),
+        process.log.display()
+    );
+    println!(
+        "{}: {n} canaries initialized in {:.1}s",
+        peer.name(),
+        init.as_secs_f64()
+    );
+    // Let the last writes and their echoes pass, then an idle minute.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (cpu0, mark) = (cpu_seconds(process.pid()).unwrap_or(0.0), audit.mark());
+    tokio::time::sleep(IDLE).await;
+    let idle_cpu_seconds = cpu_seconds(process.pid()).unwrap_or(0.0) - cpu0;
+    let idle_writes = audit.writes_since(mark, peer.name()).len() as u64;
+    let (rss_mib, peak_mib) = (
+        process.memory_mib().unwrap_or(0.0),
+        process.peak_memory_mib().unwrap_or(0.0),
+    );
+    println!(
+        "{}: idle minute: {idle_cpu_seconds:.2} CPU s, {idle_writes} writes; {rss_mib:.0} MiB",
+        peer.name()
+    );
+
+    // A restart over the settled fleet.
+    drop(process);
+    let mark = audit.mark();
+    let api_cpu0 = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
+    let restarted = Instant::now();
+    let (process, metrics_url) = start(peer, env, &client, program).await;
+    let mut restart_ready = None;
+    while restarted.elapsed() < IDLE {
+        if restart_ready.is_none() && ready(peer, &metrics_url).await == Some(true) {
+            restart_ready = Some(restarted.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let figures = Settled {
+        init,
+        rss_mib,
+        peak_mib,
+        idle_cpu_seconds,
+        idle_writes,
+        restart_ready,
+        restart_peak_mib: process.peak_memory_mib().unwrap_or(0.0),
+        restart_cpu_seconds: cpu_seconds(process.pid()).unwrap_or(0.0),
+        restart_writes: audit.writes_since(mark, peer.name()).len() as u64,
+        restart_apiserver_cpu_seconds: apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0)
+            - api_cpu0,
+    };
+    drop(process);
+    delete_namespaces(&client, &[&ns], cleanup).await;
+    figures
+}
+
+fn report_settled(n: usize, serin: &Settled, flagger: Option<&Settled>) {
+    println!();
+    println!(
+        "{n} settled Canaries, one replica, Deployments at {} replicas; ratio = Flagger / Serin",
+        std::env::var("SERIN_BENCH_REPLICAS").unwrap_or_else(|_| "0".into())
+    );
+    row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
+    let line = |f: &dyn Fn(&Settled) -> f64, label: &str, unit: &str, digits: usize| {
+        let s = f(serin);
+        let p = flagger.map(|x| f(x));
+        row(
+            label,
+            format!("{s:.digits$}{unit}"),
+            p.map(|p| format!("{p:.digits$}{unit}")),
+            p.filter(|_| s > 0.0).map(|p| p / s),
+        );
+    };
+    line(&|f| f.init.as_secs_f64(), "initialize all", "s", 1);
+    line(&|f| f.rss_mib, "memory settled (RSS)", " MiB", 0);
+    line(&|f| f.peak_mib, "peak memory (RSS)", " MiB", 0);
+    line(
+        &|f| 100.0 * f.idle_cpu_seconds / IDLE.as_secs_f64(),
+        "CPU idle, % of a core",
+        "%",
+        2,
+    );
+    line(
+        &|f| f.idle_writes as f64,
+        "writes in the idle minute",
+        "",
+        0,
+    );
+    line(
+        &|f| f.restart_writes as f64,
+        "restart: writes in its first minute",
+        "",
+        0,
+    );
+    line(
+        &|f| f.restart_cpu_seconds,
+        "restart: CPU in its first minute",
+        "s",
+        1,
+    );
+    line(
+        &|f| f.restart_apiserver_cpu_seconds,
+        "restart: API server CPU then",
+        "s",
+        1,
+    );
+    line(&|f| f.restart_peak_mib, "restart: peak memory", " MiB", 0);
+    if let Some(r) = serin.restart_ready {
+        row(
+            "restart: Serin ready (caches synced)",
+            format!("{:.1}s", r.as_secs_f64()),
+            None,
+            None,
+        );
+    }
 }
 
 #[tokio::main]
@@ -171,149 +650,40 @@ async fn main() {
         args.next(),
         args.next().and_then(|n| n.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: serin-bench-scale <path to the serin binary> <N>");
+        eprintln!("usage: serin-bench-scale <serin binary> <N> [<flagger directory>]");
         std::process::exit(2);
     };
+    let rest: Vec<String> = args.collect();
+    let settled = rest.iter().any(|a| a == "--settled");
+    let flagger_dir = rest.into_iter().find(|a| a != "--settled");
     let env = cluster().await;
     let client = client().await;
     install_crds(&client).await;
-    fresh_namespace(&client, LONE).await;
-    fresh_namespace(&client, FLEET).await;
-    // One replica for the whole cluster (nothing else runs during a bench).
-    let serin = SerinProcess::spawn(
-        &serin_bin,
-        &[
-            "--min-interval=1s".into(),
-            format!("--leader-election-namespace={FLEET}"),
-            "--identity=bench".into(),
-            format!("--metrics-server={}", env.prometheus()),
-        ],
-        env.kubeconfig(),
-        "bench-scale",
-    );
-    let apiserver_pid: Option<u32> = std::fs::read_to_string(format!(
-        "{}/pids/kube-apiserver",
-        env.get("SERIN_CLUSTER_STATE")
-    ))
-    .ok()
-    .and_then(|t| t.split_whitespace().next()?.parse().ok());
-
-    // The lone canary, alone.
-    let lone = vec!["lone".to_string()];
-    apply::<Deployment>(&client, LONE, deployment("lone", "podinfo:1.0.0")).await;
-    apply::<Canary>(&client, LONE, canary("lone")).await;
-    until_all(
-        &client,
-        LONE,
-        1,
-        Instant::now(),
-        Duration::from_secs(120),
-        |c| phase(c) == Some(Phase::Initialized),
-    )
-    .await;
-    let lone_rollout = roll_out(&client, &lone, LONE, "podinfo:2.0.0").await[0];
-    println!("lone canary: rollout {:.1}s", lone_rollout.as_secs_f64());
-
-    // The fleet.
-    let names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
-    let start = Instant::now();
-    apply_all::<Deployment>(
-        &client,
-        names
-            .iter()
-            .map(|m| (FLEET.to_string(), deployment(m, "podinfo:1.0.0")))
-            .collect(),
-    )
-    .await;
-    apply_all::<Canary>(
-        &client,
-        names
-            .iter()
-            .map(|m| (FLEET.to_string(), canary(m)))
-            .collect(),
-    )
-    .await;
-    let init = until_all(&client, FLEET, n, start, Duration::from_secs(3600), |c| {
-        phase(c) == Some(Phase::Initialized)
-    })
-    .await;
-    println!(
-        "{n} canaries initialized in {:.1}s",
-        init.last().unwrap().as_secs_f64()
-    );
-
-    let (cpu_before, api_cpu_before) = (
-        cpu_seconds(serin.pid()).unwrap_or(0.0),
-        apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0),
-    );
-    let requests_before = requests(&serin).await;
-    let late_before = (
-        serin
-            .metric("serin_tick_lateness_seconds_sum")
-            .await
-            .unwrap_or(0.0),
-        serin
-            .metric("serin_tick_lateness_seconds_count")
-            .await
-            .unwrap_or(0.0),
-    );
-    let rollouts = roll_out(&client, &names, FLEET, "podinfo:2.0.0").await;
-    let (p50, p99, max) = (
-        quantile(&rollouts, 0.5),
-        quantile(&rollouts, 0.99),
-        *rollouts.last().unwrap(),
-    );
-    println!(
-        "{n} rollouts at once: p50 {:.1}s, p99 {:.1}s, max {:.1}s; the lone one {:.1}s (p99 {:.2}x)",
-        p50.as_secs_f64(),
-        p99.as_secs_f64(),
-        max.as_secs_f64(),
-        lone_rollout.as_secs_f64(),
-        p99.as_secs_f64() / lone_rollout.as_secs_f64()
-    );
-    let requests_after = requests(&serin).await;
-    println!("Serin's API requests per canary and rollout:");
-    for ((verb, resource), after) in &requests_after {
-        let before = requests_before
-            .get(&(verb.clone(), resource.clone()))
-            .copied()
-            .unwrap_or(0.0);
-        let per = (after - before) / n as f64;
-        if per >= 0.005 {
-            println!("  {verb:<7} {resource:<16} {per:>7.2}");
-        }
+    if settled {
+        let serin = settle(Peer::Serin, &serin_bin, n).await;
+        let flagger = match &flagger_dir {
+            Some(dir) => {
+                flagger_crds(env, Path::new(dir));
+                let program = Path::new(dir).join("flagger");
+                Some(settle(Peer::Flagger, &program.display().to_string(), n).await)
+            }
+            None => None,
+        };
+        report_settled(n, &serin, flagger.as_ref());
+        return;
     }
-    let late = (
-        serin
-            .metric("serin_tick_lateness_seconds_sum")
-            .await
-            .unwrap_or(0.0)
-            - late_before.0,
-        serin
-            .metric("serin_tick_lateness_seconds_count")
-            .await
-            .unwrap_or(0.0)
-            - late_before.1,
-    );
-    println!(
-        "scheduled ticks: {} ran {:.0} ms late on average",
-        late.1,
-        if late.1 > 0.0 {
-            1000.0 * late.0 / late.1
-        } else {
-            0.0
+    let serin = measure(Peer::Serin, &serin_bin, n).await;
+    let flagger = match &flagger_dir {
+        Some(dir) => {
+            flagger_crds(env, Path::new(dir));
+            let program = Path::new(dir).join("flagger");
+            Some(measure(Peer::Flagger, &program.display().to_string(), n).await)
         }
-    );
-    println!(
-        "Serin: peak memory {} MiB, {:.1} CPU seconds over the rollouts; the API server {:.1} CPU seconds",
-        serin.peak_memory_kib().unwrap_or(0) / 1024,
-        cpu_seconds(serin.pid()).unwrap_or(0.0) - cpu_before,
-        apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0) - api_cpu_before
-    );
-    drop(serin);
-    for ns in [FLEET, LONE] {
-        let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-            .delete(ns, &Default::default())
-            .await;
+        None => None,
+    };
+    sequence(Peer::Serin, &serin.lone_writes);
+    if let Some(f) = &flagger {
+        sequence(Peer::Flagger, &f.lone_writes);
     }
+    report(n, &serin, flagger.as_ref());
 }
