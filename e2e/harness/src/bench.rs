@@ -161,24 +161,20 @@ impl Process {
 
     /// Peak resident memory so far, in MiB (Linux's VmHWM).
     pub fn peak_memory_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib / 1024.0)
+        self.status_mib("VmHWM:")
     }
 
     /// Resident memory now, in MiB.
     pub fn memory_mib(&self) -> Option<f64> {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A field of /proc/<pid>/status given in kB, in MiB.
+    fn status_mib(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .find_map(|l| l.strip_prefix(field))?
             .trim()
             .trim_end_matches("kB")
             .trim()

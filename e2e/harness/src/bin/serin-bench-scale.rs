@@ -396,6 +396,16 @@ fn row(label: &str, serin: String, flagger: Option<String>, ratio: Option<f64>) 
     );
 }
 
+/// A row of one figure, Serin's and Flagger's, with their ratio.
+fn figure(serin: f64, flagger: Option<f64>, label: &str, unit: &str, digits: usize) {
+    row(
+        label,
+        format!("{serin:.digits$}{unit}"),
+        flagger.map(|p| format!("{p:.digits$}{unit}")),
+        flagger.filter(|_| serin > 0.0).map(|p| p / serin),
+    );
+}
+
 fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
     println!();
     println!(
@@ -403,14 +413,7 @@ fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
     );
     row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
     let seconds = |f: &dyn Fn(&Figures) -> f64, label: &str, unit: &str, digits: usize| {
-        let s = f(serin);
-        let p = flagger.map(|x| f(x));
-        row(
-            label,
-            format!("{s:.digits$}{unit}"),
-            p.map(|p| format!("{p:.digits$}{unit}")),
-            p.filter(|_| s > 0.0).map(|p| p / s),
-        );
+        figure(f(serin), flagger.map(f), label, unit, digits)
     };
     seconds(&|f| f.init.as_secs_f64(), "initialize all", "s", 1);
     seconds(&|f| f.lone.as_secs_f64(), "lone canary's rollout", "s", 1);
@@ -590,14 +593,7 @@ fn report_settled(n: usize, serin: &Settled, flagger: Option<&Settled>) {
     );
     row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
     let line = |f: &dyn Fn(&Settled) -> f64, label: &str, unit: &str, digits: usize| {
-        let s = f(serin);
-        let p = flagger.map(|x| f(x));
-        row(
-            label,
-            format!("{s:.digits$}{unit}"),
-            p.map(|p| format!("{p:.digits$}{unit}")),
-            p.filter(|_| s > 0.0).map(|p| p / s),
-        );
+        figure(f(serin), flagger.map(f), label, unit, digits)
     };
     line(&|f| f.init.as_secs_f64(), "initialize all", "s", 1);
     line(&|f| f.rss_mib, "memory settled (RSS)", " MiB", 0);
@@ -659,26 +655,23 @@ async fn main() {
     let env = cluster().await;
     let client = client().await;
     install_crds(&client).await;
+    // Flagger's binary, its CRDs installed.
+    let flagger_program = flagger_dir.map(|dir| {
+        flagger_crds(env, Path::new(&dir));
+        Path::new(&dir).join("flagger").display().to_string()
+    });
     if settled {
         let serin = settle(Peer::Serin, &serin_bin, n).await;
-        let flagger = match &flagger_dir {
-            Some(dir) => {
-                flagger_crds(env, Path::new(dir));
-                let program = Path::new(dir).join("flagger");
-                Some(settle(Peer::Flagger, &program.display().to_string(), n).await)
-            }
+        let flagger = match &flagger_program {
+            Some(program) => Some(settle(Peer::Flagger, program, n).await),
             None => None,
         };
         report_settled(n, &serin, flagger.as_ref());
         return;
     }
     let serin = measure(Peer::Serin, &serin_bin, n).await;
-    let flagger = match &flagger_dir {
-        Some(dir) => {
-            flagger_crds(env, Path::new(dir));
-            let program = Path::new(dir).join("flagger");
-            Some(measure(Peer::Flagger, &program.display().to_string(), n).await)
-        }
+    let flagger = match &flagger_program {
+        Some(program) => Some(measure(Peer::Flagger, program, n).await),
         None => None,
     };
     sequence(Peer::Serin, &serin.lone_writes);
