@@ -9,8 +9,9 @@ use super::apply::FIELD_MANAGER;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drops the managedFields of every manager but Serin's own (whether Serin holds a field is read from
-/// them: a KEDA pause it set), and kubectl's last-applied annotation (never copied to a primary).
+/// Drops the managedFields of every manager but Serin's own, and kubectl's last-applied annotation (never
+/// copied to a primary). Serin's own entries stay: whether it holds a field is read from them (a KEDA
+/// pause it set; a field it applied before and no longer wants, controller/apply.rs's drops_fields).
 pub fn slim<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     if let Some(fields) = meta.managed_fields.as_mut() {

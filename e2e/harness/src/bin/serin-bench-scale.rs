@@ -113,10 +113,9 @@ async fn start(peer: Peer, env: &ClusterEnv, client: &Client, program: &str) -> 
         Peer::Serin => vec![
             "run".into(),
             "--min-interval=1s".into(),
-            format!(
-                "--leader-election-namespace={}",
-                serin_e2e::bench::BENCH_NAMESPACE
-            ),
+            // One replica, as Flagger runs here: no lease to wait out after a restart, and /readyz then
+            // says the caches have synced (a replica standing by for a lease is ready at once).
+            "--leader-elect=false".into(),
             "--identity=bench".into(),
             format!("--metrics-server={}", env.prometheus()),
             format!("--listen=127.0.0.1:{port}"),
