@@ -70,7 +70,7 @@ impl Fence {
         *self.lock() = None;
     }
 
-    fn until(&self) -> Option<Instant> {
+    pub(super) fn until(&self) -> Option<Instant> {
         *self.lock()
     }
 

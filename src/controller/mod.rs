@@ -225,6 +225,14 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
+        self.scaled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
     }
 
     /// A tick of `canary` starts: if it was due by its schedule, how late it is goes to

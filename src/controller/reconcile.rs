@@ -115,6 +115,12 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
         Err(b) => return report_blocked(ctx, canary, &b).await,
     };
     let decision = decide_gathering(ctx, canary, obs.observed.clone()).await;
+    // Gathering (metric queries, webhooks) can take long; with sharding the Canary may have moved to
+    // another replica meanwhile: nothing decided here is acted on then.
+    if !ctx.owns(canary) {
+        ctx.disown(canary);
+        return Ok(Action::await_change());
+    }
     let mut status = decision.status.clone();
     status.tracked_configs = (!obs.tracked_configs.is_empty()).then(|| obs.tracked_configs.clone());
     let acted = act::act(ctx, canary, &obs, &decision.desired).await;

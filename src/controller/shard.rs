@@ -151,15 +151,25 @@ impl Membership {
         let mut joined: Option<(Instant, bool)> = None;
         loop {
             let attempt = Instant::now();
-            let round =
-                tokio::time::timeout(self.timings.renew_deadline, self.round(attempt)).await;
+            // A member frozen or starved past its deadline stops before even trying: the others may have
+            // taken its share by now, and a renewal must not reopen the fence on the old view. It joins
+            // again, with a join delay.
+            if joined.is_some() && !self.fence.is_open() {
+                warn!(deadline = ?self.timings.renew_deadline, "no membership round within the renew deadline");
+                break;
+            }
+            // A member's round must end within its deadline; before joining, within one.
+            let limit = match self.fence.until() {
+                Some(until) if joined.is_some() => until.saturating_duration_since(attempt),
+                _ => self.timings.renew_deadline,
+            };
+            let round = tokio::time::timeout(limit, self.round(attempt)).await;
             match round {
                 Ok(Ok(others)) => {
                     let (since, alone) = *joined.get_or_insert_with(|| {
                         info!(identity = %self.shards.identity, others = others.len(), "joined the shards");
                         (attempt, others.is_empty())
                     });
-                    self.fence.open_until(attempt + self.timings.renew_deadline);
                     let mut members = others;
                     members.push(self.shards.identity.clone());
                     members.sort();
@@ -175,6 +185,8 @@ impl Membership {
                         }
                         changed
                     });
+                    // Writes are allowed only once the view they are decided by is in place.
+                    self.fence.open_until(attempt + self.timings.renew_deadline);
                 }
                 Ok(Err(e)) => warn!(error = %e, "shard membership round"),
                 Err(_) => warn!("shard membership round timed out"),
@@ -215,9 +227,17 @@ impl Membership {
             .await
             .map_err(|e| format!("listing the shard Leases: {e}"))?;
         let (live, forget) = self.judge(&leases.items, now);
-        for name in forget {
+        for (name, version) in forget {
+            // Only the Lease as listed: one renewed since (its member back, under the same name) stays.
             // Best effort: another member may have deleted it first.
-            let _ = self.api.delete(&name, &Default::default()).await;
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    resource_version: Some(version),
+                    uid: None,
+                }),
+                ..Default::default()
+            };
+            let _ = self.api.delete(&name, &params).await;
         }
         Ok(live)
     }
@@ -225,7 +245,7 @@ impl Membership {
 
 impl Membership {
     /// From the listed Leases, seen at `now`: the other live members, and the Leases long expired.
-    fn judge(&self, leases: &[Lease], now: Instant) -> (Vec<String>, Vec<String>) {
+    fn judge(&self, leases: &[Lease], now: Instant) -> (Vec<String>, Vec<(String, String)>) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let (mut live, mut forget) = (Vec::new(), Vec::new());
         let listed: Vec<String> = leases.iter().map(ResourceExt::name_any).collect();
@@ -262,7 +282,7 @@ impl Membership {
             if held && now < entry.changed_at + entry.lasts {
                 live.push(identity.to_string());
             } else if now >= entry.changed_at + entry.lasts + FORGET_AFTER {
-                forget.push(name);
+                forget.push((name, entry.version.clone()));
             }
         }
         (live, forget)
@@ -392,6 +412,6 @@ mod tests {
             &[lease("b", "3", None)],
             Duration::from_secs(31) + Duration::from_secs(15) + FORGET_AFTER,
         );
-        assert_eq!(forget, [format!("{LEASE_PREFIX}b")]);
+        assert_eq!(forget, [(format!("{LEASE_PREFIX}b"), "3".to_string())]);
     }
 }
