@@ -171,16 +171,7 @@ impl Process {
 
     /// A field of /proc/<pid>/status given in kB, in MiB.
     fn status_mib(&self, field: &str) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib / 1024.0)
+        crate::proc_status_kib(self.pid(), field).map(|kib| kib as f64 / 1024.0)
     }
 
     /// Whether it still runs (a controller that exits at start is a failed bench, not a fast one).

@@ -140,6 +140,15 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
 }
 
 /// CPU seconds a process has used (user and system, from /proc/<pid>/stat), None once it is gone.
+/// A field of /proc/<pid>/status given in kB (VmHWM:, VmRSS:).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -443,11 +452,7 @@ impl SerinProcess {
 
     /// The process's peak resident memory so far, in KiB (Linux's VmHWM).
     pub fn peak_memory_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        proc_status_kib(self.child.id(), "VmHWM:")
     }
 
     /// Sends `signal` (as `kill -<signal>` names it: STOP, CONT, TERM) to the process.

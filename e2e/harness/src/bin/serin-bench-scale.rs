@@ -55,6 +55,16 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
+/// The local cluster's kube-apiserver process, for its CPU seconds.
+fn apiserver_pid(env: &ClusterEnv) -> Option<u32> {
+    std::fs::read_to_string(format!(
+        "{}/pids/kube-apiserver",
+        env.get("SERIN_CLUSTER_STATE")
+    ))
+    .ok()
+    .and_then(|t| t.split_whitespace().next()?.parse().ok())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -253,12 +263,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
         serin_e2e::fresh_namespace(&client, ns).await;
     }
     let (mut process, metrics_url) = start(peer, env, &client, program).await;
-    let apiserver_pid: Option<u32> = std::fs::read_to_string(format!(
-        "{}/pids/kube-apiserver",
-        env.get("SERIN_CLUSTER_STATE")
-    ))
-    .ok()
-    .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    let apiserver_pid = apiserver_pid(env);
     let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
 
     println!("{}: the lone canary ...", peer.name());
@@ -517,12 +522,7 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
-    let apiserver_pid: Option<u32> = std::fs::read_to_string(format!(
-        "{}/pids/kube-apiserver",
-        env.get("SERIN_CLUSTER_STATE")
-    ))
-    .ok()
-    .and_then(|t| t.split_whitespace().next()?.parse().ok());
+    let apiserver_pid = apiserver_pid(env);
     let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
     let (mut process, _) = start(peer, env, &client, program).await;
     let names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
