@@ -328,18 +328,32 @@ async fn each_canary_has_one_replica_and_a_killed_replicas_share_finishes_on_the
     // Let the resumed replica's stale moments pass, then count.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = steps(&client, &ns).await;
+    // Counted for the second rollout alone: the kill in the first may fall between a step's status write
+    // and its event (events are told after the status, and a lost one is not retried), so a note the two
+    // rollouts share can be missing from the first. Nothing is lost here: a frozen process resumes its
+    // writes, and a stale step would show as a second record.
+    // Weights and the copy say the same notes in both rollouts; a revision's notes (NewRevision, Promoted)
+    // are new in the second.
+    let mut promoted_again = BTreeSet::new();
     for (key, times) in &after {
         let (canary, reason, note) = key;
-        // The same weights and the copy say the same notes in both rollouts; revisions differ.
+        let earlier = before.get(key).copied().unwrap_or(0);
+        let second = times - earlier;
         let want = match reason.as_str() {
-            "WeightAdvanced" | "Promoting" => 2,
-            _ => 1,
+            "WeightAdvanced" | "Promoting" => 1..=1,
+            _ => 0..=1,
         };
-        assert_eq!(
-            *times,
-            want,
-            "{canary} {reason} {note:?}: {times} times over two rollouts (before the freeze: {:?})",
-            before.get(key)
+        assert!(
+            want.contains(&second),
+            "{canary} {reason} {note:?}: {second} times in the second rollout ({times} in all, {earlier} before the freeze)"
         );
+        if reason == "Promoted" && second == 1 {
+            promoted_again.insert(canary.clone());
+        }
     }
+    assert_eq!(
+        promoted_again,
+        names.iter().cloned().collect(),
+        "each Canary promoted in the second rollout, told once"
+    );
 }
