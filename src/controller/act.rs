@@ -1,6 +1,7 @@
 //! Acting on a decision: bring the objects to the desired state (writing only what differs from the watch
 //! cache), and never take over an object Serin does not own.
 
+use super::mapping::canary_ref;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -241,7 +242,7 @@ pub async fn act(
     }
     // The target's generation after this replica's last scale of it: a cache still on an older one has
     // not seen that write (a status update of the target, ordered before it, triggered this reconcile).
-    let key = ObjectRef::from_obj(canary);
+    let key = canary_ref(canary);
     let seen_own_scale = {
         let scaled = ctx.scaled.lock().unwrap_or_else(|p| p.into_inner());
         let meta = obs.target.meta();

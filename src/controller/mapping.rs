@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use kube::api::{Api, ObjectMeta};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 
 use super::Workloads;
@@ -48,19 +48,23 @@ pub struct CanaryIndex {
 #[derive(Default)]
 struct Inner {
     /// (namespace, name of a target or autoscaler) → the Canaries naming it.
-    by_name: HashMap<(String, String), HashSet<ObjectRef<Canary>>>,
+    /// (Usually one Canary a name: a Vec is a fraction of a set's memory.)
+    by_name: HashMap<(String, String), Vec<ObjectRef<Canary>>>,
     by_namespace: HashMap<String, HashSet<ObjectRef<Canary>>>,
     /// What each Canary was filed under, to unfile it.
     names: HashMap<ObjectRef<Canary>, Vec<String>>,
+    /// Each Canary's target, when it is a workload: the pods whose configs concern it.
+    targets: HashMap<ObjectRef<Canary>, (WorkloadKind, String)>,
 }
 
 impl Inner {
     fn remove(&mut self, key: &ObjectRef<Canary>) {
         let ns = key.namespace.clone().unwrap_or_default();
+        self.targets.remove(key);
         for name in self.names.remove(key).unwrap_or_default() {
             let k = (ns.clone(), name);
             if let Some(set) = self.by_name.get_mut(&k) {
-                set.remove(key);
+                set.retain(|c| c != key);
                 if set.is_empty() {
                     self.by_name.remove(&k);
                 }
@@ -75,8 +79,12 @@ impl Inner {
     }
 
     fn add(&mut self, canary: &Canary) {
-        let key = ObjectRef::from_obj(canary);
+        let key = canary_ref(canary);
         self.remove(&key);
+        if let Some(kind) = WorkloadKind::of(canary.spec.target_ref.kind) {
+            self.targets
+                .insert(key.clone(), (kind, canary.spec.target_ref.name.clone()));
+        }
         let ns = canary.namespace().unwrap_or_default();
         let mut names = vec![canary.spec.target_ref.name.clone()];
         names.extend(canary.spec.autoscaler_ref.as_ref().map(|r| r.name.clone()));
@@ -85,7 +93,7 @@ impl Inner {
             self.by_name
                 .entry((ns.clone(), name.clone()))
                 .or_default()
-                .insert(key.clone());
+                .push(key.clone());
         }
         self.by_namespace.entry(ns).or_default().insert(key.clone());
         self.names.insert(key, names);
@@ -98,17 +106,19 @@ impl CanaryIndex {
         self.write().add(canary);
     }
 
-    pub fn delete(&self, canary: &Canary) {
-        self.write().remove(&ObjectRef::from_obj(canary));
+    pub fn delete(&self, canary: &ObjectRef<Canary>) {
+        self.write().remove(canary);
     }
 
-    /// A new full list (the watch restarted): exactly these Canaries.
-    pub fn replace<'a>(&self, canaries: impl IntoIterator<Item = &'a Canary>) {
-        let mut fresh = Inner::default();
-        for c in canaries {
-            fresh.add(c);
+    /// A new full list (the watch restarted) has been applied: the Canaries not in it are gone. (Not
+    /// rebuilt from the list: that held two indexes, and every Canary decoded, at once.)
+    pub fn retain(&self, listed: impl Fn(&ObjectRef<Canary>) -> bool) {
+        let mut inner = self.write();
+        let gone: Vec<ObjectRef<Canary>> =
+            inner.names.keys().filter(|k| !listed(k)).cloned().collect();
+        for key in gone {
+            inner.remove(&key);
         }
-        *self.write() = fresh;
     }
 
     /// The Canaries in `ns` whose target or autoscaler is named `name`.
@@ -116,16 +126,23 @@ impl CanaryIndex {
         self.read()
             .by_name
             .get(&(ns.to_string(), name.to_string()))
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.to_vec())
             .unwrap_or_default()
     }
 
-    pub fn in_namespace(&self, ns: &str) -> Vec<ObjectRef<Canary>> {
-        self.read()
+    /// The Canaries in `ns` with their targets (the workload ones).
+    pub fn targets_in(&self, ns: &str) -> Vec<(ObjectRef<Canary>, WorkloadKind, String)> {
+        let inner = self.read();
+        inner
             .by_namespace
             .get(ns)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| {
+                let (kind, name) = inner.targets.get(key)?;
+                Some((key.clone(), *kind, name.clone()))
+            })
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -150,7 +167,6 @@ pub fn canaries_of(meta: &ObjectMeta, index: &CanaryIndex) -> Vec<ObjectRef<Cana
 pub fn canaries_using(
     meta: &ObjectMeta,
     kind: ConfigKind,
-    canaries: &Store<Canary>,
     index: &CanaryIndex,
     workloads: &Workloads,
 ) -> Vec<ObjectRef<Canary>> {
@@ -159,18 +175,32 @@ pub fn canaries_using(
         kind,
         name: meta.name.clone().unwrap_or_default(),
     };
-    let uses = |c: &Canary| {
-        WorkloadKind::of(c.spec.target_ref.kind)
-            .and_then(|kind| workloads.get(kind, &ns, &c.spec.target_ref.name))
-            .and_then(|w| w.template()?.spec.as_ref().map(referenced))
-            .is_some_and(|used| used.contains(&config))
+    let uses = |kind: WorkloadKind, target: &str| {
+        // Decoded only when its JSON names the config at all.
+        workloads.mentions(kind, &ns, target, &config.name)
+            && workloads
+                .get(kind, &ns, target)
+                .and_then(|w| w.template()?.spec.as_ref().map(referenced))
+                .is_some_and(|used| used.contains(&config))
     };
     // Only the Canaries of the config's namespace are looked at.
     let users = index
-        .in_namespace(&ns)
+        .targets_in(&ns)
         .into_iter()
-        .filter(|key| canaries.get(key).is_some_and(|c| uses(&c)));
+        .filter(|(_, kind, target)| uses(*kind, target))
+        .map(|(key, _, _)| key);
     owners(meta).chain(users).collect()
+}
+
+/// A Canary's key, without the resourceVersion and uid an `ObjectRef::from_obj` carries (equality and
+/// hashing ignore them; kept for every Canary, they were four strings instead of two).
+pub fn canary_ref<K: Resource>(canary: &K) -> ObjectRef<Canary> {
+    let meta = canary.meta();
+    let name = meta.name.as_deref().unwrap_or_default();
+    match &meta.namespace {
+        Some(ns) => ObjectRef::new(name).within(ns),
+        None => ObjectRef::new(name),
+    }
 }
 
 #[cfg(test)]
@@ -200,17 +230,18 @@ mod tests {
         };
         assert_eq!(names("shop", "web"), vec!["web"]);
         assert_eq!(names("shop", "web-hpa"), vec!["web"]);
-        assert_eq!(index.in_namespace("shop").len(), 2);
+        assert_eq!(index.targets_in("shop").len(), 2);
         // Retargeted: filed under the new name only.
         index.apply(&canary("shop", "web", "web-v2", None));
         assert!(names("shop", "web").is_empty());
         assert!(names("shop", "web-hpa").is_empty());
         assert_eq!(names("shop", "web-v2"), vec!["web"]);
-        index.delete(&canary("shop", "api", "api", None));
+        index.delete(&canary_ref(&canary("shop", "api", "api", None)));
         assert!(names("shop", "api").is_empty());
-        assert_eq!(index.in_namespace("shop").len(), 1);
-        // A new list replaces everything.
-        index.replace([&canary("ops", "db", "db", None)]);
+        assert_eq!(index.targets_in("shop").len(), 1);
+        // A new list: those not in it are gone.
+        index.apply(&canary("ops", "db", "db", None));
+        index.retain(|key| key.name == "db");
         assert!(names("ops", "web").is_empty());
         assert_eq!(names("ops", "db"), vec!["db"]);
     }

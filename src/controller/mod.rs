@@ -12,6 +12,7 @@ pub mod gitsource;
 pub mod leader;
 mod mapping;
 pub mod observe;
+mod packed;
 mod reconcile;
 mod revert;
 mod server;
@@ -33,7 +34,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::controller::{self as kube_controller, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, error, info, warn};
 
 use crate::api::canary::AutoscalerKind;
@@ -47,7 +48,8 @@ use crate::workload::metadata::IncludePrefixes;
 use crate::workload::scaler;
 use apply::FIELD_MANAGER;
 use events::Events;
-use mapping::{canaries_of, canaries_using, scoped};
+use mapping::{canaries_of, canaries_using, canary_ref, scoped};
+use packed::{Cache, Packed, packed_ref};
 use reconcile::{error_policy, reconcile};
 pub use workloads::Workloads;
 
@@ -102,7 +104,7 @@ pub struct Context {
     pub defaults: ControllerDefaults,
     pub workloads: Workloads,
     pub include_label_prefix: IncludePrefixes,
-    pub services: Store<Service>,
+    pub services: Cache<Service>,
     pub config_maps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub templates: Store<MetricTemplate>,
@@ -110,7 +112,7 @@ pub struct Context {
     /// The caches of the kinds Serin reads untyped, by kind: routes and autoscalers.
     /// The untyped caches by kind, each with the version it watches (one watch per kind: the same
     /// objects are served at every version, e.g. HTTPRoute v1 and v1beta1).
-    dynamic: HashMap<String, (ApiResource, Store<DynamicObject>)>,
+    dynamic: HashMap<String, (ApiResource, Cache<DynamicObject>)>,
     pub recorder: Arc<Events>,
     pub metrics: Arc<Metrics>,
     pub checks: Box<dyn CheckRunner>,
@@ -133,8 +135,8 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn dynamic_store(&self, ar: &ApiResource) -> Option<&Store<DynamicObject>> {
-        self.dynamic.get(&ar.kind).map(|(_, store)| store)
+    fn dynamic_store(&self, ar: &ApiResource) -> Option<&Store<Packed<DynamicObject>>> {
+        self.dynamic.get(&ar.kind).map(|(_, cache)| cache.store())
     }
 
     /// An object of `ar`'s kind from its cache, whichever version the cache watches.
@@ -166,7 +168,7 @@ impl Context {
     /// untyped caches of `extra` kinds.
     fn unsynced(&self, extra: &[ApiResource]) -> Vec<String> {
         let mut missing: Vec<String> = [
-            ("Services", synced(&self.services)),
+            ("Services", synced(self.services.store())),
             ("ConfigMaps", synced(&self.config_maps)),
             ("Secrets", synced(&self.secrets)),
             ("MetricTemplates", synced(&self.templates)),
@@ -213,7 +215,7 @@ impl Context {
     /// `canary` is another replica's now: what this one kept of it goes (its series, its roll forward in
     /// git, its schedule), so nothing of it is said or done twice.
     fn disown(&self, canary: &Canary) {
-        let key = ObjectRef::from_obj(canary);
+        let key = canary_ref(canary);
         self.metrics
             .forget_canary(&canary.name_any(), &canary.namespace().unwrap_or_default());
         self.writers.forget(&key);
@@ -424,11 +426,12 @@ async fn lead(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = client.clone();
-    let canaries: Api<Canary> = scoped(&client, &config.namespace);
+    // Kept packed like the workloads (packed.rs); each reconcile decodes its Canary once.
+    let canaries: Api<Packed<Canary>> = scoped(&client, &config.namespace);
     let wc = watcher::Config::default();
     // Our own reflector of Canaries, to see deletions: a deleted Canary's series leave /metrics (the
     // controller never reconciles an object that is gone).
-    let (canary_store, canary_writer) = reflector::store::<Canary>();
+    let (canary_store, canary_writer) = reflector::store::<Packed<Canary>>();
     // A writer's report triggers a reconcile of its Canary, which folds it into the status.
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let writers = Arc::new(writer::Writers::new(
@@ -449,7 +452,7 @@ async fn lead(
                 metrics.shard_members.set(view.members.len() as i64);
                 metrics.shard_taking.set(i64::from(view.taking));
                 for canary in store.state() {
-                    let _ = wake.unbounded_send(ObjectRef::from_obj(&*canary));
+                    let _ = wake.unbounded_send(canary_ref(&*canary));
                 }
             }
         }
@@ -460,41 +463,47 @@ async fn lead(
     let canary_events = {
         let (metrics, store, writers) = (metrics.clone(), canary_store.clone(), writers.clone());
         let (index, scheduled) = (index.clone(), scheduled.clone());
+        let listed = |store: &Store<Packed<Canary>>, key: &ObjectRef<Canary>| {
+            store.get(&packed_ref(key.clone())).is_some()
+        };
         let events = watcher(canaries, wc.clone())
-            .modify(slim::slim)
             .default_backoff()
             .reflect(canary_writer)
             .inspect_ok(move |event| match event {
-                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => index.apply(c),
+                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                    if let Some(c) = c.unpack() {
+                        index.apply(&c);
+                    }
+                }
                 watcher::Event::Delete(c) => {
-                    index.delete(c);
+                    let key = canary_ref(c);
+                    index.delete(&key);
                     scheduled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&ObjectRef::from_obj(c));
+                        .remove(&key);
                     metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default());
-                    writers.forget(&ObjectRef::from_obj(c));
+                    writers.forget(&key);
                 }
                 // A new list: Canaries deleted while the watch was down are simply not in it.
                 watcher::Event::InitDone => {
-                    let listed = store.state();
-                    index.replace(listed.iter().map(|c| &**c));
+                    index.retain(|key| listed(&store, key));
                     metrics.retain_canaries(|ns, name| {
                         store.get(&ObjectRef::new(name).within(ns)).is_some()
                     });
-                    writers.retain(|key| store.get(key).is_some());
+                    writers.retain(|key| listed(&store, key));
                     scheduled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .retain(|key, _| store.get(key).is_some());
+                        .retain(|key, _| listed(&store, key));
                 }
                 watcher::Event::Init => {}
             })
             .applied_objects();
         without_errors(events, "Canary")
     };
-    let controller =
-        Controller::for_stream(canary_events, canary_store.clone()).reconcile_on(woken);
+    let controller = Controller::for_stream(canary_events, canary_store.clone())
+        .reconcile_on(woken.map(packed_ref));
 
     macro_rules! cache {
         ($kind:ty) => {{
@@ -508,10 +517,29 @@ async fn lead(
             (reader, without_errors(stream, stringify!($kind)))
         }};
     }
-    let (deployments, deployment_events) = cache!(Deployment);
-    let (daemon_sets, daemon_set_events) = cache!(DaemonSet);
-    let (stateful_sets, stateful_set_events) = cache!(StatefulSet);
-    let (services, service_events) = cache!(Service);
+    // The kinds each Canary has several of are kept packed (packed.rs); slimmed as they are packed.
+    macro_rules! packed {
+        ($kind:ty) => {{
+            let (reader, writer) = reflector::store::<Packed<$kind>>();
+            let stream = reflector::reflector(
+                writer,
+                watcher(
+                    scoped::<Packed<$kind>>(&client, &config.namespace),
+                    wc.clone(),
+                ),
+            )
+            .default_backoff()
+            .touched_objects();
+            (
+                Cache::new(reader),
+                without_errors(stream, stringify!($kind)),
+            )
+        }};
+    }
+    let (deployments, deployment_events) = packed!(Deployment);
+    let (daemon_sets, daemon_set_events) = packed!(DaemonSet);
+    let (stateful_sets, stateful_set_events) = packed!(StatefulSet);
+    let (services, service_events) = packed!(Service);
     let (config_maps, config_map_events) = cache!(ConfigMap);
     let (secrets, secret_events) = cache!(Secret);
     // MetricTemplates are read when checks run; a change to one needs no reconcile of its own.
@@ -527,18 +555,25 @@ async fn lead(
     let mut dynamic = HashMap::new();
     let mut controller = {
         let (i, i1, i2, i5) = (index.clone(), index.clone(), index.clone(), index.clone());
-        let (s3, i3, w3) = (canary_store.clone(), index.clone(), workloads.clone());
-        let (s4, i4, w4) = (canary_store.clone(), index.clone(), workloads.clone());
+        let (i3, w3) = (index.clone(), workloads.clone());
+        let (i4, w4) = (index.clone(), workloads.clone());
+        let packed = |refs: Vec<ObjectRef<Canary>>| refs.into_iter().map(packed_ref);
         controller
-            .watches_stream(deployment_events, move |d| canaries_of(&d.metadata, &i))
-            .watches_stream(daemon_set_events, move |d| canaries_of(&d.metadata, &i1))
-            .watches_stream(stateful_set_events, move |d| canaries_of(&d.metadata, &i5))
-            .watches_stream(service_events, move |d| canaries_of(&d.metadata, &i2))
+            .watches_stream(deployment_events, move |d| {
+                packed(canaries_of(d.meta(), &i))
+            })
+            .watches_stream(daemon_set_events, move |d| {
+                packed(canaries_of(d.meta(), &i1))
+            })
+            .watches_stream(stateful_set_events, move |d| {
+                packed(canaries_of(d.meta(), &i5))
+            })
+            .watches_stream(service_events, move |d| packed(canaries_of(d.meta(), &i2)))
             .watches_stream(config_map_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::ConfigMap, &s3, &i3, &w3)
+                packed(canaries_using(&c.metadata, ConfigKind::ConfigMap, &i3, &w3))
             })
             .watches_stream(secret_events, move |c| {
-                canaries_using(&c.metadata, ConfigKind::Secret, &s4, &i4, &w4)
+                packed(canaries_using(&c.metadata, ConfigKind::Secret, &i4, &w4))
             })
     };
     let routes = RouterKind::ALL
@@ -571,8 +606,8 @@ async fn lead(
             continue;
         }
         let api = match &config.namespace {
-            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+            Some(ns) => Api::<Packed<DynamicObject>>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<Packed<DynamicObject>>::all_with(client.clone(), &ar),
         };
         // Nor where Serin may not list it (the chart grants each provider's group only when asked): a
         // watch refused for ever kept every other cache from syncing, and no Canary moved at all.
@@ -587,16 +622,16 @@ async fn lead(
             );
             continue;
         }
-        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        let reader = writer.as_reader();
-        let stream = reflector::reflector(writer, watcher(api, wc.clone()).modify(slim::slim))
+        let writer = reflector::store::Writer::<Packed<DynamicObject>>::new(ar.clone());
+        let reader = Cache::new(writer.as_reader());
+        let stream = reflector::reflector(writer, watcher(api, wc.clone()))
             .default_backoff()
             .touched_objects();
         let stream = without_errors(stream, "optional kind");
         let i = index.clone();
         controller = controller.watches_stream_with(
             stream,
-            move |r| canaries_of(&r.metadata, &i),
+            move |r| canaries_of(r.meta(), &i).into_iter().map(packed_ref),
             ar.clone(),
         );
         dynamic.insert(ar.kind.clone(), (ar.clone(), reader));

@@ -1,5 +1,6 @@
 //! Observing one Canary: everything the decision core needs, read from the watch caches (no API reads).
 
+use super::mapping::canary_ref;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -189,7 +190,7 @@ pub fn observe(ctx: &Context, canary: &Canary) -> Result<Observation, Blocked> {
     };
     let write_back = WriteBackObserved {
         enabled: canary.spec.write_back.is_some() || ctx.writers.default_on(),
-        report: ctx.writers.report(&ObjectRef::from_obj(canary)),
+        report: ctx.writers.report(&canary_ref(canary)),
     };
     let observed = Observed {
         now: Timestamp::now(),

@@ -1,11 +1,12 @@
 //! One reconcile of a Canary: wait for every cache to be synced, observe, decide (the pure core), act,
 //! write the status once, publish the events, requeue. Failures back off per Canary.
 
+use super::mapping::canary_ref;
+use super::packed::Packed;
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use std::sync::Arc;
@@ -53,17 +54,21 @@ fn failure(e: &Error) -> ActFailure {
     }
 }
 
-pub fn error_policy(canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.failed(&ObjectRef::from_obj(&*canary));
+pub fn error_policy(canary: Arc<Packed<Canary>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.failed(&canary_ref(&*canary));
     let retry = backoff(failures);
     warn!(canary = %canary.name_any(), namespace = %canary.namespace().unwrap_or_default(), %error,
         failures, ?retry, "reconcile failed");
     Action::requeue(retry)
 }
 
-pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let span = info_span!("canary", namespace = %canary.namespace().unwrap_or_default(), name = %canary.name_any());
+pub async fn reconcile(packed: Arc<Packed<Canary>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("canary", namespace = %packed.namespace().unwrap_or_default(), name = %packed.name_any());
     async move {
+        // Logged by unpack; a later change of the Canary brings it again.
+        let Some(canary) = packed.unpack() else {
+            return Ok(Action::await_change());
+        };
         if !ctx.owns(&canary) {
             // Another replica's share: it acts on it. A change of the members wakes this one again.
             ctx.disown(&canary);
@@ -75,7 +80,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
             warn!(%not_synced, "waiting for the watch caches to sync before acting");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
-        let key = ObjectRef::from_obj(&*canary);
+        let key = canary_ref(&canary);
         if stale(
             canary.resource_version().as_deref(),
             ctx.last_written(&key).as_deref(),
@@ -99,7 +104,7 @@ pub async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action,
 async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
     if canary.meta().deletion_timestamp.is_some() {
         // Being deleted: no roll forward goes on for it.
-        ctx.writers.forget(&ObjectRef::from_obj(canary));
+        ctx.writers.forget(&canary_ref(canary));
         if revert::has_finalizer(canary) {
             return revert::revert(ctx, canary).await;
         }
@@ -195,7 +200,7 @@ async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> 
     match acted {
         Ok(_) => {
             let after = spread(decision.requeue_after);
-            ctx.schedule(&ObjectRef::from_obj(canary), after);
+            ctx.schedule(&canary_ref(canary), after);
             Ok(Action::requeue(after))
         }
         Err(e) if failure(&e) == ActFailure::Transient => Err(e),
@@ -336,7 +341,7 @@ async fn write_status(
         .await?;
     ctx.metrics.api_writes.inc();
     if let Some(rv) = written.resource_version() {
-        ctx.wrote(&ObjectRef::from_obj(canary), &rv);
+        ctx.wrote(&canary_ref(canary), &rv);
     }
     Ok(())
 }

@@ -10,12 +10,16 @@ use super::apply::FIELD_MANAGER;
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops the managedFields of every manager but Serin's own, and kubectl's last-applied annotation (never
-/// copied to a primary). Serin's own entries stay: whether it holds a field is read from them (a KEDA
-/// pause it set; a field it applied before and no longer wants, controller/apply.rs's drops_fields).
+/// copied to a primary). Serin's own entries for the object itself stay: whether it holds a field is read
+/// from them (a KEDA pause it set; a field it applied before and no longer wants, controller/apply.rs's
+/// drops_fields); its entries for a subresource (a Canary's status) are never read.
 pub fn slim<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     if let Some(fields) = meta.managed_fields.as_mut() {
-        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+        fields.retain(|m| {
+            m.manager.as_deref() == Some(FIELD_MANAGER)
+                && m.subresource.as_deref().unwrap_or_default().is_empty()
+        });
         if fields.is_empty() {
             meta.managed_fields = None;
         }
@@ -38,6 +42,7 @@ mod tests {
                 "managedFields": [
                     {"manager": "kubectl", "operation": "Apply", "fieldsV1": {"f:spec": {}}},
                     {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:metadata": {}}},
+                    {"manager": FIELD_MANAGER, "operation": "Apply", "subresource": "status", "fieldsV1": {"f:status": {}}},
                     {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"}]},
             "spec": {"selector": {"matchLabels": {"app": "podinfo"}},
                 "template": {"metadata": {"annotations": {LAST_APPLIED: "kept: not the object's"}}}}}))

@@ -4,6 +4,7 @@
 //! crate::writeback), asks Flux to fetch, and watches the Kustomization until it has applied the commit; each
 //! step is a report the next reconcile folds into the status (a reconcile is triggered for it).
 
+use super::mapping::canary_ref;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -122,7 +123,7 @@ impl Writers {
         status: &crate::api::CanaryStatus,
         for_revision: Option<&str>,
     ) {
-        let key = ObjectRef::from_obj(canary);
+        let key = canary_ref(canary);
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(revision) = for_revision else {
             if let Some(r) = running.remove(&key) {

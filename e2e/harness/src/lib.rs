@@ -184,6 +184,18 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}"));
 }
 
+/// The namespace `name` as it is, created if missing (a benchmark's kept fleet).
+pub async fn namespace_kept(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await.ok().flatten().is_none() {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}"));
+    }
+}
+
 /// Server-side applies a typed object from JSON under the test's field manager.
 pub async fn apply<K>(client: &Client, namespace: &str, object: Value) -> K
 where

@@ -32,11 +32,22 @@ fn initialization_waits_for_the_primary_then_scales_the_target_to_zero() {
     assert_eq!(d.desired.canary_scale, Scale::Zero);
     assert_eq!(w.o.status.last_promoted_spec.as_deref(), Some("r1"));
     assert_eq!(w.condition("Ready").0, "True");
-    // Nothing more happens without a new revision.
+    // Nothing more happens without a new revision, and the next look is half an hour away (a watch
+    // brings any change sooner).
     w.later(600);
     let d = w.tick(None);
     assert_eq!(w.phase(), Phase::Initialized);
     assert!(d.events.is_empty());
+    assert_eq!(d.requeue_after, Duration::from_secs(1800));
+    // A new revision is looked at again within its interval.
+    w.o.target.revision = "r2".into();
+    let d = w.tick(None);
+    assert_eq!(w.phase(), Phase::Progressing);
+    assert!(
+        d.requeue_after <= Duration::from_secs(10),
+        "{:?}",
+        d.requeue_after
+    );
 }
 
 #[test]

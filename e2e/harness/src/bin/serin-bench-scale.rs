@@ -12,6 +12,8 @@
 //! memory, the CPU and API writes of an idle minute, and a restart (the writes, CPU and peak memory of the
 //! new process's first minute, and the time until it is ready).
 //!
+//! SERIN_BENCH_KEEP=1 keeps the settled fleet at the end and reuses it at the start.
+//!
 //! Usage: serin-bench-scale <serin binary> <N> [<flagger directory>] [--settled]
 
 use std::collections::BTreeSet;
@@ -516,8 +518,15 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     let client = client().await;
     let ns = format!("{}-settled", peer.name());
     let cleanup = Duration::from_secs(3600);
-    delete_namespaces(&client, &[&ns], cleanup).await;
-    serin_e2e::fresh_namespace(&client, &ns).await;
+    // SERIN_BENCH_KEEP=1: the fleet is left in place at the end and taken as it is at the start (the
+    // initialization then only re-applies it), to measure a change of Serin's memory in minutes.
+    let keep = std::env::var("SERIN_BENCH_KEEP").is_ok_and(|k| k == "1");
+    if !keep {
+        delete_namespaces(&client, &[&ns], cleanup).await;
+        serin_e2e::fresh_namespace(&client, &ns).await;
+    } else {
+        serin_e2e::namespace_kept(&client, &ns).await;
+    }
     let replicas: i32 = std::env::var("SERIN_BENCH_REPLICAS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -580,7 +589,9 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
             - api_cpu0,
     };
     drop(process);
-    delete_namespaces(&client, &[&ns], cleanup).await;
+    if !keep {
+        delete_namespaces(&client, &[&ns], cleanup).await;
+    }
     figures
 }
 
