@@ -219,6 +219,70 @@ mod tests {
         .unwrap()
     }
 
+    /// Workload caches holding `deployments` (JSON), for the mapping of config events.
+    fn workloads(deployments: &[serde_json::Value]) -> Workloads {
+        use super::super::packed::{Cache, Packed};
+        use kube::runtime::reflector::store::Writer;
+        use kube::runtime::watcher::Event;
+        let mut d = Writer::<Packed<k8s_openapi::api::apps::v1::Deployment>>::default();
+        let store = d.as_reader();
+        d.apply_watcher_event(&Event::Init);
+        for json in deployments {
+            d.apply_watcher_event(&Event::InitApply(
+                serde_json::from_value(json.clone()).unwrap(),
+            ));
+        }
+        d.apply_watcher_event(&Event::InitDone);
+        Workloads {
+            deployments: Cache::new(store),
+            daemon_sets: Cache::new(Writer::default().as_reader()),
+            stateful_sets: Cache::new(Writer::default().as_reader()),
+        }
+    }
+
+    #[test]
+    fn a_config_concerns_the_canaries_whose_targets_use_it() {
+        let deployment = |name: &str, pod: serde_json::Value| {
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}})
+        };
+        let workloads = workloads(&[
+            deployment(
+                "web",
+                serde_json::json!({"containers": [{"name": "app", "image": "web:1",
+                "envFrom": [{"configMapRef": {"name": "settings"}}]}]}),
+            ),
+            // Names the config's name in another sense only (an image, a container).
+            deployment(
+                "api",
+                serde_json::json!({"containers": [{"name": "settings", "image": "api:1"}]}),
+            ),
+        ]);
+        let index = CanaryIndex::default();
+        index.apply(&canary("shop", "web", "web", None));
+        index.apply(&canary("shop", "api", "api", None));
+        index.apply(&canary("ops", "web", "web", None));
+        let config = |name: &str, kind| {
+            let meta = ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            };
+            let mut names: Vec<String> = canaries_using(&meta, kind, &index, &workloads)
+                .into_iter()
+                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(config("settings", ConfigKind::ConfigMap), ["shop/web"]);
+        assert!(config("settings", ConfigKind::Secret).is_empty());
+        assert!(config("setting", ConfigKind::ConfigMap).is_empty());
+        assert!(config("other", ConfigKind::ConfigMap).is_empty());
+    }
+
     #[test]
     fn the_index_follows_the_canaries_changes() {
         let index = CanaryIndex::default();
