@@ -12,6 +12,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::Workloads;
 use crate::api::Canary;
+use crate::routing::ServiceNames;
 use crate::workload::WorkloadKind;
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
 
@@ -39,7 +40,8 @@ fn owners(meta: &ObjectMeta) -> impl Iterator<Item = ObjectRef<Canary>> + '_ {
         .map(move |o| ObjectRef::new(&o.name).within(&ns))
 }
 
-/// The Canaries by namespace, and by the names they refer to (target, autoscaler) in their namespace.
+/// The Canaries by namespace, and by the names they refer to in their namespace (target, autoscaler, apex
+/// Service, Ingress, route).
 #[derive(Default)]
 pub struct CanaryIndex {
     inner: RwLock<Inner>,
@@ -86,8 +88,15 @@ impl Inner {
                 .insert(key.clone(), (kind, canary.spec.target_ref.name.clone()));
         }
         let ns = canary.namespace().unwrap_or_default();
-        let mut names = vec![canary.spec.target_ref.name.clone()];
-        names.extend(canary.spec.autoscaler_ref.as_ref().map(|r| r.name.clone()));
+        // Besides its target and autoscaler: the objects of the user's that it reads without owning them,
+        // so that their changes reach a settled Canary by the watch, not the 30-minute look (an apex
+        // Service taken over, an Ingress or route it copies or edits).
+        let spec = &canary.spec;
+        let mut names = vec![spec.target_ref.name.clone(), ServiceNames::of(canary).apex];
+        names.extend(spec.autoscaler_ref.as_ref().map(|r| r.name.clone()));
+        names.extend(spec.ingress_ref.as_ref().map(|r| r.name.clone()));
+        names.extend(spec.route_ref.as_ref().map(|r| r.name.clone()));
+        names.sort();
         names.dedup();
         for name in &names {
             self.by_name
@@ -294,6 +303,14 @@ mod tests {
         };
         assert_eq!(names("shop", "web"), vec!["web"]);
         assert_eq!(names("shop", "web-hpa"), vec!["web"]);
+        // An apex Service of another name, and an Ingress: a settled Canary hears of their changes.
+        let mut other = canary("shop", "front", "front", None);
+        other.spec.service.name = Some("www".into());
+        other.spec.ingress_ref = serde_json::from_value(serde_json::json!({"name": "edge"})).ok();
+        index.apply(&other);
+        assert_eq!(names("shop", "www"), vec!["front"]);
+        assert_eq!(names("shop", "edge"), vec!["front"]);
+        index.delete(&canary_ref(&other));
         assert_eq!(index.targets_in("shop").len(), 2);
         // Retargeted: filed under the new name only.
         index.apply(&canary("shop", "web", "web-v2", None));

@@ -184,15 +184,17 @@ pub async fn fresh_namespace(client: &Client, name: &str) {
         .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}"));
 }
 
-/// The namespace `name` as it is, created if missing (a benchmark's kept fleet).
+/// The namespace `name` as it is (a benchmark's kept fleet); a fresh one if it is missing or going.
 pub async fn namespace_kept(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    if api.get_opt(name).await.ok().flatten().is_none() {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
-        api.create(&PostParams::default(), &ns)
-            .await
-            .unwrap_or_else(|e| panic!("creating the namespace {name}: {e}"));
+    let existing = api
+        .get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading the namespace {name}: {e}"));
+    let terminating =
+        |ns: &Namespace| ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+    if existing.as_ref().is_none_or(terminating) {
+        fresh_namespace(client, name).await;
     }
 }
 
