@@ -186,11 +186,10 @@ pub fn canaries_using(
     };
     let uses = |kind: WorkloadKind, target: &str| {
         // Decoded only when its JSON names the config at all.
-        workloads.mentions(kind, &ns, target, &config.name)
-            && workloads
-                .get(kind, &ns, target)
-                .and_then(|w| w.template()?.spec.as_ref().map(referenced))
-                .is_some_and(|used| used.contains(&config))
+        workloads
+            .get_if_mentions(kind, &ns, target, &config.name)
+            .and_then(|w| w.template()?.spec.as_ref().map(referenced))
+            .is_some_and(|used| used.contains(&config))
     };
     // Only the Canaries of the config's namespace are looked at.
     let users = index

@@ -17,7 +17,6 @@ use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 use tracing::warn;
 
 use super::slim::slim;
@@ -130,22 +129,25 @@ impl<K: Resource + DeserializeOwned + Serialize> Packed<K> {
     /// The typed object. It was written from one, so reading it back does not fail; if it ever did, the
     /// object is treated as not cached (and said in the log).
     pub fn unpack(&self) -> Option<K> {
-        serde_json::from_slice(&self.json()?)
+        self.decode(&self.json()?)
+    }
+
+    /// The typed object if its JSON holds `text` as a string value or key, else None: the cheap test
+    /// before decoding, for the objects that may name a ConfigMap or Secret (a reference is always
+    /// `"name": "<name>"`). The JSON is decompressed once for both.
+    pub fn unpack_if_mentions(&self, text: &str) -> Option<K> {
+        let quoted = format!("\"{text}\"");
+        let json = self.json()?;
+        json.windows(quoted.len())
+            .any(|w| w == quoted.as_bytes())
+            .then(|| self.decode(&json))
+            .flatten()
+    }
+
+    fn decode(&self, json: &[u8]) -> Option<K> {
+        serde_json::from_slice(json)
             .inspect_err(|e| warn!(object = ?self, error = %e, "reading a cached object back"))
             .ok()
-    }
-
-    /// The object as JSON, for comparing with what Serin would apply (controller/apply.rs).
-    pub fn value(&self) -> Option<Value> {
-        serde_json::from_slice(&self.json()?).ok()
-    }
-
-    /// Whether the JSON holds `text` as a string value or key: a cheap test before decoding, for the
-    /// objects that may name a ConfigMap or Secret (a reference is always `"name": "<name>"`).
-    pub fn mentions(&self, text: &str) -> bool {
-        let quoted = format!("\"{text}\"");
-        self.json()
-            .is_some_and(|json| json.windows(quoted.len()).any(|w| w == quoted.as_bytes()))
     }
 }
 
@@ -205,7 +207,7 @@ mod tests {
     use crate::controller::apply::FIELD_MANAGER;
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::api::{ApiResource, DynamicObject};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn deployment() -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -237,13 +239,12 @@ mod tests {
         assert_eq!(meta.generation, Some(3));
         assert_eq!(meta.owner_references.as_ref().unwrap()[0].name, "podinfo");
         assert_eq!(packed.unpack().unwrap().metadata.uid.as_deref(), Some("u1"));
-        // Serin's own managedFields are in the JSON, for drops_fields.
-        let value = packed.value().unwrap();
-        assert_eq!(
-            value["metadata"]["managedFields"][0]["manager"],
-            FIELD_MANAGER
-        );
-        assert!(packed.mentions("settings") && !packed.mentions("setting"));
+        // Serin's own managedFields are kept, for drops_fields.
+        let managed = packed.unpack().unwrap().metadata.managed_fields.unwrap();
+        assert_eq!(managed.len(), 1);
+        assert_eq!(managed[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert!(packed.unpack_if_mentions("settings").is_some());
+        assert!(packed.unpack_if_mentions("setting").is_none());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The watch caches of the workload kinds a Canary can target, read as [`Workload`]s.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
+use serde::{Serialize, de::DeserializeOwned};
 
 use super::packed::Cache;
 use super::synced;
@@ -16,38 +20,54 @@ pub struct Workloads {
 
 impl Workloads {
     pub fn get(&self, kind: WorkloadKind, namespace: &str, name: &str) -> Option<Workload> {
-        match kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(Workload::Deployment),
-            WorkloadKind::DaemonSet => self
-                .daemon_sets
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(Workload::DaemonSet),
-            WorkloadKind::StatefulSet => self
-                .stateful_sets
-                .get(&ObjectRef::new(name).within(namespace))
-                .map(Workload::StatefulSet),
-        }
+        self.read(kind, namespace, name, None)
     }
 
-    /// Whether the cached workload's JSON holds `text` as a string (false when it is not cached): the
-    /// cheap test before decoding it to see what it references.
-    pub fn mentions(&self, kind: WorkloadKind, namespace: &str, name: &str, text: &str) -> bool {
+    /// The cached workload if its JSON holds `text` as a string (None when it does not or is not cached):
+    /// the cheap test before decoding it to see what it references.
+    pub fn get_if_mentions(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+        text: &str,
+    ) -> Option<Workload> {
+        self.read(kind, namespace, name, Some(text))
+    }
+
+    fn read(
+        &self,
+        kind: WorkloadKind,
+        namespace: &str,
+        name: &str,
+        mentioning: Option<&str>,
+    ) -> Option<Workload> {
+        fn one<K>(
+            cache: &Cache<K>,
+            namespace: &str,
+            name: &str,
+            mentioning: Option<&str>,
+        ) -> Option<Arc<K>>
+        where
+            K: Resource<DynamicType = ()> + DeserializeOwned + Serialize + Clone + 'static,
+        {
+            let packed = cache.packed(&ObjectRef::new(name).within(namespace))?;
+            match mentioning {
+                Some(text) => packed.unpack_if_mentions(text),
+                None => packed.unpack(),
+            }
+            .map(Arc::new)
+        }
         match kind {
-            WorkloadKind::Deployment => self
-                .deployments
-                .packed(&ObjectRef::new(name).within(namespace))
-                .is_some_and(|p| p.mentions(text)),
-            WorkloadKind::DaemonSet => self
-                .daemon_sets
-                .packed(&ObjectRef::new(name).within(namespace))
-                .is_some_and(|p| p.mentions(text)),
-            WorkloadKind::StatefulSet => self
-                .stateful_sets
-                .packed(&ObjectRef::new(name).within(namespace))
-                .is_some_and(|p| p.mentions(text)),
+            WorkloadKind::Deployment => {
+                one(&self.deployments, namespace, name, mentioning).map(Workload::Deployment)
+            }
+            WorkloadKind::DaemonSet => {
+                one(&self.daemon_sets, namespace, name, mentioning).map(Workload::DaemonSet)
+            }
+            WorkloadKind::StatefulSet => {
+                one(&self.stateful_sets, namespace, name, mentioning).map(Workload::StatefulSet)
+            }
         }
     }
 
