@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -39,8 +41,11 @@ where
     tokio::spawn(async move {
         stream
             .for_each(|event| {
-                if let Err(error) = event {
-                    warn!(%kind, %error, "watch failed; retrying");
+                match event {
+                    Ok(_) => {
+                        CHANGES.fetch_add(1, Ordering::Release);
+                    }
+                    Err(error) => warn!(%kind, %error, "watch failed; retrying"),
                 }
                 futures::future::ready(())
             })
@@ -62,11 +67,22 @@ impl Warnings {
     }
 }
 
+/// Watch events seen, of every kind: the world is rebuilt only when this has moved.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+
+struct CachedWorld {
+    changes: u64,
+    built_at: Instant,
+    build_time: Duration,
+    world: Arc<World>,
+}
+
 pub struct ClusterView {
     services: Store<Service>,
     pods: Store<Pod>,
     routes: Vec<RouteSource>,
     warnings: Warnings,
+    cache: Mutex<Option<CachedWorld>>,
 }
 
 impl ClusterView {
@@ -76,20 +92,51 @@ impl ClusterView {
             pods: reflect(Api::all(client.clone())),
             routes: routes::sources(client, default_rps),
             warnings: Warnings::default(),
+            cache: Mutex::new(None),
         }
     }
 
     /// The cluster as the simulation sees it, with `extra_routes` (the load tester's loads) beside the
     /// routing objects' routes.
-    pub fn world(&self, extra_routes: Vec<SimRoute>) -> World {
-        let mut routes: Vec<_> = self
-            .routes
-            .iter()
-            .flat_map(|source| source(&self.warnings))
-            .collect();
+    ///
+    /// Rebuilt only when a watch has brought a change, and then no more often than ten times its own
+    /// build time: with thousands of routes (the scale benchmark) a rebuild every tick took a core. A
+    /// small world is rebuilt at the next tick after a change, as before.
+    pub fn world(&self, extra_routes: Vec<SimRoute>) -> Arc<World> {
+        let changes = CHANGES.load(Ordering::Acquire);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let stale = cache
+            .as_ref()
+            .is_none_or(|c| c.changes != changes && c.built_at.elapsed() >= c.build_time * 10);
+        if stale {
+            let started = Instant::now();
+            let routes: Vec<_> = self
+                .routes
+                .iter()
+                .flat_map(|source| source(&self.warnings))
+                .collect();
+            let endpoints = self.endpoints(&routes);
+            *cache = Some(CachedWorld {
+                changes,
+                built_at: Instant::now(),
+                build_time: started.elapsed(),
+                world: Arc::new(World { routes, endpoints }),
+            });
+        }
+        let world = cache.as_ref().map(|c| c.world.clone()).unwrap_or_default();
+        drop(cache);
+        if extra_routes.is_empty() {
+            return world;
+        }
+        let mut routes = world.routes.clone();
         routes.extend(extra_routes);
-        // The Services requests or their copies go to: a mirror that is no backend (a TraefikService's
-        // `mirroring` lists the canary only as a mirror) needs its endpoints too.
+        let endpoints = self.endpoints(&routes);
+        Arc::new(World { routes, endpoints })
+    }
+
+    /// The ready pods of each Service `routes` send requests or their copies to: a mirror that is no
+    /// backend (a TraefikService's `mirroring` lists the canary only as a mirror) needs its endpoints too.
+    fn endpoints(&self, routes: &[SimRoute]) -> HashMap<ServiceKey, Vec<SimPod>> {
         let wanted: HashSet<&ServiceKey> = routes
             .iter()
             .flat_map(|r| &r.rules)
@@ -101,12 +148,22 @@ impl ClusterView {
                 backends.chain(rule.mirrors.iter().map(|m| &m.service))
             })
             .collect();
+        // Ready pods by (namespace, label, value): a Service's candidates are the pods carrying one of
+        // its selector's labels, not every pod.
         let pods = self.pods.state();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&Pod>> = HashMap::new();
+        for pod in pods.iter().filter(|p| is_ready(p)) {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            for (k, v) in pod.labels() {
+                by_label.entry((ns, k, v)).or_default().push(pod);
+            }
+        }
         let mut endpoints = HashMap::new();
         for key in wanted {
-            let Some(service) = self.services.find(|s| {
-                s.namespace().as_deref() == Some(&key.namespace) && s.name_any() == key.name
-            }) else {
+            let Some(service) = self
+                .services
+                .get(&ObjectRef::new(&key.name).within(&key.namespace))
+            else {
                 continue;
             };
             let selector = service
@@ -114,19 +171,20 @@ impl ClusterView {
                 .as_ref()
                 .and_then(|s| s.selector.clone())
                 .unwrap_or_default();
-            let mut selected: Vec<SimPod> = pods
+            let candidates = selector
                 .iter()
-                .filter(|p| {
-                    p.namespace().as_deref() == Some(&key.namespace)
-                        && selects(&selector, p.labels())
-                        && is_ready(p)
-                })
+                .next()
+                .and_then(|(k, v)| by_label.get(&(key.namespace.as_str(), k.as_str(), v.as_str())));
+            let mut selected: Vec<SimPod> = candidates
+                .into_iter()
+                .flatten()
+                .filter(|p| selects(&selector, p.labels()))
                 .map(|p| self.sim_pod(p))
                 .collect();
             selected.sort_by(|a, b| a.name.cmp(&b.name));
             endpoints.insert(key.clone(), selected);
         }
-        World { routes, endpoints }
+        endpoints
     }
 
     fn sim_pod(&self, pod: &Pod) -> SimPod {

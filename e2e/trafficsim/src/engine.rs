@@ -14,6 +14,8 @@ use crate::rng::SplitMix64;
 
 pub struct Engine {
     seed: u64,
+    /// The most requests a second simulated over all routes together (see [`Engine::with_max_rps`]).
+    max_rps: f64,
     routes: HashMap<String, RouteState>,
     /// Simulated seconds since the start (cookies expire by it).
     clock: f64,
@@ -112,31 +114,45 @@ impl Engine {
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
+            max_rps: f64::INFINITY,
             routes: HashMap::new(),
             clock: 0.0,
             metrics: Metrics::default(),
         }
     }
 
+    /// Caps the requests simulated a second over all routes: when the routes ask for more, each route's
+    /// rate is scaled down in proportion. A world of thousands of routes (the scale benchmark's fleets,
+    /// whose routes carry no rate annotation) would otherwise ask for hundreds of thousands a second and
+    /// take the simulator's whole core, which the API server needs.
+    pub fn with_max_rps(mut self, max_rps: f64) -> Self {
+        self.max_rps = max_rps;
+        self
+    }
+
     pub fn step(&mut self, world: &World, elapsed: Duration) {
-        let mut routes: Vec<&SimRoute> = world.routes.iter().collect();
-        routes.sort_by_key(|r| r.key());
-        let live_routes: HashSet<String> = routes.iter().map(|r| r.key()).collect();
-        self.routes.retain(|k, _| live_routes.contains(k));
-        for route in routes {
+        let mut routes: Vec<(String, &SimRoute)> =
+            world.routes.iter().map(|r| (r.key(), r)).collect();
+        routes.sort_by(|a, b| a.0.cmp(&b.0));
+        let live_routes: HashSet<&str> = routes.iter().map(|(k, _)| k.as_str()).collect();
+        self.routes.retain(|k, _| live_routes.contains(k.as_str()));
+        let asked: f64 = routes.iter().map(|(_, r)| r.rps.max(0.0)).sum();
+        let scale = if asked > self.max_rps {
+            self.max_rps / asked
+        } else {
+            1.0
+        };
+        for (key, route) in routes {
             let seed = self.seed;
-            let state = self
-                .routes
-                .entry(route.key())
-                .or_insert_with(|| RouteState {
-                    rng: SplitMix64::for_stream(seed, &route.key()),
-                    owed: 0.0,
-                    rules: Vec::new(),
-                    next_pod: HashMap::new(),
-                    clients: Vec::new(),
-                    next_client: 0,
-                });
-            let due = route.rps.max(0.0) * elapsed.as_secs_f64() + state.owed;
+            let state = self.routes.entry(key).or_insert_with_key(|key| RouteState {
+                rng: SplitMix64::for_stream(seed, key),
+                owed: 0.0,
+                rules: Vec::new(),
+                next_pod: HashMap::new(),
+                clients: Vec::new(),
+                next_client: 0,
+            });
+            let due = route.rps.max(0.0) * scale * elapsed.as_secs_f64() + state.owed;
             let n = due.floor();
             state.owed = due - n;
             state
@@ -427,6 +443,38 @@ mod tests {
             .lines()
             .find_map(|l| l.split_once(&needle).map(|(_, n)| n.parse().unwrap()))
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn routes_asking_more_than_the_cap_share_it_in_proportion() {
+        let rule = || SimRule {
+            mirrors: vec![],
+            matches: vec![],
+            backends: vec![backend("primary", 100)],
+            set_cookie: None,
+        };
+        let mut w = world(route(vec![rule()], 100.0));
+        w.routes.push(SimRoute {
+            name: "r2".into(),
+            ..route(vec![rule()], 300.0)
+        });
+        let served = |e: &Engine, route: &str| -> u64 {
+            let needle = format!("route=\"{route}\",backend=\"primary\",code=\"200\"}} ");
+            e.metrics
+                .render()
+                .lines()
+                .find_map(|l| l.split_once(&needle).map(|(_, n)| n.parse().unwrap()))
+                .unwrap_or(0)
+        };
+        // 400 asked a second, 100 allowed: each route gets a quarter of its rate.
+        let mut capped = Engine::new(1).with_max_rps(100.0);
+        let mut free = Engine::new(1).with_max_rps(400.0);
+        for _ in 0..10 {
+            capped.step(&w, Duration::from_secs(1));
+            free.step(&w, Duration::from_secs(1));
+        }
+        assert_eq!((served(&capped, "r"), served(&capped, "r2")), (250, 750));
+        assert_eq!((served(&free, "r"), served(&free, "r2")), (1000, 3000));
     }
 
     #[test]

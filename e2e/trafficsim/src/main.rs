@@ -27,6 +27,11 @@ struct Args {
     /// Address to serve Flagger's load-tester API on (Serin's load tester, with simulated load).
     #[arg(long)]
     loadtester_listen: Option<SocketAddr>,
+    /// The most requests a second simulated over all routes together; when the routes ask for more, each
+    /// gets its rate scaled down in proportion (a benchmark's thousands of routes would otherwise take the
+    /// simulator's whole core).
+    #[arg(long, default_value_t = 20_000.0)]
+    max_rps: f64,
     /// Milliseconds between simulation steps.
     #[arg(long, default_value_t = 100)]
     tick_ms: u64,
@@ -45,7 +50,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the cluster (KUBECONFIG)")?;
     let view = ClusterView::start(&client, args.rps);
-    let engine: Shared = Arc::new(Mutex::new(Engine::new(args.seed)));
+    let engine: Shared = Arc::new(Mutex::new(
+        Engine::new(args.seed).with_max_rps(args.max_rps),
+    ));
 
     let app = Router::new()
         .route(
