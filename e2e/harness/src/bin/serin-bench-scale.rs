@@ -20,8 +20,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::ApiResource;
+use kube::api::{Api, ApiResource, Patch, PatchParams};
 use serde_json::{Value, json};
 use serin_e2e::bench::{
     AuditLog, Peer, Process, Write, Writes, apply_all, bench_identity, count, delete_namespaces,
@@ -50,6 +51,20 @@ fn spec(name: &str) -> Value {
 
 fn deployments() -> ApiResource {
     ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&())
+}
+
+/// The benchmark measures controllers, with no metrics: its namespaces' routes get no simulated requests
+/// (the traffic simulator's per-namespace default rate), so thousands of routes and their series do not
+/// load the test world's simulator and Prometheus.
+async fn without_traffic(client: &Client, ns: &str) {
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"trafficsim.serin.dev/rps": "0"}}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("annotating the namespace {ns}: {e}"));
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
@@ -263,6 +278,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
     delete_namespaces(&client, &[&lone_ns, &fleet_ns], cleanup).await;
     for ns in [&lone_ns, &fleet_ns] {
         serin_e2e::fresh_namespace(&client, ns).await;
+        without_traffic(&client, ns).await;
     }
     let (mut process, metrics_url) = start(peer, env, &client, program).await;
     let apiserver_pid = apiserver_pid(env);
@@ -527,6 +543,7 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     } else {
         serin_e2e::namespace_kept(&client, &ns).await;
     }
+    without_traffic(&client, &ns).await;
     let replicas: i32 = std::env::var("SERIN_BENCH_REPLICAS")
         .ok()
         .and_then(|r| r.parse().ok())

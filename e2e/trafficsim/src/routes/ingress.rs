@@ -11,7 +11,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use regex::Regex;
 
-use super::{RouteSettings, RouteSource};
+use super::{Rates, RouteSettings, RouteSource};
 use crate::cluster::reflect;
 use crate::model::{
     BackendTarget, HeaderMatch, Precedence, ProxySeries, RequestMatch, ServiceKey, SimRoute,
@@ -155,7 +155,7 @@ pub fn route(
 }
 
 /// Every non-canary Ingress as a route, with the canary Ingresses of its namespace and host.
-pub fn source(client: &Client, default_rps: f64) -> RouteSource {
+pub fn source(client: &Client, rates: Rates) -> RouteSource {
     let store: Store<Ingress> = reflect(Api::all(client.clone()));
     Box::new(move |warnings| {
         let all = store.state();
@@ -176,6 +176,7 @@ pub fn source(client: &Client, default_rps: f64) -> RouteSource {
                     .get(&(main.namespace().unwrap_or_default(), host))
                     .cloned()
                     .unwrap_or_default();
+                let default_rps = rates.default_for(main.namespace(), warnings);
                 let made = RouteSettings::from_annotations(&main.metadata, default_rps)
                     .and_then(|s| route(main, &theirs, s));
                 match made {

@@ -13,8 +13,9 @@ pub mod virtualservice;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -22,7 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::cluster::{Warnings, reflect};
 use crate::model::{RequestClass, SimRoute};
 
-/// Requests per second for one route, overriding `--rps`.
+/// Requests per second for one route, overriding `--rps`; on a Namespace, the default of its routes.
 pub const RPS_ANNOTATION: &str = "trafficsim.serin.dev/rps";
 /// The mix of requests sent to one route: JSON `[{"share": 0.1, "headers": {"x-canary": "insider"}}]`; the
 /// share not listed carries no special headers. Cookies are a `cookie` header.
@@ -64,14 +65,7 @@ impl RouteSettings {
         let annotations = meta.annotations.clone().unwrap_or_default();
         let rps = match annotations.get(RPS_ANNOTATION) {
             None => default_rps,
-            Some(v) => match v.trim().parse::<f64>() {
-                Ok(rps) if rps.is_finite() && rps >= 0.0 => rps,
-                _ => {
-                    return Err(format!(
-                        "annotation {RPS_ANNOTATION}: {v:?} is not a rate >= 0"
-                    ));
-                }
-            },
+            Some(v) => parse_rps(v)?,
         };
         let request_mix = match annotations.get(REQUEST_MIX_ANNOTATION) {
             None => Vec::new(),
@@ -90,6 +84,54 @@ impl RouteSettings {
             request_mix,
             clients,
         })
+    }
+}
+
+fn parse_rps(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(rps) if rps.is_finite() && rps >= 0.0 => Ok(rps),
+        _ => Err(format!(
+            "annotation {RPS_ANNOTATION}: {v:?} is not a rate >= 0"
+        )),
+    }
+}
+
+/// The rate of a route without its own annotation: its Namespace's `trafficsim.serin.dev/rps`, else
+/// `--rps`. The scale benchmark sets 0 on its namespaces: it measures controllers, and thousands of routes'
+/// requests and series would load the test world instead.
+#[derive(Clone)]
+pub struct Rates {
+    namespaces: Store<Namespace>,
+    fallback: f64,
+}
+
+impl Rates {
+    pub fn watch(client: &Client, fallback: f64) -> Self {
+        Rates {
+            namespaces: reflect(Api::all(client.clone())),
+            fallback,
+        }
+    }
+
+    fn default_for(&self, namespace: Option<String>, warnings: &Warnings) -> f64 {
+        let namespace = namespace.unwrap_or_default();
+        let Some(ns) = self.namespaces.get(&ObjectRef::new(&namespace)) else {
+            return self.fallback;
+        };
+        match ns.annotations().get(RPS_ANNOTATION).map(|v| parse_rps(v)) {
+            None => self.fallback,
+            Some(Ok(rps)) => rps,
+            Some(Err(e)) => {
+                warnings.once(
+                    &format!(
+                        "namespace {namespace}@{}",
+                        ns.resource_version().unwrap_or_default()
+                    ),
+                    &format!("namespace {namespace}: {e}; its routes get --rps"),
+                );
+                self.fallback
+            }
+        }
     }
 }
 
@@ -124,13 +166,14 @@ fn parse_request_mix(v: &str) -> Result<Vec<RequestClass>, String> {
 /// The routes of one provider, read from its watch cache.
 pub type RouteSource = Box<dyn Fn(&Warnings) -> Vec<SimRoute> + Send + Sync>;
 
-fn source<K: RouteObject>(client: &Client, default_rps: f64) -> RouteSource {
+fn source<K: RouteObject>(client: &Client, rates: Rates) -> RouteSource {
     let store: Store<K> = reflect(Api::all(client.clone()));
     Box::new(move |warnings| {
         store
             .state()
             .iter()
             .filter_map(|obj| {
+                let default_rps = rates.default_for(obj.namespace(), warnings);
                 let settings = RouteSettings::from_annotations(obj.meta(), default_rps);
                 match settings.and_then(|s| obj.to_sim_route(s)) {
                     Ok(route) => Some(route),
@@ -155,14 +198,15 @@ fn source<K: RouteObject>(client: &Client, default_rps: f64) -> RouteSource {
 
 /// Every provider the simulator serves.
 pub fn sources(client: &Client, default_rps: f64) -> Vec<RouteSource> {
+    let rates = Rates::watch(client, default_rps);
     vec![
-        source::<httproute::HTTPRoute>(client, default_rps),
-        source::<grpcroute::GRPCRoute>(client, default_rps),
-        source::<virtualservice::VirtualService>(client, default_rps),
-        source::<trafficsplit::TrafficSplit>(client, default_rps),
-        source::<httpproxy::HTTPProxy>(client, default_rps),
-        source::<traefikservice::TraefikService>(client, default_rps),
-        ingress::source(client, default_rps),
+        source::<httproute::HTTPRoute>(client, rates.clone()),
+        source::<grpcroute::GRPCRoute>(client, rates.clone()),
+        source::<virtualservice::VirtualService>(client, rates.clone()),
+        source::<trafficsplit::TrafficSplit>(client, rates.clone()),
+        source::<httpproxy::HTTPProxy>(client, rates.clone()),
+        source::<traefikservice::TraefikService>(client, rates.clone()),
+        ingress::source(client, rates),
     ]
 }
 
@@ -180,6 +224,33 @@ mod tests {
             ),
             ..ObjectMeta::default()
         }
+    }
+
+    #[test]
+    fn a_namespace_annotation_is_the_default_of_its_routes() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<Namespace>();
+        for (name, rps) in [("quiet", Some("0")), ("plain", None), ("bad", Some("-1"))] {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..meta(&rps.map(|v| vec![(RPS_ANNOTATION, v)]).unwrap_or_default())
+                },
+                ..Namespace::default()
+            }));
+        }
+        let rates = Rates {
+            namespaces: reader,
+            fallback: 50.0,
+        };
+        let w = Warnings::default();
+        let rate = |ns: &str| rates.default_for(Some(ns.into()), &w);
+        assert_eq!(rate("quiet"), 0.0);
+        assert_eq!(rate("plain"), 50.0);
+        assert_eq!(rate("bad"), 50.0, "an invalid rate is said and --rps used");
+        assert_eq!(rate("unknown"), 50.0);
+        // The route's own annotation still wins.
+        let own = RouteSettings::from_annotations(&meta(&[(RPS_ANNOTATION, "7")]), rate("quiet"));
+        assert_eq!(own.unwrap().rps, 7.0);
     }
 
     #[test]
