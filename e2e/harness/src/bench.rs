@@ -193,13 +193,16 @@ impl Drop for Process {
 pub async fn until_all(
     client: &Client,
     peer: Peer,
-    ns: &str,
+    namespaces: &[String],
     n: usize,
     since: Instant,
     timeout: Duration,
     done: impl Fn(&DynamicObject) -> bool,
 ) -> Vec<Duration> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &peer.canaries());
+    let api: Api<DynamicObject> = match namespaces {
+        [ns] => Api::namespaced_with(client.clone(), ns, &peer.canaries()),
+        _ => Api::all_with(client.clone(), &peer.canaries()),
+    };
     let mut when: HashMap<String, Duration> = HashMap::new();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -210,13 +213,15 @@ pub async fn until_all(
         let next = tokio::time::timeout_at(deadline, stream.try_next()).await;
         match next {
             Err(_) => panic!(
-                "{} of {n} {} Canaries in {ns} done after {timeout:?}",
+                "{} of {n} {} Canaries in {namespaces:?} done after {timeout:?}",
                 when.len(),
                 peer.name()
             ),
             Ok(Ok(Some(c))) => {
-                if done(&c) {
-                    when.entry(c.name_any()).or_insert_with(|| since.elapsed());
+                let ns = c.namespace().unwrap_or_default();
+                if namespaces.contains(&ns) && done(&c) {
+                    when.entry(format!("{ns}/{}", c.name_any()))
+                        .or_insert_with(|| since.elapsed());
                 }
             }
             Ok(Ok(None)) => panic!("the Canary watch ended"),

@@ -7,8 +7,8 @@
 //! and how late Serin's scheduled ticks ran. Gateway API routing, interval 5s, steps of 25 up to 50, no
 //! metrics: the cost of the controller itself.
 //!
-//! With --settled: N Canaries initialized over Deployments of `SERIN_BENCH_REPLICAS` replicas (0 by
-//! default) and left alone, where a 2-core API server cannot carry N rollouts: the time to initialize all,
+//! With --settled: N Canaries, a hundred to a namespace, initialized over Deployments of
+//! `SERIN_BENCH_REPLICAS` replicas (0 by default) and left alone, where a 2-core API server cannot carry N rollouts: the time to initialize all,
 //! memory, the CPU and API writes of an idle minute, and a restart (the writes, CPU and peak memory of the
 //! new process's first minute, and the time until it is ready).
 //!
@@ -210,7 +210,7 @@ async fn roll_out(
     until_all(
         client,
         peer,
-        ns,
+        &[ns.to_string()],
         names.len(),
         start,
         Duration::from_secs(3600),
@@ -225,40 +225,44 @@ async fn roll_out(
 }
 
 async fn initialize(client: &Client, peer: Peer, ns: &str, names: &[String]) -> Duration {
-    initialize_with(client, peer, ns, names, 1).await
+    let canaries: Vec<(String, String)> =
+        names.iter().map(|n| (ns.to_string(), n.clone())).collect();
+    initialize_with(client, peer, &canaries, 1).await
 }
 
+/// Applies a Deployment of `replicas` and a Canary for each (namespace, name) and waits until all are
+/// Initialized.
 async fn initialize_with(
     client: &Client,
     peer: Peer,
-    ns: &str,
-    names: &[String],
+    canaries: &[(String, String)],
     replicas: i32,
 ) -> Duration {
     let start = Instant::now();
     apply_all(
         client,
         &deployments(),
-        names
+        canaries
             .iter()
-            .map(|n| (ns.to_string(), deployment_of(n, "podinfo:1.0.0", replicas)))
+            .map(|(ns, n)| (ns.clone(), deployment_of(n, "podinfo:1.0.0", replicas)))
             .collect(),
     )
     .await;
     apply_all(
         client,
         &peer.canaries(),
-        names
+        canaries
             .iter()
-            .map(|n| (ns.to_string(), peer.canary(n, &spec(n))))
+            .map(|(ns, n)| (ns.clone(), peer.canary(n, &spec(n))))
             .collect(),
     )
     .await;
+    let namespaces: BTreeSet<String> = canaries.iter().map(|(ns, _)| ns.clone()).collect();
     let done = until_all(
         client,
         peer,
-        ns,
-        names.len(),
+        &namespaces.into_iter().collect::<Vec<_>>(),
+        canaries.len(),
         start,
         Duration::from_secs(3600),
         |c| phase_of(c).0 == Some("Initialized"),
@@ -516,6 +520,9 @@ struct Settled {
 
 const IDLE: Duration = Duration::from_secs(60);
 
+/// Settled Canaries in one namespace.
+const PER_NAMESPACE: usize = 100;
+
 /// Whether the process at `metrics_url`'s address says it is ready (Serin's /readyz; Flagger has none, so
 /// None).
 async fn ready(peer: Peer, metrics_url: &str) -> Option<bool> {
@@ -532,18 +539,28 @@ async fn ready(peer: Peer, metrics_url: &str) -> Option<bool> {
 async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     let env = cluster().await;
     let client = client().await;
-    let ns = format!("{}-settled", peer.name());
+    // A hundred Canaries a namespace, as a fleet of teams would have them: the controller-manager's
+    // deployment controller lists a namespace's ReplicaSets for each Deployment it syncs, so 10,000 in one
+    // namespace made the test world, not the controllers, the bottleneck.
+    let namespaces: Vec<String> = (0..n.div_ceil(PER_NAMESPACE))
+        .map(|i| format!("{}-settled-{i:03}", peer.name()))
+        .collect();
+    let namespace_refs: Vec<&str> = namespaces.iter().map(String::as_str).collect();
     let cleanup = Duration::from_secs(3600);
     // SERIN_BENCH_KEEP=1: the fleet is left in place at the end and taken as it is at the start (the
     // initialization then only re-applies it), to measure a change of Serin's memory in minutes.
     let keep = std::env::var("SERIN_BENCH_KEEP").is_ok_and(|k| k == "1");
     if !keep {
-        delete_namespaces(&client, &[&ns], cleanup).await;
-        serin_e2e::fresh_namespace(&client, &ns).await;
-    } else {
-        serin_e2e::namespace_kept(&client, &ns).await;
+        delete_namespaces(&client, &namespace_refs, cleanup).await;
     }
-    without_traffic(&client, &ns).await;
+    for ns in &namespaces {
+        if keep {
+            serin_e2e::namespace_kept(&client, ns).await;
+        } else {
+            serin_e2e::fresh_namespace(&client, ns).await;
+        }
+        without_traffic(&client, ns).await;
+    }
     let replicas: i32 = std::env::var("SERIN_BENCH_REPLICAS")
         .ok()
         .and_then(|r| r.parse().ok())
@@ -551,8 +568,10 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     let apiserver_pid = apiserver_pid(env);
     let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
     let (mut process, _) = start(peer, env, &client, program).await;
-    let names: Vec<String> = (0..n).map(|i| format!("app-{i:05}")).collect();
-    let init = initialize_with(&client, peer, &ns, &names, replicas).await;
+    let canaries: Vec<(String, String)> = (0..n)
+        .map(|i| (namespaces[i / PER_NAMESPACE].clone(), format!("app-{i:05}")))
+        .collect();
+    let init = initialize_with(&client, peer, &canaries, replicas).await;
     assert!(
         process.running(),
         "{} exited: see {}",
@@ -607,7 +626,7 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     };
     drop(process);
     if !keep {
-        delete_namespaces(&client, &[&ns], cleanup).await;
+        delete_namespaces(&client, &namespace_refs, cleanup).await;
     }
     figures
 }
