@@ -128,9 +128,11 @@ impl ClusterView {
         if extra_routes.is_empty() {
             return world;
         }
+        // The cached world's endpoints stand; only the Services the loads name are looked up.
+        let mut endpoints = world.endpoints.clone();
+        endpoints.extend(self.endpoints(&extra_routes));
         let mut routes = world.routes.clone();
         routes.extend(extra_routes);
-        let endpoints = self.endpoints(&routes);
         Arc::new(World { routes, endpoints })
     }
 
