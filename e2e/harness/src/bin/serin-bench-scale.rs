@@ -13,6 +13,7 @@
 //! new process's first minute, and the time until it is ready).
 //!
 //! SERIN_BENCH_KEEP=1 keeps the settled fleet at the end and reuses it at the start.
+//! SERIN_BENCH_PEER_ONLY=1 runs the peer's part alone (with a Flagger directory), for a fresh cluster each.
 //!
 //! Usage: serin-bench-scale <serin binary> <N> [<flagger directory>] [--settled]
 
@@ -103,6 +104,8 @@ struct Figures {
     apiserver_cpu_seconds: f64,
     /// Serin's scheduled ticks over the rollouts: how many, and how late on average.
     lateness: Option<(f64, f64)>,
+    /// Serin's reconciles over the rollouts (every tick, whether a timer or a watch brought it).
+    reconciles: Option<f64>,
 }
 
 impl Figures {
@@ -264,7 +267,8 @@ async fn initialize_with(
         &namespaces.into_iter().collect::<Vec<_>>(),
         canaries.len(),
         start,
-        Duration::from_secs(3600),
+        // Serin's 10,000 took 34 minutes on 2 cores, the API server's pace.
+        Duration::from_secs(7200),
         |c| phase_of(c).0 == Some("Initialized"),
     )
     .await;
@@ -341,6 +345,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
     let cpu_before = cpu_seconds(process.pid()).unwrap_or(0.0);
     let api_cpu_before = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
     let mark = audit.mark();
+    let reconciles_before = reconciles(&metrics_url).await;
     let late_before = (
         metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
         metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
@@ -362,6 +367,10 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
             ((Some(s0), Some(c0)), Some(s1), Some(c1)) if c1 > c0 => {
                 Some((c1 - c0, (s1 - s0) / (c1 - c0)))
             }
+            _ => None,
+        },
+        reconciles: match (reconciles_before, reconciles(&metrics_url).await) {
+            (Some((c0, _)), Some((c1, _))) => Some(c1 - c0),
             _ => None,
         },
         rollouts,
@@ -432,12 +441,18 @@ fn figure(serin: f64, flagger: Option<f64>, label: &str, unit: &str, digits: usi
     );
 }
 
-fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
+/// The figures of `first` (Serin, or the peer run alone), beside the peer's when given.
+fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>) {
     println!();
     println!(
         "N = {n}, one replica, interval 5s, steps of 25 to 50, no metrics; ratio = Flagger / Serin"
     );
-    row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
+    row(
+        "",
+        first.name().into(),
+        flagger.map(|_| "Flagger".into()),
+        None,
+    );
     let seconds = |f: &dyn Fn(&Figures) -> f64, label: &str, unit: &str, digits: usize| {
         figure(f(serin), flagger.map(f), label, unit, digits)
     };
@@ -487,6 +502,21 @@ fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
         );
         println!("  ({count} scheduled ticks)");
     }
+    if let Some(reconciles) = serin.reconciles {
+        // Every tick, the ones that changed nothing too: the "writes per canary per tick".
+        row(
+            "Serin's reconciles per canary and rollout",
+            format!("{:.1}", reconciles / n as f64),
+            None,
+            None,
+        );
+        row(
+            "Serin's writes per reconcile",
+            format!("{:.2}", serin.total_writes() as f64 / reconciles.max(1.0)),
+            None,
+            None,
+        );
+    }
     println!("  writes per canary and rollout, by verb and resource:");
     let keys: BTreeSet<&(String, String)> = serin
         .writes
@@ -502,6 +532,14 @@ fn report(n: usize, serin: &Figures, flagger: Option<&Figures>) {
             None,
         );
     }
+}
+
+/// Serin's reconciles so far and their summed time (None for Flagger, which has no such metric).
+async fn reconciles(metrics_url: &str) -> Option<(f64, f64)> {
+    Some((
+        metric(metrics_url, "serin_reconcile_duration_seconds_count").await?,
+        metric(metrics_url, "serin_reconcile_duration_seconds_sum").await?,
+    ))
 }
 
 /// One peer's figures for a settled fleet.
@@ -567,7 +605,7 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
         .unwrap_or(0);
     let apiserver_pid = apiserver_pid(env);
     let audit = AuditLog::of_cluster(env.get("SERIN_CLUSTER_STATE"));
-    let (mut process, _) = start(peer, env, &client, program).await;
+    let (mut process, metrics_url) = start(peer, env, &client, program).await;
     let canaries: Vec<(String, String)> = (0..n)
         .map(|i| (namespaces[i / PER_NAMESPACE].clone(), format!("app-{i:05}")))
         .collect();
@@ -586,8 +624,19 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     // Let the last writes and their echoes pass, then an idle minute.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let (cpu0, mark) = (cpu_seconds(process.pid()).unwrap_or(0.0), audit.mark());
+    let reconciles0 = reconciles(&metrics_url).await;
     tokio::time::sleep(IDLE).await;
     let idle_cpu_seconds = cpu_seconds(process.pid()).unwrap_or(0.0) - cpu0;
+    // What Serin did with its idle minute: its reconciles (the settled Canaries' half-hourly look, and
+    // whatever the watches brought) and their time.
+    if let (Some((c0, s0)), Some((c1, s1))) = (reconciles0, reconciles(&metrics_url).await) {
+        println!(
+            "{}: idle minute: {:.0} reconciles, {:.2} s in them",
+            peer.name(),
+            c1 - c0,
+            s1 - s0
+        );
+    }
     let idle_writes = audit.writes_since(mark, peer.name()).len() as u64;
     let (rss_mib, peak_mib) = (
         process.memory_mib().unwrap_or(0.0),
@@ -631,13 +680,19 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     figures
 }
 
-fn report_settled(n: usize, serin: &Settled, flagger: Option<&Settled>) {
+/// The settled figures of `first` (Serin, or the peer run alone), beside the peer's when given.
+fn report_settled(n: usize, (first, serin): (Peer, &Settled), flagger: Option<&Settled>) {
     println!();
     println!(
         "{n} settled Canaries, one replica, Deployments at {} replicas; ratio = Flagger / Serin",
         std::env::var("SERIN_BENCH_REPLICAS").unwrap_or_else(|_| "0".into())
     );
-    row("", "Serin".into(), flagger.map(|_| "Flagger".into()), None);
+    row(
+        "",
+        first.name().into(),
+        flagger.map(|_| "Flagger".into()),
+        None,
+    );
     let line = |f: &dyn Fn(&Settled) -> f64, label: &str, unit: &str, digits: usize| {
         figure(f(serin), flagger.map(f), label, unit, digits)
     };
@@ -706,16 +761,44 @@ async fn main() {
         flagger_crds(env, Path::new(&dir));
         Path::new(&dir).join("flagger").display().to_string()
     });
+    // SERIN_BENCH_PEER_ONLY=1: the peer's part alone (Serin's alone is PEER=none), each on a fresh
+    // cluster. At 10,000 the 2-core API server deletes a fleet at about 160 Canaries a minute, so a fresh
+    // cluster (`e2e/cluster/down`, then `up`) for each part saves the hour of deleting Serin's fleet
+    // before the peer's.
+    let peer_only = std::env::var("SERIN_BENCH_PEER_ONLY").is_ok_and(|o| o == "1");
     if settled {
+        if let Some(program) = &flagger_program
+            && peer_only
+        {
+            let flagger = settle(Peer::Flagger, program, n).await;
+            report_settled(n, (Peer::Flagger, &flagger), None);
+            return;
+        }
         let serin = settle(Peer::Serin, &serin_bin, n).await;
+        // Serin's figures as soon as they are known: at 10,000 the peer's part can take longer than one
+        // sitting, and a run stopped there kept nothing of Serin's restart.
+        if flagger_program.is_some() {
+            report_settled(n, (Peer::Serin, &serin), None);
+        }
         let flagger = match &flagger_program {
             Some(program) => Some(settle(Peer::Flagger, program, n).await),
             None => None,
         };
-        report_settled(n, &serin, flagger.as_ref());
+        report_settled(n, (Peer::Serin, &serin), flagger.as_ref());
+        return;
+    }
+    if let Some(program) = &flagger_program
+        && peer_only
+    {
+        let flagger = measure(Peer::Flagger, program, n).await;
+        sequence(Peer::Flagger, &flagger.lone_writes);
+        report(n, (Peer::Flagger, &flagger), None);
         return;
     }
     let serin = measure(Peer::Serin, &serin_bin, n).await;
+    if flagger_program.is_some() {
+        report(n, (Peer::Serin, &serin), None);
+    }
     let flagger = match &flagger_program {
         Some(program) => Some(measure(Peer::Flagger, program, n).await),
         None => None,
@@ -724,5 +807,5 @@ async fn main() {
     if let Some(f) = &flagger {
         sequence(Peer::Flagger, &f.lone_writes);
     }
-    report(n, &serin, flagger.as_ref());
+    report(n, (Peer::Serin, &serin), flagger.as_ref());
 }
