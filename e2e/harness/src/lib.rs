@@ -157,6 +157,23 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// The whole machine's CPU time so far, busy and in all, in clock ticks (the first line of /proc/stat): over an
+/// interval, the share of all cores that something used.
+pub fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
 /// The namespace `name`, new: a previous run's is deleted first, and waited for (the demos' own namespaces).
 pub async fn fresh_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());

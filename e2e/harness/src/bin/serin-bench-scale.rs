@@ -29,7 +29,7 @@ use serin_e2e::bench::{
     AuditLog, Peer, Process, Write, Writes, apply_all, bench_identity, count, delete_namespaces,
     phase_of, until_all,
 };
-use serin_e2e::{ClusterEnv, client, cluster, cpu_seconds, install_crds};
+use serin_e2e::{ClusterEnv, client, cluster, cpu_seconds, install_crds, machine_cpu};
 
 fn deployment(name: &str, image: &str) -> Value {
     deployment_of(name, image, 1)
@@ -106,6 +106,9 @@ struct Figures {
     lateness: Option<(f64, f64)>,
     /// Serin's reconciles over the rollouts (every tick, whether a timer or a watch brought it).
     reconciles: Option<f64>,
+    /// The share of the machine's cores busy over the rollouts: near 1, the test world is at its
+    /// capacity, whatever the controller does.
+    machine_busy: Option<f64>,
 }
 
 impl Figures {
@@ -346,6 +349,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
     let api_cpu_before = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
     let mark = audit.mark();
     let reconciles_before = reconciles(&metrics_url).await;
+    let machine_before = machine_cpu();
     let late_before = (
         metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
         metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
@@ -366,6 +370,12 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
         ) {
             ((Some(s0), Some(c0)), Some(s1), Some(c1)) if c1 > c0 => {
                 Some((c1 - c0, (s1 - s0) / (c1 - c0)))
+            }
+            _ => None,
+        },
+        machine_busy: match (machine_before, machine_cpu()) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                Some((b1 - b0) as f64 / (t1 - t0) as f64)
             }
             _ => None,
         },
@@ -492,6 +502,12 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
         "API server CPU over the rollouts",
         "s",
         1,
+    );
+    seconds(
+        &|f| 100.0 * f.machine_busy.unwrap_or(0.0),
+        "machine's cores busy over the rollouts",
+        "%",
+        0,
     );
     if let Some((count, mean)) = serin.lateness {
         row(
