@@ -15,7 +15,8 @@ use serin::decision::Checks;
 use serin::metrics::{Analyzer, CheckRunner};
 use serin_e2e::apps::{deployment as app, service, wait_rolled_out};
 use serin_e2e::podinfo::{
-    annotated, deployment, image_of, route_weight, setup, wait_phase, weights_until,
+    annotated, deployment, image_of, recording_weights, route_weight, setup, wait_phase,
+    weights_recorded_until,
 };
 use serin_e2e::{
     SerinProcess, apply, apply_httproute, client, cluster, event_notes, namespace,
@@ -129,15 +130,29 @@ async fn a_good_image_is_promoted_on_its_metrics_through_istio() {
 
 async fn good_image(provider: &str) {
     let analysis = json!({"interval": "2s", "stepWeight": 20, "maxWeight": 60, "threshold": 2, "metrics": builtin_checks()});
+    // Recorded from before the update: Serin steps to 20 within tens of milliseconds of the canary's
+    // readiness, and a recording started after the update missed the 0 under CI's load.
+    let recording = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = recording.clone();
     let (client, ns, serin) = roll_out(
         &format!("analysis-good-{provider}"),
         analysis,
         on(provider, json!({})),
         behaviour(0.0, 20),
-        |_, _| async {},
+        |client, ns| async move {
+            *slot.lock().unwrap() = Some(recording_weights(client, ns).await);
+        },
     )
     .await;
-    let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(120)).await;
+    let recorded = recording.lock().unwrap().take().expect("recording started");
+    let weights = weights_recorded_until(
+        &client,
+        &ns,
+        recorded,
+        Phase::Succeeded,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(weights, vec![0, 20, 40, 60, 0]);
     let rounds = serin
         .metric("serin_check_rounds_total")

@@ -116,8 +116,24 @@ pub async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
 
 /// Records each distinct canary weight in the route until the Canary reaches `phase`.
 pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<i64> {
+    let recording = record_weights(client.clone(), ns.to_string());
+    weights_recorded_until(client, ns, recording, phase, timeout).await
+}
+
+/// The weights `recording` (from `record_weights`, started before the change that moves the route) saw
+/// until the Canary reached `phase`. A recording started after the target's update can miss the first
+/// weight: Serin takes the first step within tens of milliseconds of seeing a ready canary.
+pub async fn weights_recorded_until(
+    client: &Client,
+    ns: &str,
+    (seen, recorder): (
+        std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+        tokio::task::JoinHandle<()>,
+    ),
+    phase: Phase,
+    timeout: Duration,
+) -> Vec<i64> {
     let start = Instant::now();
-    let (seen, recorder) = record_weights(client.clone(), ns.to_string());
     loop {
         if status(client, ns).await.phase == Some(phase) {
             // One more look at the route: the last weight of the phase.
@@ -134,6 +150,31 @@ pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Dur
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `record_weights`, once it has seen the route's first weight: started before a change, it cannot miss the
+/// weight the route held before it.
+pub async fn recording_weights(
+    client: Client,
+    ns: String,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (seen, recorder) = record_weights(client, ns.clone());
+    wait_for(
+        &format!("the first weight of {ns}'s route"),
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            match seen.lock().unwrap().first() {
+                Some(_) => Ok(()),
+                None => Err("not read yet".to_string()),
+            }
+        },
+    )
+    .await;
+    (seen, recorder)
 }
 
 /// Records each distinct canary weight the route holds, as a data plane would see it, until stopped.
