@@ -114,6 +114,12 @@ pub async fn image_of(client: &Client, ns: &str, name: &str) -> (String, i32) {
     )
 }
 
+/// The distinct weights a `record_weights` task has seen so far, and the task.
+pub type Recording = (
+    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    tokio::task::JoinHandle<()>,
+);
+
 /// Records each distinct canary weight in the route until the Canary reaches `phase`.
 pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Duration) -> Vec<i64> {
     let recording = record_weights(client.clone(), ns.to_string());
@@ -126,10 +132,7 @@ pub async fn weights_until(client: &Client, ns: &str, phase: Phase, timeout: Dur
 pub async fn weights_recorded_until(
     client: &Client,
     ns: &str,
-    (seen, recorder): (
-        std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
-        tokio::task::JoinHandle<()>,
-    ),
+    (seen, recorder): Recording,
     phase: Phase,
     timeout: Duration,
 ) -> Vec<i64> {
@@ -154,13 +157,7 @@ pub async fn weights_recorded_until(
 
 /// `record_weights`, once it has seen the route's first weight: started before a change, it cannot miss the
 /// weight the route held before it.
-pub async fn recording_weights(
-    client: Client,
-    ns: String,
-) -> (
-    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
-    tokio::task::JoinHandle<()>,
-) {
+pub async fn recording_weights(client: Client, ns: String) -> Recording {
     let (seen, recorder) = record_weights(client, ns.clone());
     wait_for(
         &format!("the first weight of {ns}'s route"),
@@ -178,13 +175,7 @@ pub async fn recording_weights(
 }
 
 /// Records each distinct canary weight the route holds, as a data plane would see it, until stopped.
-pub fn record_weights(
-    client: Client,
-    ns: String,
-) -> (
-    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
-    tokio::task::JoinHandle<()>,
-) {
+pub fn record_weights(client: Client, ns: String) -> Recording {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     let task = tokio::spawn(async move {

@@ -171,9 +171,16 @@ async fn start(peer: Peer, env: &ClusterEnv, client: &Client, program: &str) -> 
     (process, format!("http://127.0.0.1:{port}/metrics"))
 }
 
-async fn metric(url: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
-    text.lines()
+/// The metrics page at `url`, read once for all the figures taken at one moment: at 10,000 Canaries it is
+/// large, and each read costs the process CPU that would count in the figures.
+async fn scrape(url: &str) -> Option<String> {
+    reqwest::get(url).await.ok()?.text().await.ok()
+}
+
+/// The sum of the samples of `name` in a scraped page.
+fn metric(page: Option<&str>, name: &str) -> Option<f64> {
+    page?
+        .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(|a, b| a + b)
@@ -345,41 +352,46 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
         init.as_secs_f64()
     );
 
+    // The metrics page is read before the CPU figures start and after they end, so its reads are not in
+    // them.
+    let page_before = scrape(&metrics_url).await;
     let cpu_before = cpu_seconds(process.pid()).unwrap_or(0.0);
     let api_cpu_before = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
-    let mark = audit.mark();
-    let reconciles_before = reconciles(&metrics_url).await;
     let machine_before = machine_cpu();
-    let late_before = (
-        metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
-        metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
-    );
+    let mark = audit.mark();
     let rollouts = roll_out(&client, peer, &fleet_ns, &names, "podinfo:2.0.0").await;
+    let cpu_seconds_used = cpu_seconds(process.pid()).unwrap_or(0.0) - cpu_before;
+    let apiserver_cpu_seconds = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0) - api_cpu_before;
+    let machine_after = machine_cpu();
+    let page_after = scrape(&metrics_url).await;
+    let (before, after) = (page_before.as_deref(), page_after.as_deref());
+    let late = |page| {
+        (
+            metric(page, "serin_tick_lateness_seconds_sum"),
+            metric(page, "serin_tick_lateness_seconds_count"),
+        )
+    };
     let figures = Figures {
         init,
         lone: lone_rollout,
         lone_writes,
         writes: count(&audit.writes_since(mark, peer.name())),
         peak_mib: process.peak_memory_mib().unwrap_or(0.0),
-        cpu_seconds: cpu_seconds(process.pid()).unwrap_or(0.0) - cpu_before,
-        apiserver_cpu_seconds: apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0) - api_cpu_before,
-        lateness: match (
-            late_before,
-            metric(&metrics_url, "serin_tick_lateness_seconds_sum").await,
-            metric(&metrics_url, "serin_tick_lateness_seconds_count").await,
-        ) {
-            ((Some(s0), Some(c0)), Some(s1), Some(c1)) if c1 > c0 => {
+        cpu_seconds: cpu_seconds_used,
+        apiserver_cpu_seconds,
+        lateness: match (late(before), late(after)) {
+            ((Some(s0), Some(c0)), (Some(s1), Some(c1))) if c1 > c0 => {
                 Some((c1 - c0, (s1 - s0) / (c1 - c0)))
             }
             _ => None,
         },
-        machine_busy: match (machine_before, machine_cpu()) {
+        machine_busy: match (machine_before, machine_after) {
             (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
                 Some((b1 - b0) as f64 / (t1 - t0) as f64)
             }
             _ => None,
         },
-        reconciles: match (reconciles_before, reconciles(&metrics_url).await) {
+        reconciles: match (reconciles(before), reconciles(after)) {
             (Some((c0, _)), Some((c1, _))) => Some(c1 - c0),
             _ => None,
         },
@@ -451,6 +463,14 @@ fn figure(serin: f64, flagger: Option<f64>, label: &str, unit: &str, digits: usi
     );
 }
 
+/// A report's column heading for `peer`.
+fn title(peer: Peer) -> &'static str {
+    match peer {
+        Peer::Serin => "Serin",
+        Peer::Flagger => "Flagger",
+    }
+}
+
 /// The figures of `first` (Serin, or the peer run alone), beside the peer's when given.
 fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>) {
     println!();
@@ -459,7 +479,7 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
     );
     row(
         "",
-        first.name().into(),
+        title(first).into(),
         flagger.map(|_| "Flagger".into()),
         None,
     );
@@ -550,11 +570,12 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
     }
 }
 
-/// Serin's reconciles so far and their summed time (None for Flagger, which has no such metric).
-async fn reconciles(metrics_url: &str) -> Option<(f64, f64)> {
+/// Serin's reconciles so far and their summed time, from a scraped page (None for Flagger, which has no
+/// such metric).
+fn reconciles(page: Option<&str>) -> Option<(f64, f64)> {
     Some((
-        metric(metrics_url, "serin_reconcile_duration_seconds_count").await?,
-        metric(metrics_url, "serin_reconcile_duration_seconds_sum").await?,
+        metric(page, "serin_reconcile_duration_seconds_count")?,
+        metric(page, "serin_reconcile_duration_seconds_sum")?,
     ))
 }
 
@@ -639,13 +660,17 @@ async fn settle(peer: Peer, program: &str, n: usize) -> Settled {
     );
     // Let the last writes and their echoes pass, then an idle minute.
     tokio::time::sleep(Duration::from_secs(30)).await;
+    // Serin's metrics page is read outside the minute: rendering it for 10,000 Canaries is not idle work.
+    let reconciles0 = reconciles(scrape(&metrics_url).await.as_deref());
     let (cpu0, mark) = (cpu_seconds(process.pid()).unwrap_or(0.0), audit.mark());
-    let reconciles0 = reconciles(&metrics_url).await;
     tokio::time::sleep(IDLE).await;
     let idle_cpu_seconds = cpu_seconds(process.pid()).unwrap_or(0.0) - cpu0;
     // What Serin did with its idle minute: its reconciles (the settled Canaries' half-hourly look, and
     // whatever the watches brought) and their time.
-    if let (Some((c0, s0)), Some((c1, s1))) = (reconciles0, reconciles(&metrics_url).await) {
+    if let (Some((c0, s0)), Some((c1, s1))) = (
+        reconciles0,
+        reconciles(scrape(&metrics_url).await.as_deref()),
+    ) {
         println!(
             "{}: idle minute: {:.0} reconciles, {:.2} s in them",
             peer.name(),
@@ -705,7 +730,7 @@ fn report_settled(n: usize, (first, serin): (Peer, &Settled), flagger: Option<&S
     );
     row(
         "",
-        first.name().into(),
+        title(first).into(),
         flagger.map(|_| "Flagger".into()),
         None,
     );
