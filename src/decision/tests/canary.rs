@@ -422,8 +422,10 @@ fn a_quick_scale_up_is_held_without_writes_and_a_slow_one_says_so() {
         [Reason::CanaryReady, Reason::WeightAdvanced]
     );
 
-    // Slow: past one interval since the new revision, the hold is said, once per stage.
+    // Slow: past one interval since the new revision, the hold is said once, with one event; its progress
+    // reaches the status at most once an interval, without an event.
     let mut w = World::new(spec(json!({"interval": "10s", "stepWeight": 10})));
+    w.o.spec.progress_deadline_seconds = Some(15);
     w.initialize();
     w.o.target.revision = "r2".into();
     w.o.target.ready = Readiness::NotReady("0 of 3 updated replicas available".into());
@@ -443,6 +445,29 @@ fn a_quick_scale_up_is_held_without_writes_and_a_slow_one_says_so() {
     w.later(1);
     w.tick(None);
     assert_eq!(w.events.len(), events + 1, "the same stage is said once");
+    let status = w.o.status.clone();
+    w.o.target.ready = Readiness::NotReady("1 of 3 updated replicas available".into());
+    w.later(1);
+    let d = w.tick(None);
+    assert_eq!(w.o.status, status, "progress within the interval: no write");
+    assert!(d.requeue_after <= Duration::from_secs(8), "{d:?}");
+    w.later(8);
+    w.tick(None);
+    assert!(
+        w.condition("Ready")
+            .1
+            .contains("1 of 3 updated replicas available"),
+        "progress is reported at the interval's end"
+    );
+    assert_eq!(w.events.len(), events + 1, "{:?}", w.reasons());
+    // The progress deadline (15 s) counts from the last progress reported (at 20 s), not from the hold's
+    // start (at 10 s).
+    w.later(9);
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Progressing);
+    w.later(7);
+    w.tick(None);
+    assert_eq!(w.phase(), Phase::Failed);
 }
 
 /// The primary's update at promotion, likewise.

@@ -49,8 +49,8 @@ impl Tick<'_> {
             return Ok(());
         }
         if let Readiness::NotReady(why) = &self.o.target.ready {
-            let why = format!("Canary {} not ready: {why}", self.name());
-            if self.hold_rollout(why.clone()) {
+            if self.hold_rollout(&format!("Canary {}", self.name()), why) {
+                let why = format!("Canary {} not ready: {why}", self.name());
                 self.rollback(Why::Deadline(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline

@@ -394,25 +394,42 @@ impl<'a> Tick<'a> {
         overdue
     }
 
-    /// Holds for a workload's rollout (the canary's scale-up, the primary's update). Within one interval of
-    /// the phase's start the hold is quiet: nothing in the status changes and no event is published, since
-    /// such a rollout usually ends within moments and each of its stages ("waiting for the Deployment
-    /// controller", "0 of 1 replicas updated", "1 old replicas pending termination") cost a status write
-    /// and an event, most of a rollout's writes. Past that, a hold as any other (its progress deadline
-    /// counts from then: at most one interval later).
-    fn hold_rollout(&mut self, why: String) -> bool {
+    /// Holds while `workload` (the canary, its primary) rolls out: the canary's scale-up, the primary's
+    /// update; `progress` is where that rollout stands. Within one interval of the phase's start the hold
+    /// is quiet: nothing in the status changes and no event is published, since such a rollout usually
+    /// ends within moments and each of its stages ("waiting for the Deployment controller", "0 of 1
+    /// replicas updated", "1 old replicas pending termination") cost a status write and an event, most of
+    /// a rollout's writes. Past that, the hold is said once, with one Holding event; its progress after
+    /// that reaches the status message at most once an interval and publishes no event, because under
+    /// load (a thousand canaries rolling out at once) those stages come slowly, one write each, just when
+    /// the API server is the bottleneck. The progress deadline counts from the last progress reported.
+    fn hold_rollout(&mut self, workload: &str, progress: &str) -> bool {
         let phase_age =
             self.status.last_transition_time.as_ref().map(|t| {
                 Duration::try_from(self.o.now.duration_since(t.0)).unwrap_or(Duration::ZERO)
             });
-        match phase_age {
-            Some(age) if self.status.holding_since.is_none() && age < self.s.interval => {
-                // Looked at again when the workload's watch says it moved, or at the interval's end.
-                self.requeue = (self.s.interval - age).min(POLL);
-                false
-            }
-            _ => self.hold(why),
+        if let Some(age) = phase_age
+            && self.status.holding_since.is_none()
+            && age < self.s.interval
+        {
+            // Looked at again when the workload's watch says it moved, or at the interval's end.
+            self.requeue = (self.s.interval - age).min(POLL);
+            return false;
         }
+        let said = format!("{workload} not ready: ");
+        let why = format!("{said}{progress}");
+        if !self.message.starts_with(&said) {
+            return self.hold(why);
+        }
+        let reported = self.status.holding_since.as_ref();
+        if self.message != why && reported.is_some_and(|t| elapsed(self.o.now, t) < self.s.interval)
+        {
+            // Progress since the last report: not overdue, and said at the interval's end if still held.
+            let age = reported.map_or(Duration::ZERO, |t| elapsed(self.o.now, t));
+            self.requeue = (self.s.interval - age).min(POLL);
+            return false;
+        }
+        self.wait(why)
     }
 
     /// Waits for `why` to pass; true once it has lasted the progress deadline. The clock starts when the

@@ -135,8 +135,8 @@ impl Tick<'_> {
             }
         }
         if let Readiness::NotReady(why) = &self.o.primary.ready {
-            let why = format!("Primary {}-primary not ready: {why}", self.name());
-            if self.hold_rollout(why.clone()) {
+            if self.hold_rollout(&format!("Primary {}-primary", self.name()), why) {
+                let why = format!("Primary {}-primary not ready: {why}", self.name());
                 self.rollback(Why::PrimaryNotReady(format!(
                     "{why}, for longer than the progress deadline of {:?}",
                     self.s.progress_deadline
