@@ -13,8 +13,8 @@ use kube::{Client, Resource, ResourceExt};
 use super::Workloads;
 use crate::api::Canary;
 use crate::routing::ServiceNames;
-use crate::workload::WorkloadKind;
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
+use crate::workload::{Workload, WorkloadKind};
 
 /// An Api over the watched namespace, or all of them.
 pub fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -200,6 +200,42 @@ pub fn canaries_using(
     owners(meta).chain(users).collect()
 }
 
+/// Canaries a Service concerns: as [`canaries_of`], and those whose StatefulSet target it governs (its
+/// `serviceName`), since Serin keeps a `-primary` copy of that Service beside the primary's StatefulSet.
+/// The StatefulSet names the Service, not the Canary, so the index can't file the Canary under it.
+pub fn canaries_of_service(
+    meta: &ObjectMeta,
+    index: &CanaryIndex,
+    workloads: &Workloads,
+) -> Vec<ObjectRef<Canary>> {
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let governed = |target: &str| {
+        // Decoded only when its JSON names the Service at all.
+        workloads
+            .get_if_mentions(WorkloadKind::StatefulSet, &ns, target, &name)
+            .is_some_and(|w| match w {
+                Workload::StatefulSet(s) => s
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.service_name.as_deref() == Some(name.as_str())),
+                _ => false,
+            })
+    };
+    let governing = index
+        .targets_in(&ns)
+        .into_iter()
+        .filter(|(_, kind, target)| *kind == WorkloadKind::StatefulSet && governed(target))
+        .map(|(key, _, _)| key);
+    let mut canaries: Vec<_> = canaries_of(meta, index)
+        .into_iter()
+        .chain(governing)
+        .collect();
+    canaries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    canaries.dedup();
+    canaries
+}
+
 /// A Canary's key, without the resourceVersion and uid an `ObjectRef::from_obj` carries (equality and
 /// hashing ignore them; kept for every Canary, they were four strings instead of two).
 pub fn canary_ref<K: Resource>(canary: &K) -> ObjectRef<Canary> {
@@ -227,25 +263,87 @@ mod tests {
         .unwrap()
     }
 
-    /// Workload caches holding `deployments` (JSON), for the mapping of config events.
-    fn workloads(deployments: &[serde_json::Value]) -> Workloads {
+    /// A workload cache holding `objects` (JSON).
+    fn cache<K>(objects: &[serde_json::Value]) -> super::super::packed::Cache<K>
+    where
+        K: Resource<DynamicType = ()>
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + 'static,
+    {
         use super::super::packed::{Cache, Packed};
         use kube::runtime::reflector::store::Writer;
         use kube::runtime::watcher::Event;
-        let mut d = Writer::<Packed<k8s_openapi::api::apps::v1::Deployment>>::default();
-        let store = d.as_reader();
-        d.apply_watcher_event(&Event::Init);
-        for json in deployments {
-            d.apply_watcher_event(&Event::InitApply(
+        let mut w = Writer::<Packed<K>>::default();
+        let store = w.as_reader();
+        w.apply_watcher_event(&Event::Init);
+        for json in objects {
+            w.apply_watcher_event(&Event::InitApply(
                 serde_json::from_value(json.clone()).unwrap(),
             ));
         }
-        d.apply_watcher_event(&Event::InitDone);
+        w.apply_watcher_event(&Event::InitDone);
+        Cache::new(store)
+    }
+
+    /// Workload caches holding `deployments` and `stateful_sets` (JSON), for the mapping of config and
+    /// Service events.
+    fn workloads(
+        deployments: &[serde_json::Value],
+        stateful_sets: &[serde_json::Value],
+    ) -> Workloads {
         Workloads {
-            deployments: Cache::new(store),
-            daemon_sets: Cache::new(Writer::default().as_reader()),
-            stateful_sets: Cache::new(Writer::default().as_reader()),
+            deployments: cache(deployments),
+            daemon_sets: cache(&[]),
+            stateful_sets: cache(stateful_sets),
         }
+    }
+
+    fn keys(refs: Vec<ObjectRef<Canary>>) -> Vec<String> {
+        let mut names: Vec<String> = refs
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_service_concerns_the_canaries_whose_stateful_sets_it_governs() {
+        let stateful_set = |name: &str, service: &str| {
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"serviceName": service, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "db", "image": "db:1"}]}}}})
+        };
+        // "cache" is db's governing Service, and only a container's name in cache's own pods.
+        let mut own = stateful_set("cache", "cache-headless");
+        own["spec"]["template"]["spec"]["containers"][0]["name"] = "db-headless".into();
+        let workloads = workloads(&[], &[stateful_set("db", "db-headless"), own]);
+        let index = CanaryIndex::default();
+        let mut db = canary("shop", "db", "db", None);
+        db.spec.target_ref.kind = Some(crate::api::canary::TargetKind::StatefulSet);
+        index.apply(&db);
+        let mut cache_canary = canary("shop", "cache", "cache", None);
+        cache_canary.spec.target_ref.kind = Some(crate::api::canary::TargetKind::StatefulSet);
+        index.apply(&cache_canary);
+        // A Deployment's Canary named like the Service, in another namespace.
+        index.apply(&canary("ops", "db-headless", "db-headless", None));
+        let service = |name: &str| {
+            let meta = ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            };
+            keys(canaries_of_service(&meta, &index, &workloads))
+        };
+        assert_eq!(service("db-headless"), ["shop/db"]);
+        assert_eq!(service("cache-headless"), ["shop/cache"]);
+        // The apex Service, by name as before.
+        assert_eq!(service("db"), ["shop/db"]);
+        assert!(service("other").is_empty());
     }
 
     #[test]
@@ -256,18 +354,21 @@ mod tests {
                 "spec": {"selector": {"matchLabels": {"app": name}},
                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}})
         };
-        let workloads = workloads(&[
-            deployment(
-                "web",
-                serde_json::json!({"containers": [{"name": "app", "image": "web:1",
+        let workloads = workloads(
+            &[
+                deployment(
+                    "web",
+                    serde_json::json!({"containers": [{"name": "app", "image": "web:1",
                 "envFrom": [{"configMapRef": {"name": "settings"}}]}]}),
-            ),
-            // Names the config's name in another sense only (an image, a container).
-            deployment(
-                "api",
-                serde_json::json!({"containers": [{"name": "settings", "image": "api:1"}]}),
-            ),
-        ]);
+                ),
+                // Names the config's name in another sense only (an image, a container).
+                deployment(
+                    "api",
+                    serde_json::json!({"containers": [{"name": "settings", "image": "api:1"}]}),
+                ),
+            ],
+            &[],
+        );
         let index = CanaryIndex::default();
         index.apply(&canary("shop", "web", "web", None));
         index.apply(&canary("shop", "api", "api", None));
@@ -278,12 +379,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 ..ObjectMeta::default()
             };
-            let mut names: Vec<String> = canaries_using(&meta, kind, &index, &workloads)
-                .into_iter()
-                .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
-                .collect();
-            names.sort();
-            names
+            keys(canaries_using(&meta, kind, &index, &workloads))
         };
         assert_eq!(config("settings", ConfigKind::ConfigMap), ["shop/web"]);
         assert!(config("settings", ConfigKind::Secret).is_empty());

@@ -48,7 +48,7 @@ use crate::workload::metadata::IncludePrefixes;
 use crate::workload::scaler;
 use apply::FIELD_MANAGER;
 use events::Events;
-use mapping::{canaries_of, canaries_using, canary_ref, scoped};
+use mapping::{canaries_of, canaries_of_service, canaries_using, canary_ref, scoped};
 use packed::{Cache, Packed, packed_ref};
 use reconcile::{error_policy, reconcile};
 pub use workloads::Workloads;
@@ -555,6 +555,7 @@ async fn lead(
     let mut dynamic = HashMap::new();
     let mut controller = {
         let (i, i1, i2, i5) = (index.clone(), index.clone(), index.clone(), index.clone());
+        let w2 = workloads.clone();
         let (i3, w3) = (index.clone(), workloads.clone());
         let (i4, w4) = (index.clone(), workloads.clone());
         let packed = |refs: Vec<ObjectRef<Canary>>| refs.into_iter().map(packed_ref);
@@ -568,7 +569,9 @@ async fn lead(
             .watches_stream(stateful_set_events, move |d| {
                 packed(canaries_of(d.meta(), &i5))
             })
-            .watches_stream(service_events, move |d| packed(canaries_of(d.meta(), &i2)))
+            .watches_stream(service_events, move |d| {
+                packed(canaries_of_service(d.meta(), &i2, &w2))
+            })
             .watches_stream(config_map_events, move |c| {
                 packed(canaries_using(&c.metadata, ConfigKind::ConfigMap, &i3, &w3))
             })
