@@ -7,8 +7,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
-use super::apply::{FIELD_MANAGER, apply, conflict_message, to_json};
+use super::apply::{FIELD_MANAGER, apply, apply_answered, conflict_message, to_json};
 use super::observe::Observation;
+use super::own_writes::Written;
 use super::reconcile::publish;
 use super::{Context, Error};
 use crate::api::Canary;
@@ -137,6 +138,10 @@ pub async fn act(
 
     if let Some(promoted) = &desired.promote_primary
         && promoted == revision
+        && obs.primary.as_ref().is_none_or(|p| {
+            ctx.own_writes
+                .seen(&canary_ref(canary), Written::Primary, p.meta())
+        })
     {
         // Replicas stay what they are: Serin owns the field, and an apply without it would drop it.
         let replicas = obs
@@ -149,9 +154,13 @@ pub async fn act(
         let cached = obs.primary.as_ref().map(Workload::to_json);
         // With an autoscaler the primary's replicas are its autoscaler's: forced, so a value it set after
         // the cache was read is a moment's correction, not a refused promotion.
-        writes += u32::from(write(
-            apply(&ctx.client, &workloads, cached, &primary, autoscaled).await,
-        )?);
+        let answer =
+            write(apply_answered(&ctx.client, &workloads, cached, &primary, autoscaled).await)?;
+        if let Some(answer) = answer {
+            ctx.own_writes
+                .wrote(&canary_ref(canary), Written::Primary, &answer.metadata);
+            writes += 1;
+        }
     }
 
     // Traffic moves before pods do: the route leaves the canary first, and its pods go only once the
@@ -243,18 +252,9 @@ pub async fn act(
     // The target's generation after this replica's last scale of it: a cache still on an older one has
     // not seen that write (a status update of the target, ordered before it, triggered this reconcile).
     let key = canary_ref(canary);
-    let seen_own_scale = {
-        let scaled = ctx.scaled.lock().unwrap_or_else(|p| p.into_inner());
-        let meta = obs.target.meta();
-        let (uid, cached) = (
-            meta.uid.clone().unwrap_or_default(),
-            meta.generation.unwrap_or(0),
-        );
-        // Another object of the same name (deleted and created again) starts its generations anew.
-        scaled
-            .get(&key)
-            .is_none_or(|(u, g)| *u != uid || cached >= *g)
-    };
+    let seen_own_scale = ctx
+        .own_writes
+        .seen(&key, Written::TargetScale, obs.target.meta());
     if let Some(to) = scale
         && !is_at(&obs.target, to)
         && seen_own_scale
@@ -272,12 +272,8 @@ pub async fn act(
             &Patch::Apply(&want),
         )
         .await?;
-        if let (Some(uid), Some(g)) = (answer.metadata.uid, answer.metadata.generation) {
-            ctx.scaled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, (uid, g));
-        }
+        ctx.own_writes
+            .wrote(&key, Written::TargetScale, &answer.metadata);
         writes += 1;
     }
 
@@ -367,7 +363,7 @@ async fn copy_configs(ctx: &Context, obs: &Observation) -> Result<u32, Error> {
 }
 
 /// A write refused because another field manager owns the field is reported, not retried in a loop.
-fn write(result: Result<bool, kube::Error>) -> Result<bool, Error> {
+fn write<T>(result: Result<T, kube::Error>) -> Result<T, Error> {
     result.map_err(|e| match conflict_message(&e) {
         Some(message) => Error::FieldConflict(message),
         None => Error::Kube(e),

@@ -43,19 +43,31 @@ pub async fn apply(
     want: &Value,
     force: bool,
 ) -> Result<bool, kube::Error> {
+    Ok(apply_answered(client, ar, cached, want, force)
+        .await?
+        .is_some())
+}
+
+/// As [`apply`], with the API server's answer when it wrote (the object as stored).
+pub async fn apply_answered(
+    client: &Client,
+    ar: &ApiResource,
+    cached: Option<Value>,
+    want: &Value,
+    force: bool,
+) -> Result<Option<DynamicObject>, kube::Error> {
     if let Some(have) = &cached
         && contains(have, &strip_type(want))
         && !drops_fields(have, want)
     {
-        return Ok(false);
+        return Ok(None);
     }
     let name = want["metadata"]["name"].as_str().unwrap_or_default();
     let namespace = want["metadata"]["namespace"].as_str().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let mut pp = PatchParams::apply(FIELD_MANAGER);
     pp.force = force;
-    api.patch(name, &pp, &Patch::Apply(want)).await?;
-    Ok(true)
+    Ok(Some(api.patch(name, &pp, &Patch::Apply(want)).await?))
 }
 
 /// Whether the cached object holds a field Serin applied before and no longer wants (a `retries` removed

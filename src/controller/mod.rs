@@ -12,6 +12,7 @@ pub mod gitsource;
 pub mod leader;
 mod mapping;
 pub mod observe;
+mod own_writes;
 mod packed;
 mod reconcile;
 mod revert;
@@ -124,10 +125,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Canary>, u32>>,
     /// The resourceVersion of each Canary's last status written by this replica.
     written: Mutex<HashMap<ObjectRef<Canary>, String>>,
-    /// The target (uid) and generation each Canary's target had after this replica last scaled it: a
-    /// cache holding that target at an older generation has not seen the write yet, and must not cause it
-    /// again.
-    pub(crate) scaled: Mutex<HashMap<ObjectRef<Canary>, (String, i64)>>,
+    /// The generation each Canary's target and primary had after this replica last scaled or promoted
+    /// them: a cache holding an older one has not seen the write yet, and must not cause it again.
+    pub(crate) own_writes: own_writes::OwnWrites,
     /// When each Canary's next tick is due (its last requeue), to measure how late ticks run.
     scheduled: Schedule,
     /// This replica's share of the Canaries when sharding; None: all of them.
@@ -227,10 +227,7 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        self.scaled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        self.own_writes.forget(&key);
         self.failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -674,7 +671,7 @@ async fn lead(
         alert_providers: alert_providers.clone(),
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
-        scaled: Mutex::new(HashMap::new()),
+        own_writes: own_writes::OwnWrites::default(),
         scheduled,
         shards,
     });

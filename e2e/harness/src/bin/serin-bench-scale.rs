@@ -17,7 +17,7 @@
 //!
 //! Usage: serin-bench-scale <serin binary> <N> [<flagger directory>] [--settled]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,8 @@ struct Figures {
     /// The share of the machine's cores busy over the rollouts: near 1, the test world is at its
     /// capacity, whatever the controller does.
     machine_busy: Option<f64>,
+    /// The events created over the rollouts, by reason: which of the writes are told to people.
+    events: BTreeMap<String, u64>,
 }
 
 impl Figures {
@@ -359,6 +361,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
     let api_cpu_before = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0);
     let machine_before = machine_cpu();
     let mark = audit.mark();
+    let updated = k8s_openapi::jiff::Timestamp::now();
     let rollouts = roll_out(&client, peer, &fleet_ns, &names, "podinfo:2.0.0").await;
     let cpu_seconds_used = cpu_seconds(process.pid()).unwrap_or(0.0) - cpu_before;
     let apiserver_cpu_seconds = apiserver_pid.and_then(cpu_seconds).unwrap_or(0.0) - api_cpu_before;
@@ -395,6 +398,7 @@ async fn measure(peer: Peer, program: &str, n: usize) -> Figures {
             (Some((c0, _)), Some((c1, _))) => Some(c1 - c0),
             _ => None,
         },
+        events: events_since(&client, &fleet_ns, updated).await,
         rollouts,
     };
     println!(
@@ -568,6 +572,62 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
             None,
         );
     }
+    println!("  events per canary and rollout, by reason (those the API server kept):");
+    let reasons: BTreeSet<&String> = serin
+        .events
+        .keys()
+        .chain(flagger.iter().flat_map(|f| f.events.keys()))
+        .collect();
+    for reason in reasons {
+        let per = |f: &Figures| *f.events.get(reason).unwrap_or(&0) as f64 / n as f64;
+        row(
+            &format!("    {reason}"),
+            format!("{:.2}", per(serin)),
+            flagger.map(|f| format!("{:.2}", per(f))),
+            None,
+        );
+    }
+}
+
+/// The events in `ns` first seen at or after `since`, counted by reason (Flagger's all say "Synced": its
+/// note's first words tell them apart).
+async fn events_since(
+    client: &Client,
+    ns: &str,
+    since: k8s_openapi::jiff::Timestamp,
+) -> BTreeMap<String, u64> {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let mut by_reason = BTreeMap::new();
+    for e in events {
+        let first = e
+            .event_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.deprecated_first_timestamp.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        if first.is_none_or(|t| t < since) {
+            continue;
+        }
+        let reason = e.reason.unwrap_or_default();
+        let reason = if reason == "Synced" {
+            let note = e.note.unwrap_or_default();
+            format!(
+                "Synced: {}",
+                note.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        } else {
+            reason
+        };
+        *by_reason.entry(reason).or_insert(0) += 1;
+    }
+    by_reason
 }
 
 /// Serin's reconciles so far and their summed time, from a scraped page (None for Flagger, which has no
