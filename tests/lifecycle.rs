@@ -9,7 +9,7 @@ use kube::api::Api;
 use serde_json::json;
 use serin::api::{Canary, Phase};
 use serin_e2e::podinfo::{
-    deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
+    canary, deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
     weights_until,
 };
 use serin_e2e::{SerinProcess, apply, wait_for};
@@ -207,11 +207,49 @@ async fn a_restarted_controller_resumes_at_the_same_weight() {
         json!({}),
     )
     .await;
+    // Settled Canaries beside it: after the restart they wait for the one in flight (backlog.rs), and are
+    // still looked at: one given a new image while the controller is down rolls out.
+    let settled = ["web-0", "web-1", "web-2"];
+    for name in settled {
+        let mut d = deployment("podinfo:1.0.0", json!({}));
+        d["metadata"]["name"] = json!(name);
+        d["spec"]["selector"]["matchLabels"]["app"] = json!(name);
+        d["spec"]["template"]["metadata"]["labels"]["app"] = json!(name);
+        apply::<Deployment>(&client, &ns, d).await;
+        let mut c = canary(json!({"analysis": {"interval": "2s", "stepWeight": 50}}));
+        c["metadata"]["name"] = json!(name);
+        c["spec"]["targetRef"]["name"] = json!(name);
+        apply::<Canary>(&client, &ns, c).await;
+    }
+    let canaries = Api::<Canary>::namespaced(client.clone(), &ns);
+    let phase_of = |name: &'static str| {
+        let canaries = canaries.clone();
+        async move { canaries.get(name).await.ok().and_then(|c| c.status?.phase) }
+    };
     let mut serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
+    for name in settled {
+        wait_for(
+            &format!("{name} Initialized"),
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                match phase_of(name).await {
+                    Some(Phase::Initialized) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     wait_weight_at_least(&client, &ns, 30, Duration::from_secs(30)).await;
     serin.kill();
+    let mut web = deployment("podinfo:2.0.0", json!({}));
+    web["metadata"]["name"] = json!("web-2");
+    web["spec"]["selector"]["matchLabels"]["app"] = json!("web-2");
+    web["spec"]["template"]["metadata"]["labels"]["app"] = json!("web-2");
+    apply::<Deployment>(&client, &ns, web).await;
     let at_crash = route_weight(&client, &ns).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -220,12 +258,32 @@ async fn a_restarted_controller_resumes_at_the_same_weight() {
         "nothing moves while the controller is down"
     );
 
-    let _serin = SerinProcess::start(SERIN, &ns, "b").await;
+    let serin = SerinProcess::start(SERIN, &ns, "b").await;
     let weights = weights_until(&client, &ns, Phase::Succeeded, Duration::from_secs(60)).await;
     let expected: Vec<i64> = (at_crash..=60).step_by(10).chain([0]).collect();
     assert_eq!(
         weights, expected,
         "resumed at {at_crash} without redoing steps"
+    );
+    wait_for(
+        "web-2, given a new image while the controller was down, to be promoted",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            match phase_of("web-2").await {
+                Some(Phase::Succeeded) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The list brought four Canaries: the three settled waited, the one in flight did not.
+    let log = std::fs::read_to_string(&serin.log).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("after those in flight") && l.contains("waiting=3")),
+        "the settled Canaries waited for the one in flight: {}",
+        serin.log.display()
     );
 }
 

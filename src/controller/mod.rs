@@ -4,6 +4,7 @@
 mod act;
 pub mod apply;
 pub mod argocd;
+mod backlog;
 mod client;
 pub mod convergence;
 pub mod discovery;
@@ -48,6 +49,7 @@ use crate::workload::configs::ConfigKind;
 use crate::workload::metadata::IncludePrefixes;
 use crate::workload::scaler;
 use apply::FIELD_MANAGER;
+use backlog::{Backlog, can_wait};
 use events::Events;
 use mapping::{canaries_of, canaries_of_service, canaries_using, canary_ref, scoped};
 use packed::{Cache, Packed, packed_ref};
@@ -128,6 +130,8 @@ pub struct Context {
     /// The generation each Canary's target and primary had after this replica last scaled or promoted
     /// them: a cache holding an older one has not seen the write yet, and must not cause it again.
     pub(crate) own_writes: own_writes::OwnWrites,
+    /// Settled Canaries from a list, waiting for those in flight; told of each reconcile.
+    backlog: Arc<Backlog>,
     /// When each Canary's next tick is due (its last requeue), to measure how late ticks run.
     scheduled: Schedule,
     /// This replica's share of the Canaries when sharding; None: all of them.
@@ -435,6 +439,13 @@ async fn lead(
         config.write_back.clone(),
         wake.clone(),
     ));
+    // Settled Canaries from a list wait for those in flight (backlog.rs).
+    let backlog = Arc::new(Backlog::default());
+    let feed_backlog = {
+        let (backlog, wake, ready) = (backlog.clone(), wake.clone(), ready.clone());
+        let size = usize::from(config.max_concurrent_reconciles);
+        async move { backlog.feed(wake, size, &ready).await }
+    };
     // Sharding: when the members change, every Canary is looked at again; each replica acts on its share
     // and lets the rest go. Runs as long as this controller does.
     let reshard = {
@@ -459,21 +470,35 @@ async fn lead(
     let scheduled: Schedule = Arc::default();
     let canary_events = {
         let (metrics, store, writers) = (metrics.clone(), canary_store.clone(), writers.clone());
-        let (index, scheduled) = (index.clone(), scheduled.clone());
+        let (index, scheduled, backlog) = (index.clone(), scheduled.clone(), backlog.clone());
         let listed = |store: &Store<Packed<Canary>>, key: &ObjectRef<Canary>| {
             store.get(&packed_ref(key.clone())).is_some()
         };
         let events = watcher(canaries, wc.clone())
             .default_backoff()
             .reflect(canary_writer)
-            .inspect_ok(move |event| match event {
-                watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                    if let Some(c) = c.unpack() {
-                        index.apply(&c);
+            .map_ok(move |event| match event {
+                watcher::Event::Apply(c) => {
+                    if let Some(canary) = c.unpack() {
+                        index.apply(&canary);
                     }
+                    Some(c)
                 }
+                // From a list: a settled Canary waits for those in flight.
+                watcher::Event::InitApply(c) => match c.unpack() {
+                    Some(canary) => {
+                        index.apply(&canary);
+                        if can_wait(&canary) {
+                            backlog.hold(canary_ref(&canary));
+                            None
+                        } else {
+                            Some(c)
+                        }
+                    }
+                    None => Some(c),
+                },
                 watcher::Event::Delete(c) => {
-                    let key = canary_ref(c);
+                    let key = canary_ref(&c);
                     index.delete(&key);
                     scheduled
                         .lock()
@@ -481,6 +506,7 @@ async fn lead(
                         .remove(&key);
                     metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default());
                     writers.forget(&key);
+                    None
                 }
                 // A new list: Canaries deleted while the watch was down are simply not in it.
                 watcher::Event::InitDone => {
@@ -493,10 +519,12 @@ async fn lead(
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .retain(|key, _| listed(&store, key));
+                    backlog.listed();
+                    None
                 }
-                watcher::Event::Init => {}
+                watcher::Event::Init => None,
             })
-            .applied_objects();
+            .try_filter_map(|c| futures::future::ready(Ok(c)));
         without_errors(events, "Canary")
     };
     let controller = Controller::for_stream(canary_events, canary_store.clone())
@@ -672,6 +700,7 @@ async fn lead(
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
         own_writes: own_writes::OwnWrites::default(),
+        backlog: backlog.clone(),
         scheduled,
         shards,
     });
@@ -700,7 +729,12 @@ async fn lead(
                 Err(kube_controller::Error::ReconcilerFailed(..)) => {}
                 // Deleted before its turn came: nothing to do.
                 Err(kube_controller::Error::ObjectNotFound(o)) => {
-                    debug!(object = %o, "gone before its reconcile")
+                    debug!(object = %o, "gone before its reconcile");
+                    let key = ObjectRef::new(&o.name);
+                    backlog.done(&match &o.namespace {
+                        Some(ns) => key.within(ns),
+                        None => key,
+                    });
                 }
                 Err(kube_controller::Error::QueueError(e)) => {
                     warn!(error = %e, "watching Canaries")
@@ -717,7 +751,7 @@ async fn lead(
     .for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = controller => {}
-        _ = futures::future::join3(templates, synced, reshard) => {}
+        _ = futures::future::join4(templates, synced, reshard, feed_backlog) => {}
     }
 }
 

@@ -64,7 +64,8 @@ pub fn error_policy(canary: Arc<Packed<Canary>>, error: &Error, ctx: Arc<Context
 
 pub async fn reconcile(packed: Arc<Packed<Canary>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!("canary", namespace = %packed.namespace().unwrap_or_default(), name = %packed.name_any());
-    async move {
+    let (key, backlog) = (canary_ref(&*packed), ctx.backlog.clone());
+    let result = async move {
         // Logged by unpack; a later change of the Canary brings it again.
         let Some(canary) = packed.unpack() else {
             return Ok(Action::await_change());
@@ -98,7 +99,10 @@ pub async fn reconcile(packed: Arc<Packed<Canary>>, ctx: Arc<Context>) -> Result
         result
     }
     .instrument(span)
-    .await
+    .await;
+    // Whatever became of it, the backlog's next batch may go.
+    backlog.done(&key);
+    result
 }
 
 async fn reconcile_one(canary: &Canary, ctx: &Context) -> Result<Action, Error> {
