@@ -497,3 +497,31 @@ fn a_quick_primary_update_is_held_without_writes() {
         w.reasons()
     );
 }
+
+/// A new revision seen during a promotion whose primary is slow: the hold is said once, and its progress
+/// deadline still counts (the tick's word of the new revision does not restart it).
+#[test]
+fn a_slow_primary_with_a_new_revision_waiting_is_held_once_and_rolled_back_at_the_deadline() {
+    let mut w = World::progressing(json!({"interval": "10s", "stepWeight": 25, "maxWeight": 50}));
+    w.o.spec.progress_deadline_seconds = Some(30);
+    w.run(10, Checks::Passed, &[Phase::Promoting]);
+    w.o.primary.ready = Readiness::NotReady("0 of 1 replicas updated".into());
+    w.o.target.revision = "r3".into();
+    let events = w.events.len();
+    let mut failed_at = None;
+    for t in 1..=8 {
+        w.later(10);
+        w.tick(None);
+        if w.phase() == Phase::Failed {
+            failed_at = Some(t * 10);
+            break;
+        }
+    }
+    let holding = w.reasons()[events..]
+        .iter()
+        .filter(|r| **r == Reason::Holding)
+        .count();
+    assert_eq!(holding, 1, "{:?}", w.reasons());
+    // Said at 10 s (one interval into the phase), past the 30 s deadline at 40 s.
+    assert_eq!(failed_at, Some(40), "{:?}", w.reasons());
+}

@@ -190,6 +190,8 @@ struct Tick<'a> {
     requeue: Duration,
     /// What is happening, for the conditions' message.
     message: String,
+    /// The message as the tick found it (what the last tick said).
+    said: String,
     /// Why the canary can't be Ready though its phase would say so (a config missing), as a reason.
     blocked: Option<Reason>,
     /// A wait that outlasted the progress deadline where there is nothing to roll back (initialization,
@@ -247,6 +249,7 @@ impl<'a> Tick<'a> {
             notices: Vec::new(),
             post_rollout: None,
             requeue: s.interval,
+            said: message.clone(),
             message,
             blocked: None,
             overdue: false,
@@ -416,11 +419,14 @@ impl<'a> Tick<'a> {
             self.requeue = (self.s.interval - age).min(POLL);
             return false;
         }
-        let said = format!("{workload} not ready: ");
-        let why = format!("{said}{progress}");
-        if !self.message.starts_with(&said) {
+        let holding = format!("{workload} not ready: ");
+        let why = format!("{holding}{progress}");
+        if !self.said.starts_with(&holding) {
             return self.hold(why);
         }
+        // Held since an earlier tick: whatever else this tick said (a new revision seen during the
+        // promotion) neither says the hold again nor restarts its clock.
+        self.message = self.said.clone();
         let reported = self.status.holding_since.as_ref();
         if self.message != why && reported.is_some_and(|t| elapsed(self.o.now, t) < self.s.interval)
         {
