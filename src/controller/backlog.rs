@@ -3,11 +3,15 @@
 //! 10,000 Canaries put a rollout's next step behind every settled Canary's look (36 s of them at 10,000).
 //! Settled Canaries (Initialized, Succeeded, Failed) from a list are held here instead and handed to the
 //! queue a batch at a time, the next batch once the last is reconciled: a rollout's tick waits behind one
-//! batch at most. The rest of a list (in flight, new, being deleted) goes to the queue at once.
+//! batch at most. The rest of a list (in flight, new, being deleted) goes to the queue at once. At the
+//! start, the other watches' first lists bring every Canary too (each primary's Deployment by its owner, a
+//! target by its name): until the first batch goes, those not known to be in flight wait as well.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use indexmap::IndexSet;
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
@@ -21,16 +25,33 @@ use crate::api::{Canary, Phase};
 /// replica's, never reports back.
 const BATCH_WAIT: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
 pub struct Backlog {
-    /// Settled Canaries from a list, not handed to the queue yet, in the list's order.
-    waiting: Mutex<Vec<ObjectRef<Canary>>>,
+    /// The settled Canaries of a list under way, in its order: they wait once it is complete (a list
+    /// that fails part-way starts again, and so does this).
+    listing: Mutex<IndexSet<ObjectRef<Canary>>>,
+    /// Settled Canaries not handed to the queue yet, in order, each once.
+    waiting: Mutex<IndexSet<ObjectRef<Canary>>>,
     /// The batch in the queue: the ones not reconciled yet.
     batch: Mutex<HashSet<ObjectRef<Canary>>>,
     /// A list ended: what waits may go.
     listed: Notify,
     /// The batch was reconciled.
     drained: Notify,
+    /// Until the first batch goes: the other watches' triggers wait too.
+    starting: AtomicBool,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Backlog {
+            listing: Mutex::default(),
+            waiting: Mutex::default(),
+            batch: Mutex::default(),
+            listed: Notify::new(),
+            drained: Notify::new(),
+            starting: AtomicBool::new(true),
+        }
+    }
 }
 
 /// Whether a Canary from a list can wait behind those in flight: settled, and not being deleted.
@@ -43,14 +64,39 @@ pub fn can_wait(canary: &Canary) -> bool {
 }
 
 impl Backlog {
-    /// A settled Canary from a list: reconciled after the list's others.
-    pub fn hold(&self, canary: ObjectRef<Canary>) {
-        lock(&self.waiting).push(canary);
+    /// A list of Canaries starts (again).
+    pub fn listing(&self) {
+        lock(&self.listing).clear();
     }
 
-    /// The list is complete.
+    /// A settled Canary from a list: reconciled after the list's others.
+    pub fn hold(&self, canary: ObjectRef<Canary>) {
+        lock(&self.listing).insert(canary);
+    }
+
+    /// The list is complete: its settled Canaries wait their turn.
     pub fn listed(&self) {
+        let listed = std::mem::take(&mut *lock(&self.listing));
+        lock(&self.waiting).extend(listed);
         self.listed.notify_one();
+    }
+
+    /// The Canaries another watch's event concerns, less those that wait: at the start, every one not
+    /// known to be in flight (`in_flight`; one not indexed yet is in the Canaries' list, which sends it
+    /// at once if it is in flight). After that, all of them.
+    pub fn admit(
+        &self,
+        canaries: Vec<ObjectRef<Canary>>,
+        in_flight: impl Fn(&ObjectRef<Canary>) -> bool,
+    ) -> Vec<ObjectRef<Canary>> {
+        if !self.starting.load(Ordering::Relaxed) {
+            return canaries;
+        }
+        let (now, wait): (Vec<_>, Vec<_>) = canaries.into_iter().partition(|c| in_flight(c));
+        if !wait.is_empty() {
+            lock(&self.waiting).extend(wait);
+        }
+        now
     }
 
     /// `canary` was reconciled (whatever brought it).
@@ -73,12 +119,17 @@ impl Backlog {
         wake: UnboundedSender<ObjectRef<Canary>>,
         size: usize,
         ready: &AtomicBool,
+        in_flight: impl Fn(&ObjectRef<Canary>) -> bool,
     ) {
         loop {
             self.listed.notified().await;
             while !ready.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            self.starting.store(false, Ordering::Relaxed);
+            // One in flight went to the queue from its own list (another watch's may have brought it
+            // before the Canaries' list said what it is).
+            lock(&self.waiting).retain(|c| !in_flight(c));
             let (waiting, started) = (self.len(), tokio::time::Instant::now());
             loop {
                 let next: Vec<ObjectRef<Canary>> = {
@@ -137,7 +188,7 @@ mod tests {
         let (wake, mut woken) = futures::channel::mpsc::unbounded();
         let feeder = {
             let (backlog, ready) = (backlog.clone(), ready.clone());
-            tokio::spawn(async move { backlog.feed(wake, 4, &ready).await })
+            tokio::spawn(async move { backlog.feed(wake, 4, &ready, |_| false).await })
         };
         backlog.listed();
         // Nothing before the caches are synced.
@@ -179,6 +230,48 @@ mod tests {
             .await
             .expect("the next batch after BATCH_WAIT");
         assert_eq!((first, second), (key(20), Some(key(21))));
+        feeder.abort();
+    }
+
+    #[test]
+    fn a_list_started_again_holds_each_canary_once() {
+        let backlog = Backlog::default();
+        backlog.listing();
+        backlog.hold(key(1));
+        backlog.hold(key(2));
+        // The list failed part-way and starts again: what it held goes.
+        backlog.listing();
+        backlog.hold(key(1));
+        backlog.hold(key(1));
+        assert_eq!(
+            backlog.len(),
+            0,
+            "nothing waits before the list is complete"
+        );
+        backlog.listed();
+        assert_eq!(backlog.len(), 1);
+        // At the start, the other watches' triggers wait too, but not those in flight; each once.
+        let admitted = backlog.admit(vec![key(1), key(3), key(4)], |c| *c == key(4));
+        assert_eq!(admitted, [key(4)]);
+        assert_eq!(backlog.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn after_the_first_batch_the_other_watches_triggers_go_at_once() {
+        let backlog = Arc::new(Backlog::default());
+        backlog.hold(key(1));
+        let (wake, mut woken) = futures::channel::mpsc::unbounded();
+        let feeder = {
+            let backlog = backlog.clone();
+            tokio::spawn(async move {
+                backlog
+                    .feed(wake, 4, &AtomicBool::new(true), |_| false)
+                    .await
+            })
+        };
+        backlog.listed();
+        assert_eq!(woken.next().await, Some(key(1)));
+        assert_eq!(backlog.admit(vec![key(2)], |_| false), [key(2)]);
         feeder.abort();
     }
 

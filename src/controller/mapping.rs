@@ -11,6 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 
 use super::Workloads;
+use super::backlog::can_wait;
 use crate::api::Canary;
 use crate::routing::ServiceNames;
 use crate::workload::configs::{ConfigKind, ConfigRef, referenced};
@@ -57,12 +58,15 @@ struct Inner {
     names: HashMap<ObjectRef<Canary>, Vec<String>>,
     /// Each Canary's target, when it is a workload: the pods whose configs concern it.
     targets: HashMap<ObjectRef<Canary>, (WorkloadKind, String)>,
+    /// The Canaries in flight (not settled: backlog.rs).
+    in_flight: HashSet<ObjectRef<Canary>>,
 }
 
 impl Inner {
     fn remove(&mut self, key: &ObjectRef<Canary>) {
         let ns = key.namespace.clone().unwrap_or_default();
         self.targets.remove(key);
+        self.in_flight.remove(key);
         for name in self.names.remove(key).unwrap_or_default() {
             let k = (ns.clone(), name);
             if let Some(set) = self.by_name.get_mut(&k) {
@@ -83,6 +87,9 @@ impl Inner {
     fn add(&mut self, canary: &Canary) {
         let key = canary_ref(canary);
         self.remove(&key);
+        if !can_wait(canary) {
+            self.in_flight.insert(key.clone());
+        }
         if let Some(kind) = WorkloadKind::of(canary.spec.target_ref.kind) {
             self.targets
                 .insert(key.clone(), (kind, canary.spec.target_ref.name.clone()));
@@ -139,8 +146,22 @@ impl CanaryIndex {
             .unwrap_or_default()
     }
 
+    /// Whether `canary` is in flight, as last seen (not settled, or being deleted).
+    pub fn in_flight(&self, canary: &ObjectRef<Canary>) -> bool {
+        self.read().in_flight.contains(canary)
+    }
+
     /// The Canaries in `ns` with their targets (the workload ones).
     pub fn targets_in(&self, ns: &str) -> Vec<(ObjectRef<Canary>, WorkloadKind, String)> {
+        self.targets_in_of(ns, |_| true)
+    }
+
+    /// The Canaries in `ns` whose targets are of a kind `of` takes, with their targets.
+    fn targets_in_of(
+        &self,
+        ns: &str,
+        of: impl Fn(WorkloadKind) -> bool,
+    ) -> Vec<(ObjectRef<Canary>, WorkloadKind, String)> {
         let inner = self.read();
         inner
             .by_namespace
@@ -149,7 +170,7 @@ impl CanaryIndex {
             .flatten()
             .filter_map(|key| {
                 let (kind, name) = inner.targets.get(key)?;
-                Some((key.clone(), *kind, name.clone()))
+                of(*kind).then(|| (key.clone(), *kind, name.clone()))
             })
             .collect()
     }
@@ -208,6 +229,11 @@ pub fn canaries_of_service(
     index: &CanaryIndex,
     workloads: &Workloads,
 ) -> Vec<ObjectRef<Canary>> {
+    if owners(meta).next().is_some() {
+        // One of Serin's own (a primary's or canary's Service, a governing copy): no user's StatefulSet
+        // is governed by it.
+        return canaries_of(meta, index);
+    }
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     let governed = |target: &str| {
@@ -222,10 +248,11 @@ pub fn canaries_of_service(
                 _ => false,
             })
     };
+    // Only the StatefulSet targets of the namespace are looked at (most are Deployments).
     let governing = index
-        .targets_in(&ns)
+        .targets_in_of(&ns, |kind| kind == WorkloadKind::StatefulSet)
         .into_iter()
-        .filter(|(_, kind, target)| *kind == WorkloadKind::StatefulSet && governed(target))
+        .filter(|(_, _, target)| governed(target))
         .map(|(key, _, _)| key);
     let mut canaries: Vec<_> = canaries_of(meta, index)
         .into_iter()
@@ -415,6 +442,18 @@ mod tests {
         index.delete(&canary_ref(&canary("shop", "api", "api", None)));
         assert!(names("shop", "api").is_empty());
         assert_eq!(index.targets_in("shop").len(), 1);
+        // In flight until settled (a new Canary too), for the backlog.
+        let mut db = canary("ops", "db", "db", None);
+        index.apply(&db);
+        assert!(index.in_flight(&canary_ref(&db)));
+        db.status = serde_json::from_value(serde_json::json!({"phase": "Succeeded"})).ok();
+        index.apply(&db);
+        assert!(!index.in_flight(&canary_ref(&db)));
+        db.status = serde_json::from_value(serde_json::json!({"phase": "Progressing"})).ok();
+        index.apply(&db);
+        assert!(index.in_flight(&canary_ref(&db)));
+        index.delete(&canary_ref(&db));
+        assert!(!index.in_flight(&canary_ref(&db)));
         // A new list: those not in it are gone.
         index.apply(&canary("ops", "db", "db", None));
         index.retain(|key| key.name == "db");

@@ -129,7 +129,7 @@ pub struct Context {
     written: Mutex<HashMap<ObjectRef<Canary>, String>>,
     /// The generation each Canary's target and primary had after this replica last scaled or promoted
     /// them: a cache holding an older one has not seen the write yet, and must not cause it again.
-    pub(crate) own_writes: own_writes::OwnWrites,
+    pub(crate) own_writes: Arc<own_writes::OwnWrites>,
     /// Settled Canaries from a list, waiting for those in flight; told of each reconcile.
     backlog: Arc<Backlog>,
     /// When each Canary's next tick is due (its last requeue), to measure how late ticks run.
@@ -441,10 +441,18 @@ async fn lead(
     ));
     // Settled Canaries from a list wait for those in flight (backlog.rs).
     let backlog = Arc::new(Backlog::default());
+    let own_writes = Arc::new(own_writes::OwnWrites::default());
+    // Which Canaries an event of another kind concerns, kept from this watch (mapping.rs).
+    let index = Arc::new(mapping::CanaryIndex::default());
     let feed_backlog = {
         let (backlog, wake, ready) = (backlog.clone(), wake.clone(), ready.clone());
+        let index = index.clone();
         let size = usize::from(config.max_concurrent_reconciles);
-        async move { backlog.feed(wake, size, &ready).await }
+        async move {
+            backlog
+                .feed(wake, size, &ready, |c| index.in_flight(c))
+                .await
+        }
     };
     // Sharding: when the members change, every Canary is looked at again; each replica acts on its share
     // and lets the rest go. Runs as long as this controller does.
@@ -465,12 +473,11 @@ async fn lead(
             }
         }
     };
-    // Which Canaries an event of another kind concerns, kept from this watch (mapping.rs).
-    let index = Arc::new(mapping::CanaryIndex::default());
     let scheduled: Schedule = Arc::default();
     let canary_events = {
         let (metrics, store, writers) = (metrics.clone(), canary_store.clone(), writers.clone());
         let (index, scheduled, backlog) = (index.clone(), scheduled.clone(), backlog.clone());
+        let own_writes = own_writes.clone();
         let listed = |store: &Store<Packed<Canary>>, key: &ObjectRef<Canary>| {
             store.get(&packed_ref(key.clone())).is_some()
         };
@@ -506,6 +513,7 @@ async fn lead(
                         .remove(&key);
                     metrics.forget_canary(&c.name_any(), &c.namespace().unwrap_or_default());
                     writers.forget(&key);
+                    own_writes.forget(&key);
                     None
                 }
                 // A new list: Canaries deleted while the watch was down are simply not in it.
@@ -515,6 +523,7 @@ async fn lead(
                         store.get(&ObjectRef::new(name).within(ns)).is_some()
                     });
                     writers.retain(|key| listed(&store, key));
+                    own_writes.retain(|key| listed(&store, key));
                     scheduled
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -522,7 +531,10 @@ async fn lead(
                     backlog.listed();
                     None
                 }
-                watcher::Event::Init => None,
+                watcher::Event::Init => {
+                    backlog.listing();
+                    None
+                }
             })
             .try_filter_map(|c| futures::future::ready(Ok(c)));
         without_errors(events, "Canary")
@@ -583,25 +595,41 @@ async fn lead(
         let w2 = workloads.clone();
         let (i3, w3) = (index.clone(), workloads.clone());
         let (i4, w4) = (index.clone(), workloads.clone());
-        let packed = |refs: Vec<ObjectRef<Canary>>| refs.into_iter().map(packed_ref);
+        // At the start, settled Canaries wait for those in flight, whichever watch brings them.
+        let packed = {
+            let (backlog, index) = (backlog.clone(), index.clone());
+            move |refs: Vec<ObjectRef<Canary>>| {
+                backlog
+                    .admit(refs, |c| index.in_flight(c))
+                    .into_iter()
+                    .map(packed_ref)
+            }
+        };
+        let (packed1, packed2, packed3, packed4, packed5) = (
+            packed.clone(),
+            packed.clone(),
+            packed.clone(),
+            packed.clone(),
+            packed.clone(),
+        );
         controller
             .watches_stream(deployment_events, move |d| {
                 packed(canaries_of(d.meta(), &i))
             })
             .watches_stream(daemon_set_events, move |d| {
-                packed(canaries_of(d.meta(), &i1))
+                packed1(canaries_of(d.meta(), &i1))
             })
             .watches_stream(stateful_set_events, move |d| {
-                packed(canaries_of(d.meta(), &i5))
+                packed2(canaries_of(d.meta(), &i5))
             })
             .watches_stream(service_events, move |d| {
-                packed(canaries_of_service(d.meta(), &i2, &w2))
+                packed3(canaries_of_service(d.meta(), &i2, &w2))
             })
             .watches_stream(config_map_events, move |c| {
-                packed(canaries_using(&c.metadata, ConfigKind::ConfigMap, &i3, &w3))
+                packed4(canaries_using(&c.metadata, ConfigKind::ConfigMap, &i3, &w3))
             })
             .watches_stream(secret_events, move |c| {
-                packed(canaries_using(&c.metadata, ConfigKind::Secret, &i4, &w4))
+                packed5(canaries_using(&c.metadata, ConfigKind::Secret, &i4, &w4))
             })
     };
     let routes = RouterKind::ALL
@@ -656,10 +684,15 @@ async fn lead(
             .default_backoff()
             .touched_objects();
         let stream = without_errors(stream, "optional kind");
-        let i = index.clone();
+        let (i, backlog) = (index.clone(), backlog.clone());
         controller = controller.watches_stream_with(
             stream,
-            move |r| canaries_of(r.meta(), &i).into_iter().map(packed_ref),
+            move |r| {
+                backlog
+                    .admit(canaries_of(r.meta(), &i), |c| i.in_flight(c))
+                    .into_iter()
+                    .map(packed_ref)
+            },
             ar.clone(),
         );
         dynamic.insert(ar.kind.clone(), (ar.clone(), reader));
@@ -699,7 +732,7 @@ async fn lead(
         alert_providers: alert_providers.clone(),
         failures: Mutex::new(HashMap::new()),
         written: Mutex::new(HashMap::new()),
-        own_writes: own_writes::OwnWrites::default(),
+        own_writes,
         backlog: backlog.clone(),
         scheduled,
         shards,

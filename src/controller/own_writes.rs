@@ -52,6 +52,11 @@ impl OwnWrites {
         self.lock().retain(|(c, _), _| c != canary);
     }
 
+    /// A new list: only the Canaries in it (`listed`) are kept.
+    pub fn retain(&self, listed: impl Fn(&ObjectRef<Canary>) -> bool) {
+        self.lock().retain(|(c, _), _| listed(c));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

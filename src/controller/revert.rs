@@ -158,7 +158,15 @@ async fn to_target(
     let ns = canary.namespace().unwrap_or_default();
     let target_name = target.name();
     let kind = target.kind();
-    let primary = ctx.workloads.get(kind, &ns, &primary_name(&target_name));
+    let primary = match ctx.workloads.get(kind, &ns, &primary_name(&target_name)) {
+        Some(primary) => Some(primary),
+        // Not in the cache (created moments before the Canary was deleted, and the cache lags): the API
+        // server's, or the target got one replica instead of the primary's.
+        None => Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &ns, &kind.resource())
+            .get_opt(&primary_name(&target_name))
+            .await?
+            .and_then(|o| Workload::from_dynamic(kind, o).ok()),
+    };
     let replicas = primary
         .as_ref()
         .and_then(Workload::replicas)
