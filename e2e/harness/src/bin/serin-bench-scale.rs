@@ -572,7 +572,7 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
             None,
         );
     }
-    println!("  events per canary and rollout, by reason (those the API server kept):");
+    println!("  events about the canaries per rollout, by reason (those the API server kept):");
     let reasons: BTreeSet<&String> = serin
         .events
         .keys()
@@ -589,8 +589,9 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
     }
 }
 
-/// The events in `ns` first seen at or after `since`, counted by reason (Flagger's all say "Synced": its
-/// note's first words tell them apart).
+/// The events about Canaries in `ns` first seen at or after `since` (the controller's own: the
+/// scheduler's and the Deployment controller's are about pods and ReplicaSets), counted by reason
+/// (Flagger's all say "Synced": its note's first words tell them apart).
 async fn events_since(
     client: &Client,
     ns: &str,
@@ -609,7 +610,8 @@ async fn events_since(
             .map(|t| t.0)
             .or_else(|| e.deprecated_first_timestamp.as_ref().map(|t| t.0))
             .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        if first.is_none_or(|t| t < since) {
+        let about_canary = e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Canary");
+        if first.is_none_or(|t| t < since) || !about_canary {
             continue;
         }
         let reason = e.reason.unwrap_or_default();
