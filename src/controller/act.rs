@@ -136,12 +136,13 @@ pub async fn act(
         writes += governing_service(ctx, canary, obs, &apex_name).await?;
     }
 
+    let key = canary_ref(canary);
     if let Some(promoted) = &desired.promote_primary
         && promoted == revision
-        && obs.primary.as_ref().is_none_or(|p| {
-            ctx.own_writes
-                .seen(&canary_ref(canary), Written::Primary, p.meta())
-        })
+        && obs
+            .primary
+            .as_ref()
+            .is_none_or(|p| ctx.own_writes.seen(&key, Written::Primary, p.meta()))
     {
         // Replicas stay what they are: Serin owns the field, and an apply without it would drop it.
         let replicas = obs
@@ -158,7 +159,7 @@ pub async fn act(
             write(apply_answered(&ctx.client, &workloads, cached, &primary, autoscaled).await)?;
         if let Some(answer) = answer {
             ctx.own_writes
-                .wrote(&canary_ref(canary), Written::Primary, &answer.metadata);
+                .wrote(&key, Written::Primary, &answer.metadata);
             writes += 1;
         }
     }
@@ -251,7 +252,6 @@ pub async fn act(
     }
     // The target's generation after this replica's last scale of it: a cache still on an older one has
     // not seen that write (a status update of the target, ordered before it, triggered this reconcile).
-    let key = canary_ref(canary);
     let seen_own_scale = ctx
         .own_writes
         .seen(&key, Written::TargetScale, obs.target.meta());

@@ -10,11 +10,10 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use indexmap::IndexSet;
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
+use indexmap::IndexSet;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::Notify;
 use tracing::info;

@@ -151,13 +151,8 @@ impl CanaryIndex {
         self.read().in_flight.contains(canary)
     }
 
-    /// The Canaries in `ns` with their targets (the workload ones).
-    pub fn targets_in(&self, ns: &str) -> Vec<(ObjectRef<Canary>, WorkloadKind, String)> {
-        self.targets_in_of(ns, |_| true)
-    }
-
-    /// The Canaries in `ns` whose targets are of a kind `of` takes, with their targets.
-    fn targets_in_of(
+    /// The Canaries in `ns` whose targets are workloads of a kind `of` takes, with their targets.
+    fn targets_in(
         &self,
         ns: &str,
         of: impl Fn(WorkloadKind) -> bool,
@@ -205,20 +200,41 @@ pub fn canaries_using(
         kind,
         name: meta.name.clone().unwrap_or_default(),
     };
-    let uses = |kind: WorkloadKind, target: &str| {
-        // Decoded only when its JSON names the config at all.
-        workloads
-            .get_if_mentions(kind, &ns, target, &config.name)
-            .and_then(|w| w.template()?.spec.as_ref().map(referenced))
-            .is_some_and(|used| used.contains(&config))
-    };
-    // Only the Canaries of the config's namespace are looked at.
-    let users = index
-        .targets_in(&ns)
-        .into_iter()
-        .filter(|(_, kind, target)| uses(*kind, target))
-        .map(|(key, _, _)| key);
+    let users = targets_naming(
+        index,
+        workloads,
+        &ns,
+        &config.name,
+        |_| true,
+        |w| {
+            w.template()
+                .and_then(|t| t.spec.as_ref())
+                .is_some_and(|pod| referenced(pod).contains(&config))
+        },
+    );
     owners(meta).chain(users).collect()
+}
+
+/// The Canaries of `ns` whose workload target, of a kind `of` takes, names `name` and `uses` it as
+/// decoded. Only the namespace's Canaries are looked at, and a target is decoded only when its JSON
+/// holds `name` at all.
+fn targets_naming(
+    index: &CanaryIndex,
+    workloads: &Workloads,
+    ns: &str,
+    name: &str,
+    of: impl Fn(WorkloadKind) -> bool,
+    uses: impl Fn(&Workload) -> bool,
+) -> impl Iterator<Item = ObjectRef<Canary>> {
+    index
+        .targets_in(ns, of)
+        .into_iter()
+        .filter(move |(_, kind, target)| {
+            workloads
+                .get_if_mentions(*kind, ns, target, name)
+                .is_some_and(|w| uses(&w))
+        })
+        .map(|(key, _, _)| key)
 }
 
 /// Canaries a Service concerns: as [`canaries_of`], and those whose StatefulSet target it governs (its
@@ -236,24 +252,15 @@ pub fn canaries_of_service(
     }
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
-    let governed = |target: &str| {
-        // Decoded only when its JSON names the Service at all.
-        workloads
-            .get_if_mentions(WorkloadKind::StatefulSet, &ns, target, &name)
-            .is_some_and(|w| match w {
-                Workload::StatefulSet(s) => s
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| s.service_name.as_deref() == Some(name.as_str())),
-                _ => false,
-            })
-    };
-    // Only the StatefulSet targets of the namespace are looked at (most are Deployments).
-    let governing = index
-        .targets_in_of(&ns, |kind| kind == WorkloadKind::StatefulSet)
-        .into_iter()
-        .filter(|(_, _, target)| governed(target))
-        .map(|(key, _, _)| key);
+    // Only the StatefulSet targets are looked at (most are Deployments).
+    let stateful = |kind| kind == WorkloadKind::StatefulSet;
+    let governing = targets_naming(index, workloads, &ns, &name, stateful, |w| match w {
+        Workload::StatefulSet(s) => s
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.service_name.as_deref() == Some(name.as_str())),
+        _ => false,
+    });
     let mut canaries: Vec<_> = canaries_of(meta, index)
         .into_iter()
         .chain(governing)
@@ -433,7 +440,7 @@ mod tests {
         assert_eq!(names("shop", "www"), vec!["front"]);
         assert_eq!(names("shop", "edge"), vec!["front"]);
         index.delete(&canary_ref(&other));
-        assert_eq!(index.targets_in("shop").len(), 2);
+        assert_eq!(index.targets_in("shop", |_| true).len(), 2);
         // Retargeted: filed under the new name only.
         index.apply(&canary("shop", "web", "web-v2", None));
         assert!(names("shop", "web").is_empty());
@@ -441,7 +448,7 @@ mod tests {
         assert_eq!(names("shop", "web-v2"), vec!["web"]);
         index.delete(&canary_ref(&canary("shop", "api", "api", None)));
         assert!(names("shop", "api").is_empty());
-        assert_eq!(index.targets_in("shop").len(), 1);
+        assert_eq!(index.targets_in("shop", |_| true).len(), 1);
         // In flight until settled (a new Canary too), for the backlog.
         let mut db = canary("ops", "db", "db", None);
         index.apply(&db);

@@ -49,7 +49,7 @@ use crate::workload::configs::ConfigKind;
 use crate::workload::metadata::IncludePrefixes;
 use crate::workload::scaler;
 use apply::FIELD_MANAGER;
-use backlog::{Backlog, can_wait};
+use backlog::Backlog;
 use events::Events;
 use mapping::{canaries_of, canaries_of_service, canaries_using, canary_ref, scoped};
 use packed::{Cache, Packed, packed_ref};
@@ -495,8 +495,9 @@ async fn lead(
                 watcher::Event::InitApply(c) => match c.unpack() {
                     Some(canary) => {
                         index.apply(&canary);
-                        if can_wait(&canary) {
-                            backlog.hold(canary_ref(&canary));
+                        let key = canary_ref(&canary);
+                        if !index.in_flight(&key) {
+                            backlog.hold(key);
                             None
                         } else {
                             Some(c)
@@ -763,11 +764,7 @@ async fn lead(
                 // Deleted before its turn came: nothing to do.
                 Err(kube_controller::Error::ObjectNotFound(o)) => {
                     debug!(object = %o, "gone before its reconcile");
-                    let key = ObjectRef::new(&o.name);
-                    backlog.done(&match &o.namespace {
-                        Some(ns) => key.within(ns),
-                        None => key,
-                    });
+                    backlog.done(&(*o).into_kind_unchecked::<Canary>(()));
                 }
                 Err(kube_controller::Error::QueueError(e)) => {
                     warn!(error = %e, "watching Canaries")

@@ -428,10 +428,11 @@ impl<'a> Tick<'a> {
         // promotion) neither says the hold again nor restarts its clock.
         self.message = self.said.clone();
         let reported = self.status.holding_since.as_ref();
-        if self.message != why && reported.is_some_and(|t| elapsed(self.o.now, t) < self.s.interval)
+        if let Some(age) = reported.map(|t| elapsed(self.o.now, t))
+            && age < self.s.interval
+            && self.message != why
         {
             // Progress since the last report: not overdue, and said at the interval's end if still held.
-            let age = reported.map_or(Duration::ZERO, |t| elapsed(self.o.now, t));
             self.requeue = (self.s.interval - age).min(POLL);
             return false;
         }
