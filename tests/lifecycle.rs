@@ -8,9 +8,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
 use serin::api::{Canary, Phase};
+use serin_e2e::apps::deployment as app;
 use serin_e2e::podinfo::{
-    canary, deployment, image_of, route_weight, setup, status, wait_phase, wait_weight_at_least,
-    weights_until,
+    canary, deployment, image_of, route_weight, setup, status, wait_phase, wait_phase_of,
+    wait_weight_at_least, weights_until,
 };
 use serin_e2e::{SerinProcess, apply, wait_for};
 
@@ -211,45 +212,28 @@ async fn a_restarted_controller_resumes_at_the_same_weight() {
     // still looked at: one given a new image while the controller is down rolls out.
     let settled = ["web-0", "web-1", "web-2"];
     for name in settled {
-        let mut d = deployment("podinfo:1.0.0", json!({}));
-        d["metadata"]["name"] = json!(name);
-        d["spec"]["selector"]["matchLabels"]["app"] = json!(name);
-        d["spec"]["template"]["metadata"]["labels"]["app"] = json!(name);
-        apply::<Deployment>(&client, &ns, d).await;
+        apply::<Deployment>(&client, &ns, app(name, 3, "podinfo:1.0.0", json!({}))).await;
         let mut c = canary(json!({"analysis": {"interval": "2s", "stepWeight": 50}}));
         c["metadata"]["name"] = json!(name);
         c["spec"]["targetRef"]["name"] = json!(name);
         apply::<Canary>(&client, &ns, c).await;
     }
-    let canaries = Api::<Canary>::namespaced(client.clone(), &ns);
-    let phase_of = |name: &'static str| {
-        let canaries = canaries.clone();
-        async move { canaries.get(name).await.ok().and_then(|c| c.status?.phase) }
-    };
     let mut serin = SerinProcess::start(SERIN, &ns, "a").await;
     wait_phase(&client, &ns, Phase::Initialized, Duration::from_secs(30)).await;
     for name in settled {
-        wait_for(
-            &format!("{name} Initialized"),
+        wait_phase_of(
+            &client,
+            &ns,
+            name,
+            Phase::Initialized,
             Duration::from_secs(30),
-            Duration::from_millis(200),
-            || async {
-                match phase_of(name).await {
-                    Some(Phase::Initialized) => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            },
         )
         .await;
     }
     apply::<Deployment>(&client, &ns, deployment("podinfo:2.0.0", json!({}))).await;
     wait_weight_at_least(&client, &ns, 30, Duration::from_secs(30)).await;
     serin.kill();
-    let mut web = deployment("podinfo:2.0.0", json!({}));
-    web["metadata"]["name"] = json!("web-2");
-    web["spec"]["selector"]["matchLabels"]["app"] = json!("web-2");
-    web["spec"]["template"]["metadata"]["labels"]["app"] = json!("web-2");
-    apply::<Deployment>(&client, &ns, web).await;
+    apply::<Deployment>(&client, &ns, app("web-2", 3, "podinfo:2.0.0", json!({}))).await;
     let at_crash = route_weight(&client, &ns).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
@@ -265,16 +249,13 @@ async fn a_restarted_controller_resumes_at_the_same_weight() {
         weights, expected,
         "resumed at {at_crash} without redoing steps"
     );
-    wait_for(
-        "web-2, given a new image while the controller was down, to be promoted",
+    // web-2, given a new image while the controller was down, is promoted.
+    wait_phase_of(
+        &client,
+        &ns,
+        "web-2",
+        Phase::Succeeded,
         Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async {
-            match phase_of("web-2").await {
-                Some(Phase::Succeeded) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
     )
     .await;
     // The list brought four Canaries: the three settled waited, the one in flight did not.

@@ -412,26 +412,28 @@ async fn a_stateful_set_is_promoted_with_volumes_and_a_governing_service_of_its_
                 "ports": [{"name": "http", "port": 9898}, {"name": "metrics", "port": 9797}]}}),
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ports: Vec<i32> = Api::<Service>::namespaced(client.clone(), &ns)
-            .get("podinfo-headless-primary")
-            .await
-            .ok()
-            .and_then(|s| s.spec?.ports)
-            .unwrap_or_default()
-            .iter()
-            .map(|p| p.port)
-            .collect();
-        if ports == [9898, 9797] {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the primary's governing Service kept ports {ports:?} 30 s after podinfo-headless changed"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for(
+        "the primary's governing Service to take podinfo-headless's new port",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || async {
+            let ports: Vec<i32> = Api::<Service>::namespaced(client.clone(), &ns)
+                .get("podinfo-headless-primary")
+                .await
+                .ok()
+                .and_then(|s| s.spec?.ports)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.port)
+                .collect();
+            if ports == [9898, 9797] {
+                Ok(())
+            } else {
+                Err(format!("ports {ports:?}"))
+            }
+        },
+    )
+    .await;
     // Each StatefulSet's pods have volumes of their own.
     let claims: Vec<String> =
         Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)

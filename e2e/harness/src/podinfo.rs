@@ -40,8 +40,13 @@ pub fn canary(spec_extra: Value) -> Value {
 }
 
 pub async fn status(client: &Client, ns: &str) -> CanaryStatus {
+    status_of(client, ns, "podinfo").await
+}
+
+/// The status of the Canary `name` (default while it has none, or is not there).
+pub async fn status_of(client: &Client, ns: &str, name: &str) -> CanaryStatus {
     Api::<Canary>::namespaced(client.clone(), ns)
-        .get("podinfo")
+        .get(name)
         .await
         .ok()
         .and_then(|c| c.status)
@@ -54,12 +59,23 @@ pub async fn wait_phase(
     phase: Phase,
     timeout: Duration,
 ) -> CanaryStatus {
+    wait_phase_of(client, ns, "podinfo", phase, timeout).await
+}
+
+/// Waits until the Canary `name` is in `phase`.
+pub async fn wait_phase_of(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> CanaryStatus {
     wait_for(
-        &format!("Canary {ns}/podinfo to be {phase}"),
+        &format!("Canary {ns}/{name} to be {phase}"),
         timeout,
         Duration::from_millis(100),
         || async {
-            let s = status(client, ns).await;
+            let s = status_of(client, ns, name).await;
             if s.phase == Some(phase) {
                 Ok(s)
             } else {

@@ -558,30 +558,31 @@ fn report(n: usize, (first, serin): (Peer, &Figures), flagger: Option<&Figures>)
         );
     }
     println!("  writes per canary and rollout, by verb and resource:");
-    let keys: BTreeSet<&(String, String)> = serin
-        .writes
+    per_canary_rows(
+        n,
+        (serin, flagger),
+        |f| &f.writes,
+        |k| format!("{} {}", k.0, k.1),
+    );
+    println!("  events about the canaries per rollout, by reason (those the API server kept):");
+    per_canary_rows(n, (serin, flagger), |f| &f.events, String::clone);
+}
+
+/// One row per key of the counts `of` takes from each peer's figures, per canary.
+fn per_canary_rows<K: Ord>(
+    n: usize,
+    (serin, flagger): (&Figures, Option<&Figures>),
+    of: impl Fn(&Figures) -> &BTreeMap<K, u64>,
+    label: impl Fn(&K) -> String,
+) {
+    let keys: BTreeSet<&K> = of(serin)
         .keys()
-        .chain(flagger.iter().flat_map(|f| f.writes.keys()))
+        .chain(flagger.iter().flat_map(|f| of(f).keys()))
         .collect();
     for key in keys {
-        let per = |f: &Figures| *f.writes.get(key).unwrap_or(&0) as f64 / n as f64;
+        let per = |f: &Figures| *of(f).get(key).unwrap_or(&0) as f64 / n as f64;
         row(
-            &format!("    {} {}", key.0, key.1),
-            format!("{:.2}", per(serin)),
-            flagger.map(|f| format!("{:.2}", per(f))),
-            None,
-        );
-    }
-    println!("  events about the canaries per rollout, by reason (those the API server kept):");
-    let reasons: BTreeSet<&String> = serin
-        .events
-        .keys()
-        .chain(flagger.iter().flat_map(|f| f.events.keys()))
-        .collect();
-    for reason in reasons {
-        let per = |f: &Figures| *f.events.get(reason).unwrap_or(&0) as f64 / n as f64;
-        row(
-            &format!("    {reason}"),
+            &format!("    {}", label(key)),
             format!("{:.2}", per(serin)),
             flagger.map(|f| format!("{:.2}", per(f))),
             None,
